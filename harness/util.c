@@ -1,0 +1,238 @@
+/* util.c - allocation, durations, sizes, clocks, ports and the run's
+ * seeded generator (faultgate/util.h). */
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "faultgate/error.h"
+#include "faultgate/util.h"
+
+static void oom(size_t n)
+{
+    fprintf(stderr, "faultgate: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
+void *fg_malloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        oom(n);
+    return p;
+}
+
+void *fg_calloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p)
+        oom(n * size);
+    return p;
+}
+
+void *fg_realloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        oom(n);
+    return q;
+}
+
+char *fg_strdup(const char *s)
+{
+    return fg_strndup(s, strlen(s));
+}
+
+char *fg_strndup(const char *s, size_t n)
+{
+    char *d = fg_malloc(n + 1);
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+char *fg_asprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        abort();
+    char *s = fg_malloc((size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+void fg_array_reserve(void **arr, size_t *cap, size_t need, size_t esz)
+{
+    if (need <= *cap)
+        return;
+    size_t c = *cap ? *cap * 2 : 8;
+    while (c < need)
+        c *= 2;
+    *arr = fg_realloc(*arr, c * esz);
+    memset((char *)*arr + *cap * esz, 0, (c - *cap) * esz);
+    *cap = c;
+}
+
+/* Number with an optional unit; units maps suffix -> multiplier. */
+struct unit {
+    const char *suffix;
+    double mult;
+};
+
+static int parse_scaled(const char *s, const struct unit *units, double bare, uint64_t *out)
+{
+    if (!s)
+        return FG_ESYNTAX;
+    while (isspace((unsigned char)*s))
+        s++;
+    if (!isdigit((unsigned char)*s) && *s != '.')
+        return FG_ESYNTAX;
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (errno || end == s || v < 0 || !isfinite(v))
+        return FG_ESYNTAX;
+    while (isspace((unsigned char)*end))
+        end++;
+    size_t ulen = strlen(end);
+    while (ulen > 0 && isspace((unsigned char)end[ulen - 1]))
+        ulen--;
+    double mult = bare;
+    if (ulen > 0) {
+        const struct unit *u;
+        for (u = units; u->suffix; u++)
+            if (strlen(u->suffix) == ulen && strncasecmp(end, u->suffix, ulen) == 0)
+                break;
+        if (!u->suffix)
+            return FG_ESYNTAX;
+        mult = u->mult;
+    }
+    double r = v * mult;
+    if (r > 1.8e19)
+        return FG_ESYNTAX;
+    *out = (uint64_t)llround(r);
+    return 0;
+}
+
+int fg_duration_parse(const char *s, uint64_t *ms)
+{
+    static const struct unit units[] = {{"ms", 1},       {"s", 1000},    {"sec", 1000},
+                                        {"m", 60000},    {"min", 60000}, {"h", 3600000},
+                                        {"us", 0.001},   {NULL, 0}};
+    return parse_scaled(s, units, 1000, ms);
+}
+
+int fg_size_parse(const char *s, uint64_t *bytes)
+{
+    static const struct unit units[] = {{"b", 1},           {"k", 1024},    {"kb", 1024},
+                                        {"kib", 1024},      {"m", 1048576}, {"mb", 1048576},
+                                        {"mib", 1048576},   {"g", 1073741824.0},
+                                        {NULL, 0}};
+    return parse_scaled(s, units, 1, bytes);
+}
+
+int fg_uint_parse(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (!s || !isdigit((unsigned char)*s))
+        return FG_ESYNTAX;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return FG_ESYNTAX;
+    *out = v;
+    return 0;
+}
+
+uint64_t fg_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t fg_wall_us(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
+}
+
+int fg_hostport_parse(const char *s, char *host, size_t hostlen, int *port)
+{
+    const char *colon;
+    const char *h = s;
+    size_t hl;
+    if (*s == '[') {
+        const char *rb = strchr(s, ']');
+        if (!rb || rb[1] != ':')
+            return FG_ESYNTAX;
+        h = s + 1;
+        hl = (size_t)(rb - h);
+        colon = rb + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon)
+            return FG_ESYNTAX;
+        hl = (size_t)(colon - s);
+    }
+    uint64_t p;
+    if (hl == 0 || hl >= hostlen || fg_uint_parse(colon + 1, 0, 65535, &p) != 0)
+        return FG_ESYNTAX;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    *port = (int)p;
+    return 0;
+}
+
+int fg_mkdir_p(const char *dir)
+{
+    char *p = fg_strdup(dir);
+    for (char *q = p + 1; *q; q++) {
+        if (*q != '/')
+            continue;
+        *q = '\0';
+        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+            int e = -errno;
+            free(p);
+            return e;
+        }
+        *q = '/';
+    }
+    int rc = 0;
+    if (mkdir(p, 0755) != 0 && errno != EEXIST)
+        rc = -errno;
+    free(p);
+    return rc;
+}
+
+void fg_rng_seed(struct fg_rng *r, uint64_t seed)
+{
+    r->state = seed;
+}
+
+/* splitmix64 (Steele, Lea, Flood 2014): small, fast and fully determined
+ * by the seed, which is all the fault engine needs. */
+uint64_t fg_rng_next(struct fg_rng *r)
+{
+    uint64_t z = (r->state += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+double fg_rng_unit(struct fg_rng *r)
+{
+    return (double)(fg_rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
+}

@@ -1,0 +1,68 @@
+/* faultgate/capture.h - the run's pcap: live libpcap capture on loopback,
+ * or a trace synthesized from what faultgate's own endpoints saw.
+ *
+ * Live mode opens the loopback device with a BPF filter on the run's ports
+ * and writes every packet to the file as it arrives (driven by the libuv
+ * loop through pcap's selectable fd).  Synth mode writes Ethernet/IPv4/TCP
+ * frames with a proper handshake, sequence and acknowledgment numbers,
+ * checksums, FIN and RST, so that Wireshark, tshark and faultgate's own
+ * trace reader read both kinds the same way.  Only this module includes
+ * pcap.h for writing or capturing.
+ */
+#ifndef FAULTGATE_CAPTURE_H
+#define FAULTGATE_CAPTURE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "faultgate/smtp.h"
+
+enum fg_capture_mode { FG_CAPTURE_AUTO, FG_CAPTURE_LIVE, FG_CAPTURE_SYNTH };
+
+struct fg_capture;
+
+/* fg_capture_open - start a capture writing to path.
+ * mode AUTO tries live capture and falls back to synth when the process may
+ * not capture (no CAP_NET_RAW); LIVE fails with FG_ECAPTURE instead.
+ * ports: the TCP ports to keep (the BPF filter); nports may be 0 in synth
+ * mode.  On error, err says why. */
+int fg_capture_open(uv_loop_t *loop, enum fg_capture_mode mode, const char *path,
+                    const int *ports, size_t nports, struct fg_capture **out, char *err,
+                    size_t errlen);
+
+/* The mode actually in use (LIVE or SYNTH). */
+enum fg_capture_mode fg_capture_mode(const struct fg_capture *c);
+const char *fg_capture_mode_name(enum fg_capture_mode m);
+
+/* Add a port to a live capture's filter (used when a port is known only
+ * after the capture started). */
+int fg_capture_add_port(struct fg_capture *c, int port);
+
+/* fg_capture_close - drain what the kernel still holds (live), flush and
+ * close the file, free c.  Safe with c NULL. Returns 0 or an error. */
+int fg_capture_close(struct fg_capture *c);
+
+/* Number of frames written so far. */
+uint64_t fg_capture_frames(const struct fg_capture *c);
+
+/* --- synthesized connections -----------------------------------------
+ * An endpoint that owns one side of a TCP connection (the proxy, the
+ * injector) reports what it saw; in LIVE mode these calls do nothing, so
+ * callers need not care which mode is in use.  client/server are the real
+ * addresses of the connection. */
+struct fg_synth_conn;
+
+struct fg_synth_conn *fg_capture_conn_open(struct fg_capture *c, const struct sockaddr *client,
+                                           const struct sockaddr *server);
+/* Bytes sent in direction dir, written as segments of at most 1448 octets. */
+void fg_capture_conn_data(struct fg_synth_conn *sc, enum fg_dir dir, const void *buf, size_t len);
+void fg_capture_conn_fin(struct fg_synth_conn *sc, enum fg_dir dir);
+void fg_capture_conn_rst(struct fg_synth_conn *sc, enum fg_dir dir);
+/* Frees sc (after a FIN both ways or an RST, or at the end of the run). */
+void fg_capture_conn_free(struct fg_synth_conn *sc);
+
+/* fg_capture_can_live - whether this process may capture on loopback. */
+int fg_capture_can_live(void);
+
+#endif

@@ -1,0 +1,61 @@
+/* faultgate/expect.h - the expectation catalog and verdicts.
+ *
+ * Each rule reads the timeline (and the run's metadata) and yields a
+ * verdict with evidence: connection, frame numbers, times, excerpt.
+ * Verdicts follow TTCN-3: the worst wins, error > fail > inconc > pass.
+ * Rules are documented, with their sources, in scenarios/FORMAT.md.
+ */
+#ifndef FAULTGATE_EXPECT_H
+#define FAULTGATE_EXPECT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "faultgate/meta.h"
+#include "faultgate/scenario.h"
+#include "faultgate/timeline.h"
+
+enum fg_verdict { FG_V_PASS, FG_V_INCONC, FG_V_FAIL, FG_V_ERROR, FG_V_SKIP };
+
+const char *fg_verdict_name(enum fg_verdict v);
+/* The worse of two verdicts (skip counts below pass). */
+enum fg_verdict fg_verdict_worst(enum fg_verdict a, enum fg_verdict b);
+
+#define FG_MAX_FRAMES 16
+
+struct fg_outcome {
+    char *rule;
+    char *source;   /* "RFC 5321 §4.5.3.2.6 (SHOULD)", "KB Q129140" */
+    enum fg_verdict verdict;
+    char *summary;  /* one line */
+    char *evidence; /* lines for a person: connection, frames, times */
+    unsigned conn;  /* 0 if none */
+    uint64_t frames[FG_MAX_FRAMES];
+    size_t nframes;
+};
+
+void fg_outcome_clear(struct fg_outcome *o);
+
+struct fg_judge_ctx {
+    const struct fg_scenario *sc;
+    const struct fg_meta *meta;
+    const struct fg_timeline *tl;
+};
+
+/* fg_expect_validate - check at load time that e names a known rule with
+ * the parameters it needs; err gets "file:line:col: ..." when not. */
+int fg_expect_validate(const struct fg_scenario *sc, const struct fg_expect_spec *e, char *err,
+                       size_t errlen);
+
+/* fg_expect_within_ms - the longest time any expectation of sc waits
+ * (its `within` against the timeouts), for the run's deadline. */
+uint64_t fg_expect_horizon_ms(const struct fg_scenario *sc, const struct fg_meta *meta);
+
+/* fg_expect_eval - evaluate e; fills out (caller clears it). */
+void fg_expect_eval(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                    struct fg_outcome *out);
+
+/* Names of the rules, NULL-terminated, for `faultgate list --rules`. */
+extern const char *const fg_expect_rules[];
+
+#endif

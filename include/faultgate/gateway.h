@@ -1,0 +1,57 @@
+/* faultgate/gateway.h - the gateway under test as a process group.
+ *
+ * faultgate starts the gateway from its profile in a process group of its
+ * own (setsid), waits until it accepts TCP connections on its port, and at
+ * the end sends SIGTERM to the whole group, then SIGKILL after the grace
+ * period, and reaps it: no process of the gateway outlives the run.
+ */
+#ifndef FAULTGATE_GATEWAY_H
+#define FAULTGATE_GATEWAY_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "faultgate/profile.h"
+
+struct fg_gateway;
+
+struct fg_gateway_vars {
+    int gateway_port;
+    const char *upstream_host;
+    int upstream_port;
+    const char *x400_upstream; /* "host:port" or NULL */
+    const char *workdir;       /* created by the caller */
+    const char *bindir;        /* where faultgate's own programs are */
+};
+
+/* fg_gateway_start - spawn the profile's argv with placeholders filled;
+ * stdout and stderr go to workdir/gateway.log.  ready_cb is called once:
+ * status 0 when the port accepts a connection, FG_ENOTREADY when the
+ * ready timeout passes first or the process exits before it is ready. */
+typedef void (*fg_gateway_ready_cb)(struct fg_gateway *g, int status, void *ud);
+int fg_gateway_start(uv_loop_t *loop, const struct fg_profile *p, const struct fg_gateway_vars *v,
+                     fg_gateway_ready_cb ready_cb, void *ud, struct fg_gateway **out, char *err,
+                     size_t errlen);
+
+/* fg_gateway_stop - SIGTERM the group, SIGKILL after the grace period,
+ * then stopped_cb once the leader is reaped and the group is gone. */
+typedef void (*fg_gateway_stopped_cb)(struct fg_gateway *g, void *ud);
+void fg_gateway_stop(struct fg_gateway *g, fg_gateway_stopped_cb cb, void *ud);
+
+/* Whether the gateway process is still running; its exit status and
+ * signal once it is not. */
+int fg_gateway_running(const struct fg_gateway *g);
+int64_t fg_gateway_exit_status(const struct fg_gateway *g);
+int fg_gateway_term_signal(const struct fg_gateway *g);
+int fg_gateway_pid(const struct fg_gateway *g);
+/* fg_placeholder_fill - substitute {name} in s; unknown names are errors. */
+int fg_placeholder_fill(const char *s, const struct fg_gateway_vars *v, char **out, char *err,
+                        size_t errlen);
+
+/* Frees g; it must have stopped (stopped_cb called) or never started. */
+void fg_gateway_free(struct fg_gateway *g);
+
+/* fg_port_alloc - an unused loopback TCP port (bind to 0 and read it back). */
+int fg_port_alloc(void);
+
+#endif

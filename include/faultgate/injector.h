@@ -1,0 +1,52 @@
+/* faultgate/injector.h - submits messages into the gateway's SMTP port.
+ *
+ * Each message carries a unique token in an X-Faultgate-Token header so
+ * that its fate can be followed across legs.  The injector is a strict SMTP
+ * client on the shared parser: EHLO (HELO if refused), MAIL, RCPT, DATA,
+ * dot-stuffed body, QUIT; every wait has a deadline.
+ */
+#ifndef FAULTGATE_INJECTOR_H
+#define FAULTGATE_INJECTOR_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "faultgate/capture.h"
+#include "faultgate/smtp.h"
+
+struct fg_inject_msg {
+    char token[FG_TOKEN_MAX]; /* filled by the caller */
+    const char *from;
+    const char *const *to;
+    size_t nto;
+    uint64_t size;
+    /* results */
+    int status;        /* 0 accepted (2xx to end of data); <0 error */
+    int reply_code;    /* last reply code seen for this message */
+    uint64_t accepted_us;
+};
+
+struct fg_injector;
+
+struct fg_injector_opts {
+    const char *host;
+    int port;
+    struct fg_inject_msg *msgs; /* not owned; results written into it */
+    size_t nmsgs;
+    uint64_t timeout_ms;        /* per reply; 0: 30 s */
+    struct fg_capture *capture; /* synthesized capture of this leg; may be NULL */
+    const char *helo;           /* default "injector.faultgate.test" */
+};
+
+/* done_cb once every message was submitted or failed. */
+typedef void (*fg_injector_done_cb)(struct fg_injector *inj, void *ud);
+int fg_injector_start(uv_loop_t *loop, const struct fg_injector_opts *o, fg_injector_done_cb cb,
+                      void *ud, struct fg_injector **out);
+/* Closes what is still open; cb after every handle is closed, inj freed. */
+void fg_injector_close(struct fg_injector *inj, void (*cb)(void *ud), void *ud);
+
+/* fg_injector_body - the message text (headers, token, body of about size
+ * octets), CRLF line ends, not dot-stuffed; caller frees. */
+char *fg_injector_body(const struct fg_inject_msg *m, size_t *len);
+
+#endif

@@ -1,0 +1,52 @@
+/* faultgate/meta.h - a run's metadata, written beside its pcap as
+ * <scenario>.meta.json: the roles of the ports, the profile's timeouts,
+ * the fault decisions, the injected tokens.  With the pcap it is all that
+ * `faultgate judge` needs to reach the live run's verdicts.
+ */
+#ifndef FAULTGATE_META_H
+#define FAULTGATE_META_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "faultgate/fault.h"
+#include "faultgate/profile.h"
+
+#define FG_META_VERSION 1
+
+struct fg_meta_token {
+    char token[FG_TOKEN_MAX];
+    int accepted;        /* the gateway answered 2xx to its end of data */
+    int reply_code;
+    uint64_t accepted_us;
+};
+
+struct fg_meta {
+    char *scenario_id;
+    uint64_t seed;
+    char *capture_mode; /* "live" or "synth" */
+    char *pcap;         /* file name, relative to the meta file */
+    int gateway_port;   /* inbound leg: injector -> gateway */
+    int proxy_port;     /* outbound leg: gateway -> proxy */
+    int mta_port;       /* outbound leg: proxy -> fake MTA */
+    char *profile_name;
+    char *gateway_version;
+    struct fg_timeout *timeouts;
+    size_t ntimeouts;
+    struct fg_decision *decisions;
+    size_t ndecisions;
+    struct fg_meta_token *tokens;
+    size_t ntokens;
+    uint64_t start_us, end_us;
+    int gateway_running_at_end; /* the process was alive when the run ended */
+    int64_t gateway_exit_status;
+    int gateway_term_signal;
+};
+
+int fg_meta_write(const char *path, const struct fg_meta *m, char *err, size_t errlen);
+int fg_meta_read(const char *path, struct fg_meta **out, char *err, size_t errlen);
+void fg_meta_free(struct fg_meta *m);
+/* Lookup of a timeout in the meta's copy of the profile's timeouts. */
+int64_t fg_meta_timeout(const struct fg_meta *m, const char *name);
+
+#endif

@@ -1,0 +1,46 @@
+/* faultgate/profile.h - gateway profiles (scenarios/gateways/*.yaml):
+ * how to start the gateway under test, when it is ready, how to stop it,
+ * and the timeouts it is configured with.
+ */
+#ifndef FAULTGATE_PROFILE_H
+#define FAULTGATE_PROFILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct fg_timeout {
+    char *name; /* "greeting", "data_done", ... */
+    uint64_t ms;
+};
+
+struct fg_profile {
+    char *path;
+    char *name;
+    char *description;
+    char *version_cmd; /* optional: argv string whose output names the version */
+    /* start: argv with placeholders {gateway_port} {upstream} {upstream_host}
+     * {upstream_port} {workdir} {x400_upstream} {bindir} */
+    char **argv;
+    size_t nargv;
+    char **env; /* "NAME=value", placeholders allowed */
+    size_t nenv;
+    uint64_t ready_timeout_ms; /* ready: {tcp: gateway_port, timeout: 10s} */
+    uint64_t stop_grace_ms;    /* SIGTERM, then SIGKILL after this */
+    struct fg_timeout *timeouts;
+    size_t ntimeouts;
+};
+
+int fg_profile_load(const char *path, struct fg_profile **out, char *err, size_t errlen);
+void fg_profile_free(struct fg_profile *p);
+
+/* fg_profile_timeout - the named timeout in ms, or -1 if the profile has none. */
+int64_t fg_profile_timeout(const struct fg_profile *p, const char *name);
+
+/* fg_within_eval - evaluate "timeouts.data_done + 5s", "60s",
+ * "2 * timeouts.data_done" against the profile.  Returns 0 and sets *ms,
+ * or FG_EINPUT (unknown timeout) / FG_ESYNTAX with a message in err
+ * (and the 1-based column of the fault in *col when col is not NULL). */
+int fg_within_eval(const char *expr, const struct fg_profile *p, uint64_t *ms, char *err,
+                   size_t errlen, int *col);
+
+#endif

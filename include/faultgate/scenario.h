@@ -1,0 +1,65 @@
+/* faultgate/scenario.h - scenario files (scenarios/FORMAT.md).
+ *
+ * A scenario says which leg it drives, which messages the injector submits,
+ * which faults the proxy arms, and which expectations judge the trace.
+ */
+#ifndef FAULTGATE_SCENARIO_H
+#define FAULTGATE_SCENARIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "faultgate/fault.h"
+
+enum fg_leg { FG_LEG_OUTBOUND, FG_LEG_INBOUND };
+
+struct fg_msg_spec {
+    char *from;
+    char **to;
+    size_t nto;
+    uint64_t size;  /* approximate body size in octets */
+    unsigned count; /* how many such messages */
+};
+
+/* An expectation as written; its parameters are checked at load time by
+ * the rule catalog (expect.h), so an unknown rule is a load error. */
+struct fg_expect_spec {
+    char *rule;
+    char *within;   /* expression, e.g. "timeouts.data_done + 5s"; may be NULL */
+    char *fate;     /* message-fate */
+    char *after;    /* closes-after-stall: which fault (index as text); may be NULL */
+    int line, col;  /* where it was written */
+    int within_line, within_col;
+};
+
+struct fg_scenario {
+    char *path;
+    char *id;
+    char *title;
+    char **kb;
+    size_t nkb;
+    char **rfc;
+    size_t nrfc;
+    enum fg_leg leg;
+    struct fg_msg_spec *msgs;
+    size_t nmsgs;
+    struct fg_fault *faults;
+    size_t nfaults;
+    struct fg_expect_spec *expects;
+    size_t nexpects;
+    uint64_t deadline_ms; /* hard end of the run; 0 = from expectations */
+};
+
+/* fg_scenario_load - load and validate path.  Bad input: FG_ESYNTAX or
+ * FG_EINPUT with "file:line:col: message" in err. */
+int fg_scenario_load(const char *path, struct fg_scenario **out, char *err, size_t errlen);
+void fg_scenario_free(struct fg_scenario *s);
+
+/* fg_scenario_find - the scenario files named by paths (files, or
+ * directories searched recursively for *.yaml), sorted by path.  Gateway
+ * profiles under a `gateways` directory are skipped. */
+int fg_scenario_find(const char *const *paths, size_t npaths, char ***out, size_t *nout,
+                     char *err, size_t errlen);
+void fg_scenario_paths_free(char **paths, size_t n);
+
+#endif

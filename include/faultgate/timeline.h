@@ -1,0 +1,85 @@
+/* faultgate/timeline.h - the protocol events of a capture, per connection,
+ * with frame numbers and timestamps, built by running the shared SMTP
+ * parser (faultgate/smtp.h) over the reassembled streams of trace.h.
+ *
+ * This is what every verdict is computed from: the live run and
+ * `faultgate judge` on the saved pcap build the same timeline.
+ */
+#ifndef FAULTGATE_TIMELINE_H
+#define FAULTGATE_TIMELINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "faultgate/smtp.h"
+#include "faultgate/trace.h"
+
+enum fg_tl_kind {
+    FG_TL_OPEN,     /* SYN (or first segment) */
+    FG_TL_COMMAND,  /* text: the command line */
+    FG_TL_REPLY,    /* code; text: all lines */
+    FG_TL_DATA,     /* first body byte after 354; size filled at end of data */
+    FG_TL_END_OF_DATA,
+    FG_TL_BDAT_END,
+    FG_TL_TLS,      /* STARTTLS took effect */
+    FG_TL_FIN,      /* dir: who sent it */
+    FG_TL_RST,
+    FG_TL_GAP,      /* bytes missing from the trace */
+    FG_TL_VIOLATION /* text: violation name */
+};
+
+const char *fg_tl_kind_name(enum fg_tl_kind k);
+
+struct fg_tl_event {
+    enum fg_tl_kind kind;
+    enum fg_dir dir;
+    uint64_t frame;
+    uint64_t us; /* microseconds since the epoch */
+    int code;    /* REPLY */
+    enum fg_smtp_verb verb;         /* COMMAND; REPLY: the verb answered */
+    enum fg_smtp_answers answers;   /* REPLY */
+    char *text;                     /* owned; may be NULL */
+    uint64_t size;                  /* DATA: body octets; GAP: missing octets */
+};
+
+/* One mail transaction's body as seen on a connection. */
+struct fg_tl_msg {
+    char token[FG_TOKEN_MAX]; /* "" if the body carried none */
+    char *mail_from;          /* the MAIL FROM argument, owned */
+    size_t eod_event;         /* index of its END_OF_DATA (or BDAT_END LAST) event */
+    int reply_code;           /* reply to the end of data, 0 if none */
+    size_t reply_event;       /* index of that reply, if any */
+    uint64_t size;
+};
+
+struct fg_tl_conn {
+    unsigned id;
+    char client[64], server[64];
+    int client_port, server_port;
+    struct fg_tl_event *ev;
+    size_t nev, capev;
+    struct fg_tl_msg *msg;
+    size_t nmsg, capmsg;
+    int tls;
+};
+
+struct fg_timeline {
+    struct fg_tl_conn *conn;
+    size_t nconn, capconn;
+    struct fg_trace_stats stats;
+};
+
+/* fg_timeline_build - read the capture at path.  Returns 0 or an error
+ * (FG_ETRACE) with the reason in err. */
+int fg_timeline_build(const char *path, struct fg_timeline **out, char *err, size_t errlen);
+void fg_timeline_free(struct fg_timeline *tl);
+
+/* Connections whose server side has port `port`, in order. */
+size_t fg_timeline_conns_to(const struct fg_timeline *tl, int port, struct fg_tl_conn **out,
+                            size_t max);
+
+/* fg_tl_conn_first - index of the first event of kind k (and direction dir,
+ * or -1 for any) at or after index from; -1 if none. */
+long fg_tl_conn_first(const struct fg_tl_conn *c, size_t from, enum fg_tl_kind k, int dir);
+
+#endif

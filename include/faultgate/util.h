@@ -1,0 +1,59 @@
+/* faultgate/util.h - small shared helpers: allocation that never returns
+ * NULL, durations, monotonic and wall time, growable arrays. */
+#ifndef FAULTGATE_UTIL_H
+#define FAULTGATE_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Allocation failure is fatal: a harness that runs out of memory cannot
+ * produce a trustworthy verdict, so it aborts with a message. */
+void *fg_malloc(size_t n);
+void *fg_calloc(size_t n, size_t size);
+void *fg_realloc(void *p, size_t n);
+char *fg_strdup(const char *s);
+char *fg_strndup(const char *s, size_t n);
+char *fg_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#define FG_FREE(p)                                                                                 \
+    do {                                                                                           \
+        free(p);                                                                                   \
+        (p) = NULL;                                                                                \
+    } while (0)
+
+/* Grow *arr (element size esz) so that it holds at least need elements. */
+void fg_array_reserve(void **arr, size_t *cap, size_t need, size_t esz);
+#define FG_ARRAY_PUSH(arr, n, cap)                                                                 \
+    (fg_array_reserve((void **)&(arr), &(cap), (n) + 1, sizeof(*(arr))), &(arr)[(n)++])
+
+/* fg_duration_parse - "250ms", "5s", "2m", "1h", "1.5s", bare number =
+ * seconds.  Returns 0 and sets *ms, or FG_ESYNTAX. */
+int fg_duration_parse(const char *s, uint64_t *ms);
+
+/* fg_size_parse - "4k", "1M", "512" bytes (k = 1024). */
+int fg_size_parse(const char *s, uint64_t *bytes);
+
+/* fg_uint_parse - whole number in [min, max], no trailing garbage. */
+int fg_uint_parse(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
+/* fg_now_ms - monotonic milliseconds; fg_wall_us - wall-clock microseconds
+ * since the epoch (what pcap timestamps use). */
+uint64_t fg_now_ms(void);
+uint64_t fg_wall_us(void);
+
+/* fg_hostport_parse - "127.0.0.1:2525" or "[::1]:25"; host copied into
+ * host (size hostlen).  Returns 0 or FG_ESYNTAX. */
+int fg_hostport_parse(const char *s, char *host, size_t hostlen, int *port);
+
+/* fg_mkdir_p - create dir and its parents (mode 0755). */
+int fg_mkdir_p(const char *dir);
+
+/* fg_rng - splitmix64: one seeded generator per run, so that the same seed
+ * gives the same decisions. */
+struct fg_rng {
+    uint64_t state;
+};
+void fg_rng_seed(struct fg_rng *r, uint64_t seed);
+uint64_t fg_rng_next(struct fg_rng *r);
+double fg_rng_unit(struct fg_rng *r); /* [0, 1) */
+
+#endif
