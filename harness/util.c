@@ -60,15 +60,12 @@ char *fg_strndup(const char *s, size_t n)
 char *fg_asprintf(const char *fmt, ...)
 {
     va_list ap;
+    char *s = NULL;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vasprintf(&s, fmt, ap);
     va_end(ap);
     if (n < 0)
-        abort();
-    char *s = fg_malloc((size_t)n + 1);
-    va_start(ap, fmt);
-    vsnprintf(s, (size_t)n + 1, fmt, ap);
-    va_end(ap);
+        oom(0);
     return s;
 }
 

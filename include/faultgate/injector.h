@@ -21,8 +21,14 @@ struct fg_inject_msg {
     size_t nto;
     uint64_t size;
     /* results */
-    int status;        /* 0 accepted (2xx to end of data); <0 error */
-    int reply_code;    /* last reply code seen for this message */
+    int status;     /* 0 accepted (2xx to end of data); <0 error:
+                     * FG_EPROTO a non-2xx reply (see reply_code),
+                     * FG_ETIMEOUT no reply within timeout_ms,
+                     * UV_* the connection failed (UV_EOF: peer closed),
+                     * FG_EINPUT bad envelope (no from/to, CR or LF),
+                     * FG_ENOTAVAIL not attempted (closed early),
+                     * UV_ECANCELED fg_injector_close during it */
+    int reply_code; /* last reply code seen for this message */
     uint64_t accepted_us;
 };
 
@@ -42,7 +48,14 @@ struct fg_injector_opts {
 typedef void (*fg_injector_done_cb)(struct fg_injector *inj, void *ud);
 int fg_injector_start(uv_loop_t *loop, const struct fg_injector_opts *o, fg_injector_done_cb cb,
                       void *ud, struct fg_injector **out);
-/* Closes what is still open; cb after every handle is closed, inj freed. */
+/* Liveness probe (nmsgs == 0): 0 when a 2xx greeting came, else negative
+ * (UV_ECONNREFUSED, FG_ETIMEOUT, FG_EPROTO for a non-2xx greeting);
+ * FG_ENOTAVAIL before the outcome is known. */
+int fg_injector_probe_status(const struct fg_injector *inj);
+/* Connections opened so far (one, plus one per failed message). */
+unsigned fg_injector_connections(const struct fg_injector *inj);
+/* Closes what is still open; cb after every handle is closed, inj freed.
+ * May be called from done_cb.  done_cb is not called after this. */
 void fg_injector_close(struct fg_injector *inj, void (*cb)(void *ud), void *ud);
 
 /* fg_injector_body - the message text (headers, token, body of about size

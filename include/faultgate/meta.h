@@ -38,6 +38,10 @@ struct fg_meta {
     struct fg_meta_token *tokens;
     size_t ntokens;
     uint64_t start_us, end_us;
+    /* The liveness probe: connections to gateway_port opened at or after
+     * this time are the harness asking "does the gateway still answer?"
+     * at the end of the run (0: no probe). */
+    uint64_t probe_start_us;
     int gateway_running_at_end; /* the process was alive when the run ended */
     int64_t gateway_exit_status;
     int gateway_term_signal;

@@ -1,4 +1,4 @@
-/* faultgate/profile.h - gateway profiles (scenarios/gateways/*.yaml):
+/* faultgate/profile.h - gateway profiles (scenarios/gateways/):
  * how to start the gateway under test, when it is ready, how to stop it,
  * and the timeouts it is configured with.
  */
@@ -17,7 +17,8 @@ struct fg_profile {
     char *path;
     char *name;
     char *description;
-    char *version_cmd; /* optional: argv string whose output names the version */
+    char *version_cmd; /* optional: argv string whose output names the version
+                        * (the words of version_argv joined by spaces) */
     /* start: argv with placeholders {gateway_port} {upstream} {upstream_host}
      * {upstream_port} {workdir} {x400_upstream} {bindir} */
     char **argv;
@@ -28,7 +29,15 @@ struct fg_profile {
     uint64_t stop_grace_ms;    /* SIGTERM, then SIGKILL after this */
     struct fg_timeout *timeouts;
     size_t ntimeouts;
+    int stop_signal; /* stop: {signal: TERM}; 0 means SIGTERM */
+    /* version: [argv...] (placeholders allowed), NULL if absent */
+    char **version_argv;
+    size_t nversion;
 };
+
+/* The timeout names a profile may define, NULL-terminated (the rule
+ * catalog in scenarios/FORMAT.md). */
+extern const char *const fg_timeout_names[];
 
 int fg_profile_load(const char *path, struct fg_profile **out, char *err, size_t errlen);
 void fg_profile_free(struct fg_profile *p);
@@ -42,5 +51,11 @@ int64_t fg_profile_timeout(const struct fg_profile *p, const char *name);
  * (and the 1-based column of the fault in *col when col is not NULL). */
 int fg_within_eval(const char *expr, const struct fg_profile *p, uint64_t *ms, char *err,
                    size_t errlen, int *col);
+/* The same against a bare list of timeouts (e.g. a run's metadata).
+ * With t == NULL (p == NULL above) only the syntax and the timeout names
+ * (against fg_timeout_names) are checked and every timeout counts as 0:
+ * what a scenario loader can check before any profile is chosen. */
+int fg_within_eval_timeouts(const char *expr, const struct fg_timeout *t, size_t nt, uint64_t *ms,
+                            char *err, size_t errlen, int *col);
 
 #endif

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# ci/test.sh - the test command: builds (via ci/setup.sh) and runs every
+# suite in the normal build, then again under AddressSanitizer and
+# UndefinedBehaviorSanitizer.  Exit status is non-zero if any test fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash ci/setup.sh --asan
+bash ci/format.sh --check
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+status=0
+echo "== tests (normal build) =="
+meson test -C build --print-errorlogs --num-processes 2 || status=1
+echo "== tests (ASan + UBSan build) =="
+meson test -C build-asan --print-errorlogs --num-processes 2 --timeout-multiplier 3 || status=1
+exit $status

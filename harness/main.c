@@ -1,0 +1,524 @@
+/* main.c - the faultgate command line (DESIGN §4): run, judge, proxy,
+ * fake-mta, list; diagnose, x400-peer and report answer "not available
+ * yet".  Exit status: 0 passed, 1 failed or inconclusive, 2 faultgate could
+ * not do its job (bad input, gateway did not start, capture failed).
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "faultgate/capture.h"
+#include "faultgate/error.h"
+#include "faultgate/fake_mta.h"
+#include "faultgate/fault.h"
+#include "faultgate/proxy.h"
+#include "faultgate/scenario.h"
+#include "faultgate/util.h"
+#include "run.h"
+
+static const char usage_main[] =
+    "usage: faultgate COMMAND [OPTIONS] [ARGS]\n"
+    "\n"
+    "SMTP protocol conformance and fault-injection harness.\n"
+    "\n"
+    "commands:\n"
+    "  run       run scenarios against a gateway under test\n"
+    "  judge     judge a saved trace against a scenario\n"
+    "  proxy     run the fault-injecting proxy on its own\n"
+    "  fake-mta  run the fake MTA on its own\n"
+    "  list      list scenarios with their sources\n"
+    "  diagnose, x400-peer, report   (not available yet)\n"
+    "\n"
+    "`faultgate COMMAND --help` describes each command.\n";
+
+static const char usage_run[] =
+    "usage: faultgate run [-g PROFILE] [-o DIR] [--seed N] [--shard K/N]\n"
+    "                     [--capture auto|live|synth] [-q] [-v] SCENARIO|DIR...\n"
+    "\n"
+    "Start the gateway described by PROFILE (default: scenarios/gateways/refgw.yaml),\n"
+    "put the fault-injecting proxy and the fake MTA behind it, run each scenario,\n"
+    "capture the wire and judge it. Writes DIR/results.json, DIR/junit.xml and one\n"
+    "pcap (+ .meta.json) per scenario; DIR defaults to reports/runs/<run-id>.\n"
+    "\n"
+    "  -g, --gateway PROFILE   gateway profile (YAML)\n"
+    "  -o, --out DIR           output directory\n"
+    "      --seed N            seed for probabilistic faults (default: the time)\n"
+    "      --shard K/N         run only shard K of N (stable by scenario id)\n"
+    "      --capture MODE      auto (live if permitted, else synthesized), live, synth\n"
+    "  -j N                    accepted; scenarios run one at a time in this version\n"
+    "  -q, --quiet             print nothing but errors\n"
+    "  -v, --verbose           print passing evidence and the proxy's decisions\n"
+    "\n"
+    "exit status: 0 all passed or skipped, 1 a scenario failed or was inconclusive,\n"
+    "2 faultgate could not do its job (bad input, gateway did not start, capture).\n";
+
+static const char usage_judge[] =
+    "usage: faultgate judge -s SCENARIO [-o DIR] [--meta FILE] TRACE.pcap\n"
+    "\n"
+    "Judge a saved trace with a scenario's expectations, as the live run did. The\n"
+    "run's metadata (ports and roles, the profile's timeouts, fault decisions) is read\n"
+    "from TRACE.meta.json beside the trace unless --meta names it. With -o, writes\n"
+    "results.json and junit.xml there. Exit status as for `run`.\n";
+
+static const char usage_proxy[] =
+    "usage: faultgate proxy --listen HOST:PORT --upstream HOST:PORT\n"
+    "                       [-s SCENARIO | --fault SPEC]... [--pcap FILE] [--seed N]\n"
+    "                       [--capture auto|live|synth]\n"
+    "\n"
+    "Forward SMTP from HOST:PORT to the upstream, injecting faults. A fault is\n"
+    "`TRIGGER [, SELECTOR]... : ACTION [ARGS]`, for example\n"
+    "  --fault 'reply 354: stall'   --fault 'command EHLO, first: close'\n"
+    "(syntax: scenarios/FORMAT.md). Each decision is logged to stderr. Runs until\n"
+    "SIGINT or SIGTERM.\n";
+
+static const char usage_mta[] =
+    "usage: faultgate fake-mta --listen HOST:PORT [--ledger FILE] [--maildir DIR]\n"
+    "\n"
+    "Run the fake MTA: an SMTP server that keeps each message and writes a ledger\n"
+    "line (JSON) per message. Runs until SIGINT or SIGTERM. (--script: not available\n"
+    "yet.)\n";
+
+static const char usage_list[] =
+    "usage: faultgate list [SCENARIO|DIR...]\n"
+    "\n"
+    "List scenarios (default: scenarios/) with their id, leg, sources and title.\n";
+
+static int parse_capture(const char *s, enum fg_capture_mode *m)
+{
+    if (strcmp(s, "auto") == 0)
+        *m = FG_CAPTURE_AUTO;
+    else if (strcmp(s, "live") == 0)
+        *m = FG_CAPTURE_LIVE;
+    else if (strcmp(s, "synth") == 0)
+        *m = FG_CAPTURE_SYNTH;
+    else
+        return -1;
+    return 0;
+}
+
+static int bad_usage(const char *cmd, const char *msg, const char *arg)
+{
+    fprintf(stderr, "faultgate %s: %s%s%s\n", cmd, msg, arg ? ": " : "", arg ? arg : "");
+    fprintf(stderr, "Try `faultgate %s --help`.\n", cmd);
+    return 2;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    static const struct option opts[] = {{"gateway", required_argument, NULL, 'g'},
+                                         {"out", required_argument, NULL, 'o'},
+                                         {"seed", required_argument, NULL, 'S'},
+                                         {"shard", required_argument, NULL, 'H'},
+                                         {"capture", required_argument, NULL, 'C'},
+                                         {"quiet", no_argument, NULL, 'q'},
+                                         {"verbose", no_argument, NULL, 'v'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    struct fg_run_opts o = {.profile_path = "scenarios/gateways/refgw.yaml",
+                            .capture = FG_CAPTURE_AUTO};
+    int c;
+    uint64_t v;
+    while ((c = getopt_long(argc, argv, "+g:o:j:qvh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'g':
+            o.profile_path = optarg;
+            break;
+        case 'o':
+            o.out_dir = optarg;
+            break;
+        case 'j':
+            if (fg_uint_parse(optarg, 1, 64, &v) < 0)
+                return bad_usage("run", "-j takes a number from 1 to 64", optarg);
+            break;
+        case 'S':
+            if (fg_uint_parse(optarg, 0, UINT64_MAX, &v) < 0)
+                return bad_usage("run", "--seed takes a whole number", optarg);
+            o.seed = v;
+            o.seed_set = 1;
+            break;
+        case 'H': {
+            unsigned k, n;
+            char tail;
+            if (sscanf(optarg, "%u/%u%c", &k, &n, &tail) != 2 || n == 0 || k == 0 || k > n)
+                return bad_usage("run", "--shard takes K/N with 1 <= K <= N", optarg);
+            o.shard_k = k;
+            o.shard_n = n;
+            break;
+        }
+        case 'C':
+            if (parse_capture(optarg, &o.capture) < 0)
+                return bad_usage("run", "--capture takes auto, live or synth", optarg);
+            break;
+        case 'q':
+            o.quiet = 1;
+            break;
+        case 'v':
+            o.verbose = 1;
+            break;
+        case 'h':
+            fputs(usage_run, stdout);
+            return 0;
+        default:
+            return bad_usage("run", "bad option", NULL);
+        }
+    }
+    if (optind >= argc)
+        return bad_usage("run", "no scenario given", NULL);
+    o.paths = (const char *const *)&argv[optind];
+    o.npaths = (size_t)(argc - optind);
+    return fg_run_main(&o);
+}
+
+static int cmd_judge(int argc, char **argv)
+{
+    static const struct option opts[] = {{"scenario", required_argument, NULL, 's'},
+                                         {"out", required_argument, NULL, 'o'},
+                                         {"meta", required_argument, NULL, 'm'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *sc = NULL, *out = NULL, *meta = NULL;
+    int c;
+    while ((c = getopt_long(argc, argv, "+s:o:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 's':
+            sc = optarg;
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'm':
+            meta = optarg;
+            break;
+        case 'h':
+            fputs(usage_judge, stdout);
+            return 0;
+        default:
+            return bad_usage("judge", "bad option", NULL);
+        }
+    }
+    if (!sc)
+        return bad_usage("judge", "-s SCENARIO is required", NULL);
+    if (optind != argc - 1)
+        return bad_usage("judge", "exactly one trace file is needed", NULL);
+    return fg_judge_main(sc, out, argv[optind], meta);
+}
+
+/* --- long-running subcommands ------------------------------------------ */
+
+struct serve {
+    uv_loop_t loop;
+    uv_signal_t sigint, sigterm;
+    struct fg_proxy *proxy;
+    struct fg_mta *mta;
+    struct fg_capture *cap;
+};
+
+static void served_closed(void *ud)
+{
+    (void)ud;
+}
+
+static void on_stop_signal(uv_signal_t *s, int signum)
+{
+    struct serve *sv = s->data;
+    (void)signum;
+    uv_close((uv_handle_t *)&sv->sigint, NULL);
+    uv_close((uv_handle_t *)&sv->sigterm, NULL);
+    if (sv->proxy)
+        fg_proxy_close(sv->proxy, served_closed, NULL);
+    if (sv->mta)
+        fg_mta_close(sv->mta, served_closed, NULL);
+    sv->proxy = NULL;
+    sv->mta = NULL;
+}
+
+static void serve_signals(struct serve *sv)
+{
+    uv_signal_init(&sv->loop, &sv->sigint);
+    uv_signal_init(&sv->loop, &sv->sigterm);
+    sv->sigint.data = sv->sigterm.data = sv;
+    uv_signal_start(&sv->sigint, on_stop_signal, SIGINT);
+    uv_signal_start(&sv->sigterm, on_stop_signal, SIGTERM);
+}
+
+static int cmd_proxy(int argc, char **argv)
+{
+    static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
+                                         {"upstream", required_argument, NULL, 'u'},
+                                         {"scenario", required_argument, NULL, 's'},
+                                         {"fault", required_argument, NULL, 'f'},
+                                         {"pcap", required_argument, NULL, 'p'},
+                                         {"seed", required_argument, NULL, 'S'},
+                                         {"capture", required_argument, NULL, 'C'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *listen = NULL, *upstream = NULL, *scenario = NULL, *pcap_path = NULL;
+    enum fg_capture_mode mode = FG_CAPTURE_AUTO;
+    uint64_t seed = 0;
+    struct fg_serve_fault {
+        const char *spec;
+    } *specs = NULL;
+    size_t nspecs = 0, capspecs = 0;
+    int c, status = 2;
+    uint64_t v;
+    while ((c = getopt_long(argc, argv, "+s:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'l':
+            listen = optarg;
+            break;
+        case 'u':
+            upstream = optarg;
+            break;
+        case 's':
+            scenario = optarg;
+            break;
+        case 'f':
+            FG_ARRAY_PUSH(specs, nspecs, capspecs)->spec = optarg;
+            break;
+        case 'p':
+            pcap_path = optarg;
+            break;
+        case 'S':
+            if (fg_uint_parse(optarg, 0, UINT64_MAX, &v) < 0) {
+                free(specs);
+                return bad_usage("proxy", "--seed takes a whole number", optarg);
+            }
+            seed = v;
+            break;
+        case 'C':
+            if (parse_capture(optarg, &mode) < 0) {
+                free(specs);
+                return bad_usage("proxy", "--capture takes auto, live or synth", optarg);
+            }
+            break;
+        case 'h':
+            free(specs);
+            fputs(usage_proxy, stdout);
+            return 0;
+        default:
+            free(specs);
+            return bad_usage("proxy", "bad option", NULL);
+        }
+    }
+    char lhost[256], uhost[256];
+    int lport, uport;
+    if (!listen || fg_hostport_parse(listen, lhost, sizeof(lhost), &lport) < 0) {
+        free(specs);
+        return bad_usage("proxy", "--listen HOST:PORT is required", listen);
+    }
+    if (!upstream || fg_hostport_parse(upstream, uhost, sizeof(uhost), &uport) < 0) {
+        free(specs);
+        return bad_usage("proxy", "--upstream HOST:PORT is required", upstream);
+    }
+
+    char err[FG_ERRBUF_SIZE];
+    struct fg_fault_set fs;
+    fg_fault_set_init(&fs, seed);
+    struct fg_scenario *sc = NULL;
+    struct serve sv;
+    memset(&sv, 0, sizeof(sv));
+    uv_loop_init(&sv.loop);
+    if (scenario) {
+        if (fg_scenario_load(scenario, &sc, err, sizeof(err)) < 0) {
+            fprintf(stderr, "faultgate: %s\n", err);
+            goto out;
+        }
+        for (size_t i = 0; i < sc->nfaults; i++) {
+            struct fg_fault f = sc->faults[i];
+            f.spec = f.spec ? fg_strdup(f.spec) : NULL;
+            f.reply_text = f.reply_text ? fg_strdup(f.reply_text) : NULL;
+            fg_fault_set_add(&fs, &f);
+        }
+    }
+    for (size_t i = 0; i < nspecs; i++) {
+        struct fg_fault f;
+        int col = 0;
+        if (fg_fault_parse(specs[i].spec, &f, err, sizeof(err), &col) < 0) {
+            fprintf(stderr, "faultgate: --fault:%zu:%d: %s\n", i + 1, col, err);
+            goto out;
+        }
+        fg_fault_set_add(&fs, &f);
+    }
+    if (pcap_path) {
+        int ports[2] = {lport, uport};
+        if (fg_capture_open(&sv.loop, mode, pcap_path, ports, 2, &sv.cap, err, sizeof(err)) < 0) {
+            fprintf(stderr, "faultgate: capture: %s\n", err);
+            goto out;
+        }
+        fprintf(stderr, "faultgate: capturing to %s (%s)\n", pcap_path,
+                fg_capture_mode_name(fg_capture_mode(sv.cap)));
+    }
+    struct fg_proxy_opts po = {.listen_host = lhost,
+                               .listen_port = lport,
+                               .upstream_host = uhost,
+                               .upstream_port = uport,
+                               .faults = &fs,
+                               .capture = sv.cap,
+                               .log = stderr};
+    if (fg_proxy_new(&sv.loop, &po, &sv.proxy, err, sizeof(err)) < 0) {
+        fprintf(stderr, "faultgate: proxy: %s\n", err);
+        sv.proxy = NULL;
+        goto out;
+    }
+    if (lport == 0)
+        fprintf(stderr, "faultgate: listening on %s:%d\n", lhost, fg_proxy_port(sv.proxy));
+    fprintf(stderr, "faultgate: proxy %s:%d -> %s:%d, %zu fault(s) armed\n", lhost,
+            fg_proxy_port(sv.proxy), uhost, uport, fs.n);
+    serve_signals(&sv);
+    uv_run(&sv.loop, UV_RUN_DEFAULT);
+    status = 0;
+out:
+    if (sv.proxy)
+        fg_proxy_close(sv.proxy, served_closed, NULL);
+    uv_run(&sv.loop, UV_RUN_DEFAULT);
+    if (sv.cap && fg_capture_close(sv.cap) < 0)
+        status = 2;
+    uv_run(&sv.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&sv.loop);
+    fg_fault_set_free(&fs);
+    fg_scenario_free(sc);
+    free(specs);
+    return status;
+}
+
+static int cmd_fake_mta(int argc, char **argv)
+{
+    static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
+                                         {"ledger", required_argument, NULL, 'L'},
+                                         {"maildir", required_argument, NULL, 'M'},
+                                         {"script", required_argument, NULL, 'x'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    const char *listen = NULL, *ledger = NULL, *maildir = NULL;
+    int c;
+    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'l':
+            listen = optarg;
+            break;
+        case 'L':
+            ledger = optarg;
+            break;
+        case 'M':
+            maildir = optarg;
+            break;
+        case 'x':
+            fprintf(stderr, "faultgate fake-mta: --script: not available yet\n");
+            return 2;
+        case 'h':
+            fputs(usage_mta, stdout);
+            return 0;
+        default:
+            return bad_usage("fake-mta", "bad option", NULL);
+        }
+    }
+    char host[256];
+    int port;
+    if (!listen || fg_hostport_parse(listen, host, sizeof(host), &port) < 0)
+        return bad_usage("fake-mta", "--listen HOST:PORT is required", listen);
+    struct serve sv;
+    memset(&sv, 0, sizeof(sv));
+    uv_loop_init(&sv.loop);
+    char err[FG_ERRBUF_SIZE];
+    struct fg_mta_opts mo = {
+        .host = host, .port = port, .ledger_path = ledger, .maildir = maildir, .log = stderr};
+    int status = 0;
+    if (fg_mta_new(&sv.loop, &mo, &sv.mta, err, sizeof(err)) < 0) {
+        fprintf(stderr, "faultgate: fake MTA: %s\n", err);
+        status = 2;
+    } else {
+        fprintf(stderr, "faultgate: fake MTA listening on %s:%d\n", host, fg_mta_port(sv.mta));
+        serve_signals(&sv);
+        uv_run(&sv.loop, UV_RUN_DEFAULT);
+    }
+    uv_run(&sv.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&sv.loop);
+    return status;
+}
+
+static void print_list(const char *const *items, size_t n, const char *prefix)
+{
+    for (size_t i = 0; i < n; i++)
+        printf("%s%s%s", i ? ", " : "", prefix, items[i]);
+}
+
+static int cmd_list(int argc, char **argv)
+{
+    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        fputs(usage_list, stdout);
+        return 0;
+    }
+    const char *def[] = {"scenarios"};
+    const char *const *paths = argc > 1 ? (const char *const *)&argv[1] : def;
+    size_t npaths = argc > 1 ? (size_t)(argc - 1) : 1;
+    char err[FG_ERRBUF_SIZE];
+    char **files = NULL;
+    size_t nfiles = 0;
+    if (fg_scenario_find(paths, npaths, &files, &nfiles, err, sizeof(err)) < 0) {
+        fprintf(stderr, "faultgate: %s\n", err);
+        return 2;
+    }
+    int status = 0;
+    for (size_t i = 0; i < nfiles; i++) {
+        struct fg_scenario *sc = NULL;
+        if (fg_scenario_load(files[i], &sc, err, sizeof(err)) < 0) {
+            fprintf(stderr, "faultgate: %s\n", err);
+            status = 2;
+            continue;
+        }
+        printf("%-40s %-8s ", sc->id, sc->leg == FG_LEG_INBOUND ? "inbound" : "outbound");
+        print_list((const char *const *)sc->kb, sc->nkb, "KB ");
+        if (sc->nkb && sc->nrfc)
+            printf("; ");
+        print_list((const char *const *)sc->rfc, sc->nrfc, "RFC ");
+        printf("\n    %s\n", sc->title ? sc->title : "");
+        fg_scenario_free(sc);
+    }
+    fg_scenario_paths_free(files, nfiles);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    /* A peer that closes while we write must be an error code, not a
+     * signal that kills the harness and loses the trace. */
+    signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc < 2) {
+        fputs(usage_main, stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(usage_main, stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("faultgate %s\n", FG_VERSION);
+        return 0;
+    }
+    argc--;
+    argv++;
+    optind = 1;
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(argc, argv);
+    if (strcmp(cmd, "judge") == 0)
+        return cmd_judge(argc, argv);
+    if (strcmp(cmd, "proxy") == 0)
+        return cmd_proxy(argc, argv);
+    if (strcmp(cmd, "fake-mta") == 0)
+        return cmd_fake_mta(argc, argv);
+    if (strcmp(cmd, "list") == 0)
+        return cmd_list(argc, argv);
+    if (strcmp(cmd, "diagnose") == 0 || strcmp(cmd, "x400-peer") == 0 ||
+        strcmp(cmd, "report") == 0) {
+        fprintf(stderr, "faultgate %s: not available yet\n", cmd);
+        return 2;
+    }
+    fprintf(stderr, "faultgate: unknown command `%s`\n%s", cmd, usage_main);
+    return 2;
+}

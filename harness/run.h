@@ -1,0 +1,33 @@
+/* run.h - `faultgate run`: scenarios against a gateway, one after another. */
+#ifndef FAULTGATE_RUN_H
+#define FAULTGATE_RUN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "faultgate/capture.h"
+
+struct fg_run_opts {
+    const char *profile_path; /* gateway profile; required */
+    const char *out_dir;      /* NULL: reports/runs/<run-id> */
+    uint64_t seed;
+    int seed_set;
+    enum fg_capture_mode capture;
+    const char *const *paths; /* scenario files or directories */
+    size_t npaths;
+    unsigned shard_k, shard_n; /* 1-based shard; n == 0: no sharding */
+    int quiet, verbose;
+    const char *bindir; /* where refgw and the other helper programs are */
+};
+
+/* fg_run_main - run every scenario; returns the exit status: 0 all passed
+ * or were skipped, 1 a scenario failed or was inconclusive, 2 faultgate
+ * could not do its job (the reason is printed). */
+int fg_run_main(const struct fg_run_opts *o);
+
+/* fg_judge_main - `faultgate judge`: verdicts of a saved trace; the same
+ * exit status convention. */
+int fg_judge_main(const char *scenario_path, const char *out_dir, const char *pcap_path,
+                  const char *meta_path);
+
+#endif
