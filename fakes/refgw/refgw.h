@@ -1,0 +1,104 @@
+/* refgw.h - internals shared by the reference gateway's files.
+ *
+ * refgw is a small store-and-forward SMTP relay: refgw.c holds the command
+ * line, logging and the inbound SMTP server; refgw_queue.c the spool and the
+ * message queue (retry schedule, bounces); refgw_out.c the outbound SMTP
+ * client that delivers queued messages to the upstream.
+ */
+#ifndef REFGW_H
+#define REFGW_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+enum refgw_bug {
+    REFGW_BUG_NONE = 0,
+    REFGW_BUG_NO_DATA_TIMEOUT,    /* Q129140: waits forever after the final dot */
+    REFGW_BUG_CRASH_ON_EHLO_DROP, /* Q197142: abort() when the peer drops after EHLO */
+    REFGW_BUG_SERIAL_INBOUND,     /* Q131150: one inbound at a time, none while relaying */
+    REFGW_BUG_SILENT_DROP         /* Q135031: accepted mail stays in the queue forever */
+};
+
+/* Timeouts in milliseconds (RFC 5321 §4.5.3.2). */
+struct refgw_timeouts {
+    uint64_t greeting, ehlo, mail, rcpt, data_init, data_block, data_done, idle;
+};
+
+struct refgw_config {
+    char listen_host[256];
+    int listen_port;
+    char up_host[256];
+    int up_port;
+    char *spool;
+    struct refgw_timeouts to;
+    uint64_t retry_ms, max_retry_ms, give_up_ms;
+    uint64_t max_size;
+    enum refgw_bug bug;
+    char hostname[256];
+    char *ready_file;
+};
+
+extern struct refgw_config refgw_cfg;
+extern uv_loop_t *refgw_loop;
+
+void refgw_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Recipient states across delivery attempts. */
+enum refgw_rcpt_state {
+    RCPT_PENDING = 0, /* still to be delivered */
+    RCPT_ACCEPTED,    /* 250 to RCPT in the current attempt */
+    RCPT_DONE,        /* 250 after the final dot */
+    RCPT_FAILED,      /* permanent failure, bounce not yet generated */
+    RCPT_BOUNCED      /* permanent failure, bounce queued */
+};
+
+struct refgw_rcpt {
+    char *addr;
+    enum refgw_rcpt_state state;
+    char *reply; /* the reply that failed it, for the bounce */
+};
+
+struct refgw_msg {
+    struct refgw_msg *next;
+    char id[40];
+    char *sender; /* "" is the null reverse-path */
+    struct refgw_rcpt *rcpts;
+    size_t nrcpts, rcap;
+    char *body; /* un-stuffed, CRLF lines, Received: already prepended */
+    size_t body_len;
+    uint64_t arrival_s; /* wall clock, seconds */
+    uint64_t next_ms;   /* monotonic time of the next attempt */
+    uint64_t delay_ms;  /* current backoff */
+    unsigned attempts;
+    char *last_error;
+};
+
+/* refgw_queue.c */
+struct refgw_msg *refgw_msg_new(void);
+void refgw_msg_free(struct refgw_msg *m);
+void refgw_msg_add_rcpt(struct refgw_msg *m, const char *addr, size_t len);
+int refgw_spool_write(struct refgw_msg *m);
+void refgw_spool_remove(const struct refgw_msg *m);
+int refgw_spool_load(void);
+void refgw_queue_add(struct refgw_msg *m);
+struct refgw_msg *refgw_queue_next_due(uint64_t now, uint64_t *wait_ms);
+/* The attempt on m ended; reason describes the last transient failure (or
+ * NULL).  Bounces failed recipients, reschedules pending ones, removes the
+ * message once nothing is left. */
+void refgw_msg_attempt_done(struct refgw_msg *m, const char *reason);
+/* Fail every recipient not yet done (permanent) with reply. */
+void refgw_msg_fail_all(struct refgw_msg *m, const char *reply);
+void refgw_queue_free_all(void);
+void refgw_msg_make_id(char *out, size_t len);
+
+/* refgw_out.c */
+void refgw_out_init(void);
+void refgw_out_kick(void);
+int refgw_out_busy(void);
+void refgw_out_shutdown(void);
+
+/* refgw.c */
+void refgw_in_outbound_idle(void);
+
+#endif
