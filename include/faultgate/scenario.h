@@ -30,6 +30,12 @@ struct fg_expect_spec {
     char *after;    /* closes-after-stall: which fault (index as text); may be NULL */
     int line, col;  /* where it was written */
     int within_line, within_col;
+    /* Positions of the rule's and fate's values (0 when absent), and the
+     * column offset to add to a column within `within` (the position of
+     * its first character; 0 when the value spans lines). */
+    int rule_line, rule_col;
+    int fate_line, fate_col;
+    int within_text_col;
 };
 
 struct fg_scenario {

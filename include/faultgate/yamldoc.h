@@ -13,7 +13,8 @@ enum fg_yaml_type { FG_YAML_SCALAR, FG_YAML_SEQ, FG_YAML_MAP };
 
 struct fg_yaml_node {
     enum fg_yaml_type type;
-    int line, col; /* 1-based */
+    int line, col;         /* 1-based, where the node starts */
+    int end_line, end_col; /* 1-based, just past its end */
     char *scalar;  /* SCALAR: the value, NUL-terminated */
     int quoted;    /* SCALAR: written in quotes */
     /* SEQ: items; MAP: keys[i] -> items[i] (keys are scalars) */
@@ -38,5 +39,20 @@ void fg_yaml_free(struct fg_yaml_doc *doc);
 
 /* Map lookup; NULL if absent or m is not a map. */
 struct fg_yaml_node *fg_yaml_get(const struct fg_yaml_node *m, const char *key);
+/* The key node of key in map m (for positions), NULL if absent. */
+struct fg_yaml_node *fg_yaml_key(const struct fg_yaml_node *m, const char *key);
+
+/* Helpers the loaders share.  Each returns 0 or the error (FG_EINPUT
+ * unless given) with "path:line:col: message" in err, the position being
+ * n's (or, for fg_yaml_check_keys, the offending key's). */
+int fg_yaml_errf(const struct fg_yaml_doc *d, const struct fg_yaml_node *n, char *err,
+                 size_t errlen, int rc, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* n must be of type t; what names it in the message ("'start'"). */
+int fg_yaml_expect(const struct fg_yaml_doc *d, const struct fg_yaml_node *n, enum fg_yaml_type t,
+                   const char *what, char *err, size_t errlen);
+/* Every key of map m must be in allowed (NULL-terminated). */
+int fg_yaml_check_keys(const struct fg_yaml_doc *d, const struct fg_yaml_node *m,
+                       const char *const *allowed, const char *what, char *err, size_t errlen);
+const char *fg_yaml_type_name(enum fg_yaml_type t);
 
 #endif

@@ -1,0 +1,490 @@
+/* gateway.c - the gateway under test as a process group.
+ *
+ * Starts the profile's argv (placeholders filled) detached, so that the
+ * child calls setsid() and leads a process group of its own; its stdout
+ * and stderr are appended to workdir/gateway.log and stdin is /dev/null.
+ * Readiness is a TCP connect to 127.0.0.1:gateway_port every 50 ms until
+ * one succeeds, the ready timeout passes, or the process exits.  Stopping
+ * signals the whole group, escalates to SIGKILL after the grace period,
+ * and reports only once the leader was reaped and no member of the group
+ * is left, so that no process of the gateway outlives the run.
+ *
+ * The harness makes itself a child subreaper (Linux PR_SET_CHILD_SUBREAPER)
+ * so that the gateway's orphaned children are reparented to it rather than
+ * to PID 1 (which in a container may never reap them), and reaps them
+ * itself with waitpid(-pgid): a zombie still counts as a group member.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+
+#include "faultgate/error.h"
+#include "faultgate/gateway.h"
+#include "faultgate/util.h"
+
+#define READY_POLL_MS 50
+#define STOP_POLL_MS 20
+
+extern char **environ;
+
+enum gw_state { GW_STARTING, GW_READY, GW_STOPPING, GW_STOPPED };
+
+struct fg_gateway {
+    uv_loop_t *loop;
+    uv_process_t proc;
+    uv_timer_t timer; /* readiness polls, then stop polls */
+    uv_tcp_t probe;   /* one readiness connect at a time */
+    uv_connect_t connect_req;
+    int pid;
+    enum gw_state state;
+    int nopen; /* handles not yet closed */
+    /* *_open: initialized and not yet closing.  probe_busy: the probe's
+     * memory is in use (open or closing) and must not be re-initialized. */
+    int proc_open, timer_open, probe_open, probe_busy;
+    int exited;
+    int64_t exit_status;
+    int term_signal;
+    int freeing; /* fg_gateway_free called: free on the last close */
+
+    int port;
+    uint64_t ready_deadline; /* fg_now_ms() */
+    fg_gateway_ready_cb ready_cb;
+    void *ready_ud;
+
+    int stop_signal;
+    uint64_t grace_ms;
+    uint64_t kill_at; /* fg_now_ms() when the group gets SIGKILL */
+    int killed;
+    fg_gateway_stopped_cb stopped_cb;
+    void *stopped_ud;
+};
+
+/* --- placeholders ----------------------------------------------------------- */
+
+static int is_ident(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+int fg_placeholder_fill(const char *s, const struct fg_gateway_vars *v, char **out, char *err,
+                        size_t errlen)
+{
+    size_t len = 0, cap = 0;
+    char *buf = NULL;
+    *out = NULL;
+    for (const char *p = s; *p;) {
+        const char *val = NULL;
+        char num[16];
+        size_t skip = 1;
+        if (*p == '{') {
+            const char *e = p + 1;
+            while (is_ident(*e))
+                e++;
+            /* Only {identifier} is a placeholder; other braces are text. */
+            if (*e == '}' && e > p + 1) {
+                size_t n = (size_t)(e - p - 1);
+                const char *name = p + 1;
+                skip = n + 2;
+#define IS(lit) (n == sizeof(lit) - 1 && strncmp(name, lit, n) == 0)
+                if (IS("gateway_port")) {
+                    snprintf(num, sizeof(num), "%d", v->gateway_port);
+                    val = v->gateway_port > 0 ? num : NULL;
+                } else if (IS("upstream")) {
+                    if (v->upstream_host && v->upstream_port > 0) {
+                        char *u = fg_asprintf("%s:%d", v->upstream_host, v->upstream_port);
+                        size_t ul = strlen(u);
+                        fg_array_reserve((void **)&buf, &cap, len + ul + 1, 1);
+                        memcpy(buf + len, u, ul);
+                        len += ul;
+                        free(u);
+                        p += skip;
+                        continue;
+                    }
+                } else if (IS("upstream_host")) {
+                    val = v->upstream_host;
+                } else if (IS("upstream_port")) {
+                    snprintf(num, sizeof(num), "%d", v->upstream_port);
+                    val = v->upstream_port > 0 ? num : NULL;
+                } else if (IS("workdir")) {
+                    val = v->workdir;
+                } else if (IS("x400_upstream")) {
+                    val = v->x400_upstream;
+                } else if (IS("bindir")) {
+                    val = v->bindir;
+                } else {
+                    free(buf);
+                    return fg_errf(err, errlen, FG_EINPUT,
+                                   "unknown placeholder {%.*s} in '%s' (known: {gateway_port} "
+                                   "{upstream} {upstream_host} {upstream_port} {workdir} "
+                                   "{x400_upstream} {bindir})",
+                                   (int)n, name, s);
+                }
+#undef IS
+                if (!val) {
+                    free(buf);
+                    return fg_errf(err, errlen, FG_EINPUT,
+                                   "placeholder {%.*s} in '%s' has no value in this run", (int)n,
+                                   name, s);
+                }
+            }
+        }
+        if (val) {
+            size_t vl = strlen(val);
+            fg_array_reserve((void **)&buf, &cap, len + vl + 1, 1);
+            memcpy(buf + len, val, vl);
+            len += vl;
+        } else {
+            fg_array_reserve((void **)&buf, &cap, len + 2, 1);
+            buf[len++] = *p;
+        }
+        p += skip;
+    }
+    fg_array_reserve((void **)&buf, &cap, len + 1, 1);
+    buf[len] = '\0';
+    *out = buf;
+    return 0;
+}
+
+/* --- handles -------------------------------------------------------------- */
+
+static void maybe_free(struct fg_gateway *g)
+{
+    if (g->freeing && g->nopen == 0)
+        free(g);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct fg_gateway *g = h->data;
+    g->nopen--;
+    if ((uv_handle_t *)&g->probe == h)
+        g->probe_busy = 0;
+    maybe_free(g);
+}
+
+static void close_handle(struct fg_gateway *g, uv_handle_t *h, int *open)
+{
+    if (!*open)
+        return;
+    *open = 0;
+    uv_close(h, on_handle_closed);
+}
+
+static int group_gone(struct fg_gateway *g)
+{
+    /* Reap what the subreaper inherited from the group; never before the
+     * leader itself was reaped by libuv (its exit_cb needs that wait). */
+    if (g->exited) {
+        while (waitpid(-g->pid, NULL, WNOHANG) > 0)
+            ;
+    }
+    return g->exited && kill(-g->pid, 0) != 0 && errno == ESRCH;
+}
+
+static void finish_stop(struct fg_gateway *g)
+{
+    g->state = GW_STOPPED;
+    close_handle(g, (uv_handle_t *)&g->timer, &g->timer_open);
+    close_handle(g, (uv_handle_t *)&g->probe, &g->probe_open);
+    close_handle(g, (uv_handle_t *)&g->proc, &g->proc_open);
+    fg_gateway_stopped_cb cb = g->stopped_cb;
+    g->stopped_cb = NULL;
+    if (cb)
+        cb(g, g->stopped_ud);
+}
+
+static void ready_done(struct fg_gateway *g, int status)
+{
+    if (g->state != GW_STARTING)
+        return;
+    g->state = GW_READY;
+    uv_timer_stop(&g->timer);
+    close_handle(g, (uv_handle_t *)&g->probe, &g->probe_open);
+    fg_gateway_ready_cb cb = g->ready_cb;
+    g->ready_cb = NULL;
+    if (cb)
+        cb(g, status, g->ready_ud);
+}
+
+static void on_proc_exit(uv_process_t *p, int64_t exit_status, int term_signal)
+{
+    struct fg_gateway *g = p->data;
+    g->exited = 1;
+    g->exit_status = exit_status;
+    g->term_signal = term_signal;
+    if (g->state == GW_STARTING)
+        ready_done(g, FG_ENOTREADY); /* it died before it listened */
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    struct fg_gateway *g = req->data;
+    /* Each attempt uses a fresh handle: close this one either way (unless
+     * a stop or free is closing it already: then status is ECANCELED). */
+    close_handle(g, (uv_handle_t *)&g->probe, &g->probe_open);
+    if (status == 0 && g->state == GW_STARTING)
+        ready_done(g, 0);
+}
+
+static void try_connect(struct fg_gateway *g)
+{
+    if (g->probe_busy)
+        return; /* the previous attempt's handle is not closed yet */
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", g->port, &sa);
+    if (uv_tcp_init(g->loop, &g->probe) != 0)
+        return;
+    g->probe.data = g;
+    g->probe_open = 1;
+    g->probe_busy = 1;
+    g->nopen++;
+    g->connect_req.data = g;
+    if (uv_tcp_connect(&g->connect_req, &g->probe, (const struct sockaddr *)&sa, on_connect) != 0)
+        close_handle(g, (uv_handle_t *)&g->probe, &g->probe_open);
+}
+
+static void on_ready_tick(uv_timer_t *t)
+{
+    struct fg_gateway *g = t->data;
+    if (g->state != GW_STARTING)
+        return;
+    if (fg_now_ms() >= g->ready_deadline) {
+        ready_done(g, FG_ENOTREADY);
+        return;
+    }
+    try_connect(g);
+}
+
+static void on_stop_tick(uv_timer_t *t)
+{
+    struct fg_gateway *g = t->data;
+    if (group_gone(g)) {
+        uv_timer_stop(&g->timer);
+        finish_stop(g);
+        return;
+    }
+    if (fg_now_ms() >= g->kill_at) {
+        /* Again on every tick: members forked since the last kill, or a
+         * leader that outlived the grace, must not escape. */
+        if (kill(-g->pid, SIGKILL) != 0 && errno == ESRCH && !g->exited)
+            kill(g->pid, SIGKILL);
+        g->killed = 1;
+    }
+}
+
+/* --- public ---------------------------------------------------------------- */
+
+static void strv_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+int fg_gateway_start(uv_loop_t *loop, const struct fg_profile *p, const struct fg_gateway_vars *v,
+                     fg_gateway_ready_cb ready_cb, void *ud, struct fg_gateway **out, char *err,
+                     size_t errlen)
+{
+    *out = NULL;
+    if (!p->nargv)
+        return fg_errf(err, errlen, FG_EINPUT, "%s: the profile has no start argv",
+                       p->path ? p->path : "profile");
+    if (!v->workdir || v->gateway_port <= 0)
+        return fg_errf(err, errlen, FG_EINPUT, "the gateway needs a workdir and a port");
+
+    int rc = 0;
+    char **argv = fg_calloc(p->nargv + 1, sizeof(char *));
+    size_t nenv = 0;
+    while (environ[nenv])
+        nenv++;
+    char **env = fg_calloc(nenv + p->nenv + 1, sizeof(char *));
+    size_t ne = 0;
+    for (size_t i = 0; i < p->nargv && rc == 0; i++)
+        rc = fg_placeholder_fill(p->argv[i], v, &argv[i], err, errlen);
+    /* The profile's variables override the harness's own environment. */
+    for (size_t i = 0; i < p->nenv && rc == 0; i++)
+        rc = fg_placeholder_fill(p->env[i], v, &env[ne++], err, errlen);
+    for (size_t i = 0; i < nenv && rc == 0; i++) {
+        size_t kl = strcspn(environ[i], "=");
+        int overridden = 0;
+        for (size_t j = 0; j < p->nenv; j++)
+            if (strncmp(p->env[j], environ[i], kl) == 0 && p->env[j][kl] == '=')
+                overridden = 1;
+        if (!overridden)
+            env[ne++] = fg_strdup(environ[i]);
+    }
+    if (rc) {
+        strv_free(argv, p->nargv);
+        strv_free(env, ne);
+        return rc;
+    }
+
+    char *logpath = fg_asprintf("%s/gateway.log", v->workdir);
+    int logfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (logfd < 0 || nullfd < 0) {
+        rc = -errno;
+        fg_errf(err, errlen, rc, "%s: %s", logfd < 0 ? logpath : "/dev/null", strerror(-rc));
+        if (logfd >= 0)
+            close(logfd);
+        if (nullfd >= 0)
+            close(nullfd);
+        free(logpath);
+        strv_free(argv, p->nargv);
+        strv_free(env, ne);
+        return rc;
+    }
+
+#ifdef __linux__
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+#endif
+
+    struct fg_gateway *g = fg_calloc(1, sizeof(*g));
+    g->loop = loop;
+    g->port = v->gateway_port;
+    g->ready_cb = ready_cb;
+    g->ready_ud = ud;
+    g->stop_signal = p->stop_signal ? p->stop_signal : SIGTERM;
+    g->grace_ms = p->stop_grace_ms;
+
+    uv_stdio_container_t stdio[3] = {
+        {.flags = UV_INHERIT_FD, .data.fd = nullfd},
+        {.flags = UV_INHERIT_FD, .data.fd = logfd},
+        {.flags = UV_INHERIT_FD, .data.fd = logfd},
+    };
+    uv_process_options_t opts = {
+        .exit_cb = on_proc_exit,
+        .file = argv[0],
+        .args = argv,
+        .env = env,
+        .cwd = v->workdir,
+        .flags = UV_PROCESS_DETACHED,
+        .stdio_count = 3,
+        .stdio = stdio,
+    };
+    rc = uv_spawn(loop, &g->proc, &opts);
+    g->proc.data = g;
+    close(logfd);
+    close(nullfd);
+    free(logpath);
+    /* The process handle is initialized even when the spawn fails, so it
+     * is closed either way. */
+    g->proc_open = 1;
+    g->nopen++;
+    if (rc) {
+        fg_errf(err, errlen, rc, "cannot start %s: %s", argv[0], uv_strerror(rc));
+        strv_free(argv, p->nargv);
+        strv_free(env, ne);
+        g->freeing = 1;
+        close_handle(g, (uv_handle_t *)&g->proc, &g->proc_open);
+        return rc;
+    }
+    strv_free(argv, p->nargv);
+    strv_free(env, ne);
+    g->pid = g->proc.pid;
+
+    uv_timer_init(loop, &g->timer);
+    g->timer.data = g;
+    g->timer_open = 1;
+    g->nopen++;
+    g->ready_deadline = fg_now_ms() + p->ready_timeout_ms;
+    uv_timer_start(&g->timer, on_ready_tick, 0, READY_POLL_MS);
+    *out = g;
+    return 0;
+}
+
+void fg_gateway_stop(struct fg_gateway *g, fg_gateway_stopped_cb cb, void *ud)
+{
+    if (g->state == GW_STOPPING || g->state == GW_STOPPED) {
+        /* Already on its way: the newest callback wins. */
+        g->stopped_cb = cb;
+        g->stopped_ud = ud;
+        if (g->state == GW_STOPPED && cb) {
+            g->stopped_cb = NULL;
+            cb(g, ud);
+        }
+        return;
+    }
+    /* A pending readiness wait is over: nobody waits for it any more. */
+    g->ready_cb = NULL;
+    g->state = GW_STOPPING;
+    g->stopped_cb = cb;
+    g->stopped_ud = ud;
+    close_handle(g, (uv_handle_t *)&g->probe, &g->probe_open);
+    if (kill(-g->pid, g->stop_signal) != 0 && errno == ESRCH && !g->exited)
+        kill(g->pid, g->stop_signal); /* not a group leader (yet) */
+    g->kill_at = fg_now_ms() + g->grace_ms;
+    uv_timer_stop(&g->timer);
+    uv_timer_start(&g->timer, on_stop_tick, 0, STOP_POLL_MS);
+}
+
+int fg_gateway_running(const struct fg_gateway *g)
+{
+    return g && g->pid > 0 && !g->exited;
+}
+
+int64_t fg_gateway_exit_status(const struct fg_gateway *g)
+{
+    return g ? g->exit_status : 0;
+}
+
+int fg_gateway_term_signal(const struct fg_gateway *g)
+{
+    return g ? g->term_signal : 0;
+}
+
+int fg_gateway_pid(const struct fg_gateway *g)
+{
+    return g ? g->pid : 0;
+}
+
+void fg_gateway_free(struct fg_gateway *g)
+{
+    if (!g)
+        return;
+    if (g->state != GW_STOPPED && g->pid > 0) {
+        /* Freed without a stop: still make sure nothing survives.  This
+         * blocks only for the reap of a SIGKILLed leader. */
+        kill(-g->pid, SIGKILL);
+        if (!g->exited && waitpid(g->pid, NULL, 0) == g->pid)
+            g->exited = 1;
+        while (waitpid(-g->pid, NULL, WNOHANG) > 0)
+            ;
+    }
+    g->ready_cb = NULL;
+    g->stopped_cb = NULL;
+    g->freeing = 1;
+    if (g->timer_open)
+        uv_timer_stop(&g->timer);
+    close_handle(g, (uv_handle_t *)&g->timer, &g->timer_open);
+    close_handle(g, (uv_handle_t *)&g->probe, &g->probe_open);
+    close_handle(g, (uv_handle_t *)&g->proc, &g->proc_open);
+    maybe_free(g);
+}
+
+int fg_port_alloc(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &sl) != 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    close(fd);
+    return ntohs(sa.sin_port);
+}

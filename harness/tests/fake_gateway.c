@@ -1,0 +1,128 @@
+/* fake_gateway.c - a stand-in gateway for check_gateway.
+ *
+ *   fake_gateway --port N [--never-listen] [--ignore-term] [--fork-child]
+ *                [--child-pid-file PATH] [--exit-after-ms N]
+ *
+ * Listens on 127.0.0.1:N and greets every connection with "220 fake" then
+ * closes it.  --ignore-term ignores SIGTERM (a gateway that does not stop
+ * when asked); --fork-child first leaves a child in the same process group
+ * that ignores SIGTERM too and writes its pid to --child-pid-file (before
+ * listening, so the file exists once the port answers); --exit-after-ms
+ * exits with status 3 after N ms; --never-listen never opens the port.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void write_pid_file(const char *path, pid_t pid)
+{
+    /* Written under a temporary name and renamed, so a reader never sees
+     * a half-written pid. */
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f || fprintf(f, "%d\n", (int)pid) < 0 || fclose(f) != 0 || rename(tmp, path) != 0) {
+        perror("fake_gateway: pid file");
+        exit(1);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    int port = 0, never_listen = 0, ignore_term = 0, fork_child = 0;
+    long exit_after = -1;
+    const char *pidfile = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--port") == 0 && i + 1 < argc)
+            port = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--never-listen") == 0)
+            never_listen = 1;
+        else if (strcmp(argv[i], "--ignore-term") == 0)
+            ignore_term = 1;
+        else if (strcmp(argv[i], "--fork-child") == 0)
+            fork_child = 1;
+        else if (strcmp(argv[i], "--child-pid-file") == 0 && i + 1 < argc)
+            pidfile = argv[++i];
+        else if (strcmp(argv[i], "--exit-after-ms") == 0 && i + 1 < argc)
+            exit_after = atol(argv[++i]);
+        else {
+            fprintf(stderr, "fake_gateway: bad argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (port <= 0 || port > 65535) {
+        fprintf(stderr, "fake_gateway: --port N required\n");
+        return 2;
+    }
+    fprintf(stderr, "fake_gateway: pid %d pgid %d port %d\n", (int)getpid(), (int)getpgrp(), port);
+
+    if (fork_child) {
+        pid_t c = fork();
+        if (c < 0) {
+            perror("fake_gateway: fork");
+            return 1;
+        }
+        if (c == 0) {
+            signal(SIGTERM, SIG_IGN);
+            for (;;)
+                pause();
+        }
+        if (pidfile)
+            write_pid_file(pidfile, c);
+    }
+    if (ignore_term)
+        signal(SIGTERM, SIG_IGN);
+
+    long long deadline = exit_after >= 0 ? now_ms() + exit_after : -1;
+    int lfd = -1;
+    if (!never_listen) {
+        lfd = socket(AF_INET, SOCK_STREAM, 0);
+        int one = 1;
+        setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_port = htons((unsigned short)port),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(lfd, 16) != 0) {
+            perror("fake_gateway: listen");
+            return 1;
+        }
+    }
+    for (;;) {
+        int timeout = -1;
+        if (deadline >= 0) {
+            long long left = deadline - now_ms();
+            if (left <= 0)
+                return 3;
+            timeout = (int)left;
+        }
+        struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+        int n = poll(&pfd, lfd >= 0 ? 1 : 0, timeout);
+        if (n < 0 && errno != EINTR) {
+            perror("fake_gateway: poll");
+            return 1;
+        }
+        if (n > 0 && (pfd.revents & POLLIN)) {
+            int c = accept(lfd, NULL, NULL);
+            if (c >= 0) {
+                static const char greet[] = "220 fake\r\n";
+                if (write(c, greet, sizeof(greet) - 1) < 0)
+                    perror("fake_gateway: write");
+                close(c);
+            }
+        }
+    }
+}
