@@ -666,6 +666,7 @@ static void parse_args(int argc, char **argv)
                                          {"hostname", required_argument, NULL, 'H'},
                                          {"ready-file", required_argument, NULL, 'R'},
                                          {"help", no_argument, NULL, 'h'},
+                                         {"version", no_argument, NULL, 'V'},
                                          {NULL, 0, NULL, 0}};
     struct refgw_config *c = &refgw_cfg;
     c->to = (struct refgw_timeouts){300000, 300000, 300000, 300000, 120000, 180000, 600000, 300000};
@@ -740,6 +741,9 @@ static void parse_args(int argc, char **argv)
                    "             [--timeout NAME=DUR[,NAME=DUR...]] [--retry DUR]\n"
                    "             [--max-retry-delay DUR] [--give-up DUR] [--max-size SIZE]\n"
                    "             [--bug MODE] [--hostname NAME] [--ready-file PATH]\n");
+            exit(0);
+        case 'V':
+            printf("refgw %s (faultgate reference gateway)\n", FG_VERSION);
             exit(0);
         default:
             die_usage("unknown or incomplete option '%s'", argv[optind - 1]);

@@ -1,11 +1,25 @@
 /* faultgate/proxy.h - the fault-injecting SMTP proxy (libuv).
  *
- * Per accepted connection a pair of TCP handles.  Bytes are forwarded
- * exactly as received unless a fault acts.  The shared SMTP parser watches
- * both directions and its events are matched against the fault set.
- * Backpressure: when a side's pending writes pass the high-water mark the
- * proxy stops reading from the other side until they drain below the low
- * mark, so memory per connection is bounded.
+ * Per accepted connection a pair of TCP handles: the client leg (the
+ * gateway, accepted here) and the upstream leg (connected to the upstream,
+ * e.g. the fake MTA).  Bytes are forwarded exactly as received unless a
+ * fault acts.  The shared SMTP parser watches both directions and its
+ * events are matched against the fault set (see faultgate/fault.h for each
+ * action's exact semantics); the connection number is the accept order,
+ * 1-based.  Backpressure: when a side's pending writes (plus bytes held
+ * by a delay) pass the high-water mark the proxy stops reading from the
+ * other side until they drain below half of it, so memory per connection
+ * stays near 2 x (high_water + one 64 KiB read).
+ *
+ * Closing: a FIN from one side is relayed (half-close) once everything
+ * before it was forwarded; the pair is closed when both directions are
+ * done.  An error or RST on one side resets the other.  While a
+ * connection is stalled its client is not read, yet a FIN or RST from it
+ * is noticed (TCP_INFO, polled every 50 ms) and both legs are then closed.
+ *
+ * Capture: each leg is reported to the capture (fg_capture_conn_open with
+ * the real addresses), data when it is read from or written to that leg,
+ * FIN and RST as they happen.
  */
 #ifndef FAULTGATE_PROXY_H
 #define FAULTGATE_PROXY_H
@@ -19,27 +33,37 @@
 struct fg_proxy;
 
 struct fg_proxy_opts {
-    const char *listen_host; /* "127.0.0.1" */
-    int listen_port;         /* 0: ephemeral */
-    const char *upstream_host;
+    const char *listen_host;   /* "127.0.0.1" (numeric; no DNS) */
+    int listen_port;           /* 0: ephemeral */
+    const char *upstream_host; /* numeric address */
     int upstream_port;
-    struct fg_fault_set *faults;  /* not owned; may be NULL */
-    struct fg_capture *capture;   /* not owned; may be NULL */
-    size_t high_water;            /* bytes; 0: 256 KiB */
-    FILE *log;                    /* decisions, one line each; may be NULL */
+    struct fg_fault_set *faults; /* not owned; may be NULL; must outlive p */
+    struct fg_capture *capture;  /* not owned; may be NULL; must outlive p */
+    size_t high_water;           /* bytes; 0: 256 KiB */
+    FILE *log;                   /* decisions, one line each ("faultgate: conn #1 t=+0.532s
+                                    reply 354 -> stall"); may be NULL */
 };
 
-int fg_proxy_new(uv_loop_t *loop, const struct fg_proxy_opts *o, struct fg_proxy **out,
-                 char *err, size_t errlen);
+/* fg_proxy_new - listen and start accepting.  On error err says why; a
+ * handle may still be closing then, so run the loop once (UV_RUN_NOWAIT)
+ * before uv_loop_close. */
+int fg_proxy_new(uv_loop_t *loop, const struct fg_proxy_opts *o, struct fg_proxy **out, char *err,
+                 size_t errlen);
 int fg_proxy_port(const struct fg_proxy *p);
 /* Connections accepted so far, and those still open. */
 unsigned fg_proxy_accepted(const struct fg_proxy *p);
 unsigned fg_proxy_open(const struct fg_proxy *p);
 /* Connections stalled by a fault whose client side has not closed yet. */
 unsigned fg_proxy_stalled_open(const struct fg_proxy *p);
+/* The most bytes one connection ever held (read but not yet written to the
+ * kernel, in both directions): the backpressure bound made visible. */
+size_t fg_proxy_peak_buffered(const struct fg_proxy *p);
+/* Bytes forwarded so far, client to server and server to client (injected
+ * replies not counted). */
+uint64_t fg_proxy_bytes(const struct fg_proxy *p, enum fg_dir dir);
 
 /* fg_proxy_close - stop listening, close every connection, then call cb;
- * p is freed before cb runs. */
+ * p is freed before cb runs.  cb may be NULL. */
 void fg_proxy_close(struct fg_proxy *p, void (*cb)(void *ud), void *ud);
 
 #endif
