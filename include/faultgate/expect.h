@@ -55,6 +55,15 @@ uint64_t fg_expect_horizon_ms(const struct fg_scenario *sc, const struct fg_meta
 void fg_expect_eval(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
                     struct fg_outcome *out);
 
+/* fg_expect_param_known - whether rule takes the parameter param ("rule"
+ * always): 1 yes, 0 no, -1 unknown rule.  The scenario loader asks this
+ * for every key of an `expect:` entry, so an unknown key is a load error. */
+int fg_expect_param_known(const char *rule, const char *param);
+
+/* fg_expect_source - the rule's sources ("RFC 5321 §4.5.3.2 (MUST), ...;
+ * KB Q129140"), or NULL for an unknown rule. */
+const char *fg_expect_source(const char *rule);
+
 /* Names of the rules, NULL-terminated, for `faultgate list --rules`. */
 extern const char *const fg_expect_rules[];
 

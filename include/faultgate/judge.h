@@ -6,6 +6,12 @@
 
 struct fg_scenario_result {
     char *id, *title, *path;
+    /* Copies of the scenario's kb and rfc lists, for the reports (the
+     * scenario may be freed before they are written). */
+    char **kb;
+    size_t nkb;
+    char **rfc;
+    size_t nrfc;
     enum fg_verdict verdict;
     struct fg_outcome *outcomes;
     size_t noutcomes;
@@ -17,9 +23,19 @@ struct fg_scenario_result {
 };
 
 /* fg_judge - build the timeline of pcap and evaluate every expectation of
- * sc.  A trace that cannot be read makes the verdict `error`. */
+ * sc.  res is overwritten (it need not be cleared before).  Takes ownership
+ * of meta (may be NULL: the rules that need it then yield `error`).  A
+ * trace that cannot be read makes the verdict `error` with the reason in
+ * res->error.  res->pcap is meta->pcap, or pcap_path's file name;
+ * res->duration_ms is the run's (meta end - start), or the judging time
+ * when the metadata has no times. */
 void fg_judge(const struct fg_scenario *sc, struct fg_meta *meta, const char *pcap_path,
               struct fg_scenario_result *res);
+
+/* fg_scenario_result_init - fill the identity of sc into res (zeroed
+ * first), for results that are not judged (skip) or failed before a trace
+ * existed (error: set verdict and error yourself). */
+void fg_scenario_result_init(struct fg_scenario_result *res, const struct fg_scenario *sc);
 
 void fg_scenario_result_clear(struct fg_scenario_result *r);
 

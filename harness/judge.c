@@ -1,0 +1,108 @@
+/* judge.c - a scenario's verdict from its pcap and metadata
+ * (faultgate/judge.h).
+ *
+ * Builds the timeline of the capture, evaluates every expectation of the
+ * scenario over it, and keeps the worst verdict (expect.h's order).  The
+ * live run and `faultgate judge` on a saved trace both come through here,
+ * which is what makes their verdicts the same.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "faultgate/error.h"
+#include "faultgate/judge.h"
+#include "faultgate/util.h"
+
+static char **strv_dup(char *const *v, size_t n)
+{
+    if (n == 0)
+        return NULL;
+    char **d = fg_calloc(n, sizeof *d);
+    for (size_t i = 0; i < n; i++)
+        d[i] = fg_strdup(v[i] ? v[i] : "");
+    return d;
+}
+
+static void strv_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+void fg_scenario_result_init(struct fg_scenario_result *res, const struct fg_scenario *sc)
+{
+    memset(res, 0, sizeof *res);
+    res->verdict = FG_V_PASS;
+    if (!sc)
+        return;
+    res->id = sc->id ? fg_strdup(sc->id) : NULL;
+    res->title = sc->title ? fg_strdup(sc->title) : NULL;
+    res->path = sc->path ? fg_strdup(sc->path) : NULL;
+    res->kb = strv_dup(sc->kb, sc->nkb);
+    res->nkb = sc->nkb;
+    res->rfc = strv_dup(sc->rfc, sc->nrfc);
+    res->nrfc = sc->nrfc;
+}
+
+void fg_judge(const struct fg_scenario *sc, struct fg_meta *meta, const char *pcap_path,
+              struct fg_scenario_result *res)
+{
+    uint64_t t_start = fg_now_ms();
+    fg_scenario_result_init(res, sc);
+    res->meta = meta;
+    if (meta && meta->pcap) {
+        res->pcap = fg_strdup(meta->pcap);
+    } else if (pcap_path) {
+        const char *slash = strrchr(pcap_path, '/');
+        res->pcap = fg_strdup(slash ? slash + 1 : pcap_path);
+    }
+
+    char err[FG_ERRBUF_SIZE];
+    err[0] = '\0';
+    int rc = pcap_path ? fg_timeline_build(pcap_path, &res->tl, err, sizeof err) : FG_EINPUT;
+    if (rc != 0) {
+        res->tl = NULL;
+        res->verdict = FG_V_ERROR;
+        res->error = fg_asprintf("%s: %s", pcap_path ? pcap_path : "(no trace)",
+                                 err[0] ? err : fg_strerror(rc));
+    } else {
+        struct fg_judge_ctx ctx = {sc, meta, res->tl};
+        size_t n = sc ? sc->nexpects : 0;
+        res->outcomes = n ? fg_calloc(n, sizeof *res->outcomes) : NULL;
+        for (size_t i = 0; i < n; i++) {
+            fg_expect_eval(&sc->expects[i], &ctx, &res->outcomes[i]);
+            res->noutcomes++;
+            res->verdict = fg_verdict_worst(res->verdict, res->outcomes[i].verdict);
+        }
+        /* An expectation that could not be evaluated explains the error. */
+        for (size_t i = 0; i < res->noutcomes && !res->error; i++)
+            if (res->outcomes[i].verdict == FG_V_ERROR)
+                res->error =
+                    fg_asprintf("%s: %s", res->outcomes[i].rule,
+                                res->outcomes[i].summary ? res->outcomes[i].summary : "error");
+    }
+    if (meta && meta->end_us > meta->start_us && meta->start_us)
+        res->duration_ms = (meta->end_us - meta->start_us) / 1000;
+    else
+        res->duration_ms = fg_now_ms() - t_start;
+}
+
+void fg_scenario_result_clear(struct fg_scenario_result *r)
+{
+    if (!r)
+        return;
+    free(r->id);
+    free(r->title);
+    free(r->path);
+    strv_free(r->kb, r->nkb);
+    strv_free(r->rfc, r->nrfc);
+    for (size_t i = 0; i < r->noutcomes; i++)
+        fg_outcome_clear(&r->outcomes[i]);
+    free(r->outcomes);
+    free(r->error);
+    free(r->pcap);
+    fg_meta_free(r->meta);
+    fg_timeline_free(r->tl);
+    memset(r, 0, sizeof *r);
+}

@@ -1,0 +1,861 @@
+/* check_expect.c - the expectation catalog, the judge and the run metadata
+ * file, over real traces: pcap -> trace -> timeline -> rule.
+ *
+ * The rules are about time ("closed within 9 s", "never closed in 14 s of
+ * trace"), and the capture module stamps synthesized frames with the wall
+ * clock, so most traces here are written by a small frame builder with
+ * chosen timestamps (pcap_open_dead + pcap_dump) instead of waiting.  The
+ * liveness case without timing goes through the capture module's synth mode.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <netinet/in.h>
+#include <pcap/pcap.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "faultgate/capture.h"
+#include "faultgate/error.h"
+#include "faultgate/expect.h"
+#include "faultgate/judge.h"
+#include "faultgate/meta.h"
+#include "faultgate/util.h"
+
+#define BASE_US 1700000000000000ull /* trace epoch: all times are offsets */
+#define GW_PORT 2525                /* inbound: injector -> gateway */
+#define PROXY_PORT 39001            /* outbound: gateway -> proxy */
+#define MTA_PORT 39002              /* outbound: proxy -> fake MTA */
+
+/* --- a tiny pcap writer with chosen timestamps ------------------------ */
+
+struct tw {
+    pcap_t *dead;
+    pcap_dumper_t *d;
+    char path[256];
+};
+
+struct tc {
+    struct tw *w;
+    uint16_t cport, sport;
+    uint32_t seq[2]; /* next sequence number of each side: 0 client, 1 server */
+};
+
+static uint32_t sum16(uint32_t s, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i += 2)
+        s += (uint32_t)(p[i] << 8 | p[i + 1]);
+    if (n & 1)
+        s += (uint32_t)(p[n - 1] << 8);
+    return s;
+}
+
+static uint16_t fold(uint32_t s)
+{
+    while (s >> 16)
+        s = (s & 0xffff) + (s >> 16);
+    return (uint16_t)~s;
+}
+
+static void tw_open(struct tw *w, const char *name)
+{
+    snprintf(w->path, sizeof w->path, "/tmp/fg-check-expect-%ld-%s.pcap", (long)getpid(), name);
+    w->dead = pcap_open_dead(DLT_EN10MB, 65535);
+    ck_assert_ptr_nonnull(w->dead);
+    w->d = pcap_dump_open(w->dead, w->path);
+    ck_assert_ptr_nonnull(w->d);
+}
+
+static void tw_close(struct tw *w)
+{
+    pcap_dump_close(w->d);
+    pcap_close(w->dead);
+}
+
+/* One Ethernet/IPv4/TCP frame from side `from` (0 client, 1 server) of c
+ * at BASE_US + t_ms. */
+static void frame(struct tc *c, int from, uint8_t flags, const char *data, size_t len,
+                  uint64_t t_ms)
+{
+    uint8_t b[1600];
+    memset(b, 0, 54);
+    b[12] = 0x08; /* IPv4 */
+    uint8_t *ip = b + 14, *tcp = b + 34;
+    ip[0] = 0x45;
+    uint16_t tot = (uint16_t)(40 + len);
+    ip[2] = (uint8_t)(tot >> 8), ip[3] = (uint8_t)tot;
+    ip[6] = 0x40; /* DF */
+    ip[8] = 64, ip[9] = 6;
+    uint8_t lo[4] = {127, 0, 0, 1};
+    memcpy(ip + 12, lo, 4);
+    memcpy(ip + 16, lo, 4);
+    uint16_t ck = fold(sum16(0, ip, 20));
+    ip[10] = (uint8_t)(ck >> 8), ip[11] = (uint8_t)ck;
+    uint16_t sp = from ? c->sport : c->cport, dp = from ? c->cport : c->sport;
+    tcp[0] = (uint8_t)(sp >> 8), tcp[1] = (uint8_t)sp, tcp[2] = (uint8_t)(dp >> 8),
+    tcp[3] = (uint8_t)dp;
+    uint32_t seq = c->seq[from], ack = (flags & 0x10) ? c->seq[!from] : 0;
+    for (int i = 0; i < 4; i++) {
+        tcp[4 + i] = (uint8_t)(seq >> (24 - 8 * i));
+        tcp[8 + i] = (uint8_t)(ack >> (24 - 8 * i));
+    }
+    tcp[12] = 0x50, tcp[13] = flags, tcp[14] = 0xff, tcp[15] = 0xff;
+    if (len)
+        memcpy(tcp + 20, data, len);
+    uint8_t ph[12];
+    memcpy(ph, ip + 12, 8);
+    ph[8] = 0, ph[9] = 6, ph[10] = (uint8_t)((20 + len) >> 8), ph[11] = (uint8_t)(20 + len);
+    ck = fold(sum16(sum16(0, ph, 12), tcp, 20 + len));
+    tcp[16] = (uint8_t)(ck >> 8), tcp[17] = (uint8_t)ck;
+    c->seq[from] += (uint32_t)len + ((flags & 0x03) ? 1 : 0); /* SYN and FIN count */
+
+    struct pcap_pkthdr h;
+    uint64_t us = BASE_US + t_ms * 1000;
+    h.ts.tv_sec = (time_t)(us / 1000000);
+    h.ts.tv_usec = (suseconds_t)(us % 1000000);
+    h.caplen = h.len = (bpf_u_int32)(54 + len);
+    pcap_dump((u_char *)c->w->d, &h, b);
+}
+
+#define F_FIN 0x01
+#define F_SYN 0x02
+#define F_RST 0x04
+#define F_PSH 0x08
+#define F_ACK 0x10
+
+static struct tc conn_open(struct tw *w, uint16_t cport, uint16_t sport, uint64_t t_ms)
+{
+    struct tc c = {w, cport, sport, {1000u * cport, 5000u * sport}};
+    frame(&c, 0, F_SYN, NULL, 0, t_ms);
+    frame(&c, 1, F_SYN | F_ACK, NULL, 0, t_ms);
+    frame(&c, 0, F_ACK, NULL, 0, t_ms);
+    return c;
+}
+
+static void say(struct tc *c, int from, const char *text, uint64_t t_ms)
+{
+    frame(c, from, F_PSH | F_ACK, text, strlen(text), t_ms);
+}
+
+static void fin(struct tc *c, int from, uint64_t t_ms)
+{
+    frame(c, from, F_FIN | F_ACK, NULL, 0, t_ms);
+}
+
+/* A whole transaction from greeting to the reply to end of data. */
+static void transaction(struct tc *c, const char *from, const char *token, int eod_code,
+                        uint64_t t_ms)
+{
+    char line[256];
+    say(c, 1, "220 peer ESMTP\r\n", t_ms);
+    say(c, 0, "EHLO gw.test\r\n", t_ms + 1);
+    say(c, 1, "250 peer\r\n", t_ms + 2);
+    snprintf(line, sizeof line, "MAIL FROM:%s\r\n", from);
+    say(c, 0, line, t_ms + 3);
+    say(c, 1, "250 2.1.0 ok\r\n", t_ms + 4);
+    say(c, 0, "RCPT TO:<user2@company2.test>\r\n", t_ms + 5);
+    say(c, 1, "250 2.1.5 ok\r\n", t_ms + 6);
+    say(c, 0, "DATA\r\n", t_ms + 7);
+    say(c, 1, "354 go ahead\r\n", t_ms + 8);
+    snprintf(line, sizeof line,
+             "From: user1@company1.test\r\nX-Faultgate-Token: %s\r\nSubject: t\r\n\r\nhello\r\n"
+             ".\r\n",
+             token);
+    say(c, 0, line, t_ms + 9);
+    snprintf(line, sizeof line, "%d done\r\n", eod_code);
+    say(c, 1, line, t_ms + 10);
+}
+
+/* --- metadata and scenarios ------------------------------------------- */
+
+static struct fg_meta *meta_new(void)
+{
+    struct fg_meta *m = fg_calloc(1, sizeof *m);
+    m->scenario_id = fg_strdup("test");
+    m->capture_mode = fg_strdup("synth");
+    m->gateway_port = GW_PORT;
+    m->proxy_port = PROXY_PORT;
+    m->mta_port = MTA_PORT;
+    m->gateway_running_at_end = 1;
+    m->start_us = BASE_US;
+    m->ntimeouts = 1;
+    m->timeouts = fg_calloc(1, sizeof *m->timeouts);
+    m->timeouts[0].name = fg_strdup("data_done");
+    m->timeouts[0].ms = 4000;
+    return m;
+}
+
+static void meta_decision(struct fg_meta *m, unsigned conn, const char *trig, const char *act,
+                          uint64_t t_ms)
+{
+    m->decisions = fg_realloc(m->decisions, (m->ndecisions + 1) * sizeof *m->decisions);
+    struct fg_decision *d = &m->decisions[m->ndecisions++];
+    memset(d, 0, sizeof *d);
+    d->t_us = BASE_US + t_ms * 1000;
+    d->conn = conn;
+    snprintf(d->trigger, sizeof d->trigger, "%s", trig);
+    snprintf(d->action, sizeof d->action, "%s", act);
+}
+
+static void meta_token(struct fg_meta *m, const char *tok)
+{
+    m->tokens = fg_realloc(m->tokens, (m->ntokens + 1) * sizeof *m->tokens);
+    struct fg_meta_token *t = &m->tokens[m->ntokens++];
+    memset(t, 0, sizeof *t);
+    snprintf(t->token, sizeof t->token, "%s", tok);
+}
+
+static struct fg_expect_spec spec(const char *rule, const char *within, const char *fate)
+{
+    struct fg_expect_spec e = {0};
+    e.rule = (char *)rule;
+    e.within = (char *)within;
+    e.fate = (char *)fate;
+    e.line = 12, e.col = 5, e.within_line = 12, e.within_col = 40;
+    return e;
+}
+
+/* Judge one expectation over the trace w wrote; res is cleared by caller. */
+static void judge1(struct tw *w, struct fg_meta *m, struct fg_expect_spec *e,
+                   struct fg_scenario_result *res)
+{
+    struct fg_scenario sc = {0};
+    sc.path = "scenarios/kb/test.yaml";
+    sc.id = "test";
+    sc.title = "test";
+    sc.expects = e;
+    sc.nexpects = 1;
+    fg_judge(&sc, m, w->path, res);
+    ck_assert_msg(res->tl != NULL, "timeline: %s", res->error ? res->error : "?");
+    ck_assert_uint_eq(res->noutcomes, 1);
+    if (getenv("FG_TEST_VERBOSE")) /* show what a person would read */
+        fprintf(stderr, "[%s] %s\n  %s\n", fg_verdict_name(res->outcomes[0].verdict),
+                res->outcomes[0].summary, res->outcomes[0].evidence);
+    if (!getenv("FG_TEST_KEEP"))
+        unlink(w->path);
+}
+
+static int has_frame(const struct fg_outcome *o, uint64_t f)
+{
+    for (size_t i = 0; i < o->nframes; i++)
+        if (o->frames[i] == f)
+            return 1;
+    return 0;
+}
+
+/* The frame number of the last frame written so far: 3 handshake frames
+ * per connection plus one per say/fin, counted by the tests below. */
+
+/* --- closes-after-stall ----------------------------------------------- */
+
+/* The outbound leg up to a 354 from the proxy at t=500 ms; the 354 is
+ * frame 3 + 8 + 1 = 12 (handshake 3, greeting..DATA 8 frames before it). */
+static struct tc stalled_conn(struct tw *w)
+{
+    struct tc c = conn_open(w, 41001, PROXY_PORT, 400);
+    say(&c, 1, "220 proxy ESMTP\r\n", 410);
+    say(&c, 0, "EHLO gw.test\r\n", 420);
+    say(&c, 1, "250 proxy\r\n", 430);
+    say(&c, 0, "MAIL FROM:<user1@company1.test>\r\n", 440);
+    say(&c, 1, "250 ok\r\n", 450);
+    say(&c, 0, "RCPT TO:<user2@company2.test>\r\n", 460);
+    say(&c, 1, "250 ok\r\n", 470);
+    say(&c, 0, "DATA\r\n", 480);
+    say(&c, 1, "354 go ahead\r\n", 500); /* frame 12 */
+    say(&c, 0, "From: a\r\n\r\nbody line\r\n", 510);
+    return c;
+}
+
+START_TEST(stall_pass)
+{
+    struct tw w;
+    tw_open(&w, "stall-pass");
+    struct tc c = stalled_conn(&w);
+    fin(&c, 0, 2500); /* frame 14 */
+    tw_close(&w);
+    struct fg_meta *m = meta_new();
+    meta_decision(m, 1, "reply 354", "stall", 501);
+    struct fg_expect_spec e = spec("closes-after-stall", "5s", NULL);
+    struct fg_scenario_result res;
+    judge1(&w, m, &e, &res);
+    const struct fg_outcome *o = &res.outcomes[0];
+    ck_assert_msg(o->verdict == FG_V_PASS, "%s: %s", o->summary, o->evidence);
+    ck_assert_int_eq(res.verdict, FG_V_PASS);
+    ck_assert_ptr_nonnull(strstr(o->evidence, "connection #1"));
+    ck_assert_ptr_nonnull(strstr(o->evidence, "127.0.0.1:41001 -> 127.0.0.1:39001"));
+    ck_assert_ptr_nonnull(strstr(o->evidence, "FIN (frame 14"));
+    ck_assert_ptr_nonnull(strstr(o->evidence, "after 2.0 s, limit 5.0 s"));
+    ck_assert_ptr_nonnull(strstr(o->source, "Q129140"));
+    ck_assert(has_frame(o, 12));
+    ck_assert(has_frame(o, 14));
+    ck_assert_uint_ne(o->conn, 0);
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
+START_TEST(stall_fail_never_closed)
+{
+    struct tw w;
+    tw_open(&w, "stall-fail");
+    stalled_conn(&w);
+    /* Something else keeps the trace going to t=+10.4 s (10 s after the
+     * first frame at 0.4 s): the harness's liveness probe. */
+    struct tc p = conn_open(&w, 40100, GW_PORT, 10400);
+    say(&p, 1, "220 gw ready\r\n", 10400);
+    tw_close(&w);
+    struct fg_meta *m = meta_new();
+    meta_decision(m, 1, "reply 354", "stall", 501);
+    struct fg_expect_spec e = spec("closes-after-stall", "timeouts.data_done + 5s", NULL);
+    struct fg_scenario_result res;
+    judge1(&w, m, &e, &res);
+    const struct fg_outcome *o = &res.outcomes[0];
+    ck_assert_msg(o->verdict == FG_V_FAIL, "%s: %s", o->summary, o->evidence);
+    ck_assert_int_eq(res.verdict, FG_V_FAIL);
+    ck_assert_ptr_nonnull(strstr(o->evidence, "stall"));
+    ck_assert_ptr_nonnull(strstr(o->evidence, "connection #1"));
+    ck_assert_ptr_nonnull(strstr(o->evidence, "never closed"));
+    ck_assert_ptr_nonnull(strstr(o->evidence, "frame 12, t=+0.1 s"));
+    ck_assert_ptr_nonnull(strstr(o->evidence, "9.9 s of trace after the stall"));
+    ck_assert_ptr_nonnull(
+        strstr(o->evidence, "limit 9.0 s = timeouts.data_done + 5s (data_done = 4.0 s)"));
+    ck_assert(has_frame(o, 12));
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
+START_TEST(stall_fail_late)
+{
+    struct tw w;
+    tw_open(&w, "stall-late");
+    struct tc c = stalled_conn(&w);
+    frame(&c, 0, F_RST, NULL, 0, 12500);
+    tw_close(&w);
+    struct fg_meta *m = meta_new();
+    meta_decision(m, 1, "reply 354", "stall", 501);
+    struct fg_expect_spec e = spec("closes-after-stall", "timeouts.data_done + 5s", NULL);
+    struct fg_scenario_result res;
+    judge1(&w, m, &e, &res);
+    const struct fg_outcome *o = &res.outcomes[0];
+    ck_assert_msg(o->verdict == FG_V_FAIL, "%s: %s", o->summary, o->evidence);
+    ck_assert_ptr_nonnull(strstr(o->evidence, "RST"));
+    ck_assert_ptr_nonnull(strstr(o->evidence, "only after 12.0 s"));
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
+START_TEST(stall_inconc_short_trace)
+{
+    struct tw w;
+    tw_open(&w, "stall-short");
+    struct tc c = stalled_conn(&w);
+    say(&c, 0, "more body\r\n", 3000);
+    tw_close(&w);
+    struct fg_meta *m = meta_new();
+    meta_decision(m, 1, "reply 354", "stall", 501);
+    struct fg_expect_spec e = spec("closes-after-stall", "timeouts.data_done + 5s", NULL);
+    struct fg_scenario_result res;
+    judge1(&w, m, &e, &res);
+    const struct fg_outcome *o = &res.outcomes[0];
+    ck_assert_msg(o->verdict == FG_V_INCONC, "%s: %s", o->summary, o->evidence);
+    ck_assert_ptr_nonnull(strstr(o->evidence, "ended 2.5 s after the stall"));
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
+START_TEST(stall_inconc_not_fired)
+{
+    struct tw w;
+    tw_open(&w, "stall-none");
+    stalled_conn(&w);
+    tw_close(&w);
+    struct fg_meta *m = meta_new();
+    meta_decision(m, 1, "command EHLO", "delay 1s", 420); /* not a stall */
+    struct fg_expect_spec e = spec("closes-after-stall", "5s", NULL);
+    struct fg_scenario_result res;
+    judge1(&w, m, &e, &res);
+    const struct fg_outcome *o = &res.outcomes[0];
+    ck_assert_int_eq(o->verdict, FG_V_INCONC);
+    ck_assert_ptr_nonnull(strstr(o->evidence, "never reached"));
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
+/* The trigger names a command with a sequence number: the stall point is
+ * that command, not the first of its verb. */
+START_TEST(stall_eod_trigger)
+{
+    struct tw w;
+    tw_open(&w, "stall-cmd");
+    struct tc c = stalled_conn(&w);
+    say(&c, 0, ".\r\n", 520); /* frame 14: end of data */
+    fin(&c, 0, 1520);         /* frame 15 */
+    tw_close(&w);
+    struct fg_meta *m = meta_new();
+    meta_decision(m, 1, "end-of-data", "stall s2c", 521);
+    struct fg_expect_spec e = spec("closes-after-stall", "2s", NULL);
+    struct fg_scenario_result res;
+    judge1(&w, m, &e, &res);
+    const struct fg_outcome *o = &res.outcomes[0];
+    ck_assert_msg(o->verdict == FG_V_PASS, "%s: %s", o->summary, o->evidence);
+    ck_assert(has_frame(o, 14));
+    ck_assert_ptr_nonnull(strstr(o->evidence, "after 1.0 s"));
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
+/* --- message-fate ------------------------------------------------------- */
+
+/* Inbound acceptance of tok at t=1 s (reply frame 14), then n deliveries
+ * (bounce: with <>) at the fake MTA, and the trace's last frame at end_ms. */
+static void fate_trace(struct tw *w, const char *tok, int in_code, int ndeliver, int bounce,
+                       uint64_t end_ms)
+{
+    struct tc in = conn_open(w, 40001, GW_PORT, 990);
+    transaction(&in, "<user1@company1.test>", tok, in_code, 1000);
+    for (int i = 0; i < ndeliver; i++) {
+        struct tc out = conn_open(w, (uint16_t)(42001 + i), MTA_PORT, 1500 + 1000 * (uint64_t)i);
+        transaction(&out, "<user1@company1.test>", tok, 250, 1500 + 1000 * (uint64_t)i);
+        fin(&out, 0, 1600 + 1000 * (uint64_t)i);
+    }
+    if (bounce) {
+        struct tc out = conn_open(w, 43001, MTA_PORT, 4000);
+        transaction(&out, "<>", tok, 250, 4000);
+    }
+    struct tc last = conn_open(w, 44001, 9, end_ms); /* unrelated: ends the trace */
+    (void)last;
+}
+
+static struct fg_outcome *fate_run(const char *name, const char *fate, int in_code, int ndeliver,
+                                   int bounce, uint64_t end_ms, struct fg_scenario_result *res)
+{
+    struct tw w;
+    tw_open(&w, name);
+    fate_trace(&w, "tok-1", in_code, ndeliver, bounce, end_ms);
+    tw_close(&w);
+    struct fg_meta *m = meta_new();
+    meta_token(m, "tok-1");
+    struct fg_expect_spec e = spec("message-fate", "20s", fate);
+    judge1(&w, m, &e, res);
+    return &res->outcomes[0];
+}
+
+START_TEST(fate_delivered_once)
+{
+    struct fg_scenario_result res;
+    struct fg_outcome *o = fate_run("once", "delivered-once", 250, 1, 0, 30000, &res);
+    ck_assert_msg(o->verdict == FG_V_PASS, "%s: %s", o->summary, o->evidence);
+    ck_assert_ptr_nonnull(strstr(o->evidence, "message tok-1: accepted on inbound connection #1"));
+    ck_assert_ptr_nonnull(strstr(o->evidence, "frame 14"));
+    ck_assert_ptr_nonnull(strstr(o->evidence, "delivered once"));
+    ck_assert(has_frame(o, 14));
+    ck_assert_uint_ge(o->nframes, 2);
+    fg_scenario_result_clear(&res);
+    o = fate_run("once2", "delivered", 250, 1, 0, 30000, &res);
+    ck_assert_int_eq(o->verdict, FG_V_PASS);
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
+START_TEST(fate_duplicated)
+{
+    struct fg_scenario_result res;
+    struct fg_outcome *o = fate_run("dup", "delivered-once", 250, 2, 0, 30000, &res);
+    ck_assert_msg(o->verdict == FG_V_FAIL, "%s: %s", o->summary, o->evidence);
+    ck_assert_ptr_nonnull(strstr(o->evidence, "duplicated: 2 deliveries"));
+    ck_assert_ptr_nonnull(strstr(o->summary, "duplicated, expected delivered-once"));
+    fg_scenario_result_clear(&res);
+    o = fate_run("dup2", "duplicated", 250, 2, 0, 30000, &res);
+    ck_assert_int_eq(o->verdict, FG_V_PASS);
+    fg_scenario_result_clear(&res);
+    o = fate_run("dup3", "delivered", 250, 2, 0, 30000, &res);
+    ck_assert_int_eq(o->verdict, FG_V_PASS);
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
+START_TEST(fate_lost_and_deferred)
+{
+    struct fg_scenario_result res;
+    struct fg_outcome *o = fate_run("lost", "delivered-once", 250, 0, 0, 30000, &res);
+    ck_assert_msg(o->verdict == FG_V_FAIL, "%s: %s", o->summary, o->evidence);
+    ck_assert_ptr_nonnull(
+        strstr(o->evidence, "lost: neither delivered nor bounced within 20.0 s (0 deliveries"));
+    fg_scenario_result_clear(&res);
+    o = fate_run("deferred", "delivered-once", 250, 0, 0, 8000, &res);
+    ck_assert_msg(o->verdict == FG_V_INCONC, "%s: %s", o->summary, o->evidence);
+    ck_assert_ptr_nonnull(strstr(o->evidence, "deferred"));
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
+START_TEST(fate_bounced)
+{
+    struct fg_scenario_result res;
+    struct fg_outcome *o = fate_run("bounce", "bounced", 250, 0, 1, 30000, &res);
+    ck_assert_msg(o->verdict == FG_V_PASS, "%s: %s", o->summary, o->evidence);
+    ck_assert_ptr_nonnull(strstr(o->evidence, "bounced"));
+    fg_scenario_result_clear(&res);
+    o = fate_run("bounce2", "delivered-once", 250, 0, 1, 30000, &res);
+    ck_assert_int_eq(o->verdict, FG_V_FAIL);
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
+START_TEST(fate_refused)
+{
+    struct fg_scenario_result res;
+    struct fg_outcome *o = fate_run("refused", "delivered-once", 554, 0, 0, 30000, &res);
+    ck_assert_msg(o->verdict == FG_V_FAIL, "%s: %s", o->summary, o->evidence);
+    ck_assert_ptr_nonnull(strstr(o->evidence, "refused"));
+    ck_assert_ptr_nonnull(strstr(o->evidence, "554"));
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
+/* --- gateway-alive ------------------------------------------------------ */
+
+struct loopguard {
+    uv_loop_t loop;
+    uv_timer_t deadline;
+};
+
+static void deadline_cb(uv_timer_t *t)
+{
+    ck_abort_msg("deadline passed");
+}
+
+/* The capture module's synth mode, for the real write path. */
+START_TEST(alive_greeting_synth)
+{
+    struct loopguard g;
+    ck_assert_int_eq(uv_loop_init(&g.loop), 0);
+    uv_timer_init(&g.loop, &g.deadline);
+    uv_timer_start(&g.deadline, deadline_cb, 10000, 0);
+    char path[256], err[FG_ERRBUF_SIZE];
+    snprintf(path, sizeof path, "/tmp/fg-check-expect-%ld-alive.pcap", (long)getpid());
+    struct fg_capture *cap = NULL;
+    ck_assert_int_eq(
+        fg_capture_open(&g.loop, FG_CAPTURE_SYNTH, path, NULL, 0, &cap, err, sizeof err), 0);
+    struct sockaddr_in cl, sv;
+    uv_ip4_addr("127.0.0.1", 40001, &cl);
+    uv_ip4_addr("127.0.0.1", GW_PORT, &sv);
+    uint64_t before = fg_wall_us();
+    struct fg_synth_conn *sc =
+        fg_capture_conn_open(cap, (struct sockaddr *)&cl, (struct sockaddr *)&sv);
+    fg_capture_conn_data(sc, FG_S2C, "220 gw ready\r\n", 14);
+    fg_capture_conn_data(sc, FG_C2S, "QUIT\r\n", 6);
+    fg_capture_conn_data(sc, FG_S2C, "221 bye\r\n", 9);
+    fg_capture_conn_fin(sc, FG_C2S);
+    fg_capture_conn_fin(sc, FG_S2C);
+    fg_capture_conn_free(sc);
+    ck_assert_int_eq(fg_capture_close(cap), 0);
+    uv_close((uv_handle_t *)&g.deadline, NULL);
+    uv_run(&g.loop, UV_RUN_DEFAULT);
+    ck_assert_int_eq(uv_loop_close(&g.loop), 0);
+
+    struct fg_meta *m = meta_new();
+    m->probe_start_us = before;
+    struct fg_expect_spec e = spec("gateway-alive", NULL, NULL);
+    struct fg_scenario_result res;
+    struct tw w;
+    snprintf(w.path, sizeof w.path, "%s", path);
+    judge1(&w, m, &e, &res);
+    const struct fg_outcome *o = &res.outcomes[0];
+    ck_assert_msg(o->verdict == FG_V_PASS, "%s: %s", o->summary, o->evidence);
+    ck_assert_ptr_nonnull(strstr(o->evidence, "got the greeting 220"));
+    ck_assert_ptr_nonnull(strstr(o->evidence, "127.0.0.1:40001 -> 127.0.0.1:2525"));
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
+START_TEST(alive_refused)
+{
+    struct tw w;
+    tw_open(&w, "refused");
+    struct tc old = conn_open(&w, 40001, GW_PORT, 100); /* before the probe */
+    say(&old, 1, "220 gw\r\n", 110);
+    struct tc p = {&w, 40002, GW_PORT, {7000, 9000}};
+    frame(&p, 0, F_SYN, NULL, 0, 5000);         /* frame 5 */
+    frame(&p, 1, F_RST | F_ACK, NULL, 0, 5000); /* frame 6 */
+    tw_close(&w);
+    struct fg_meta *m = meta_new();
+    m->probe_start_us = BASE_US + 4000 * 1000;
+    struct fg_expect_spec e = spec("gateway-alive", NULL, NULL);
+    struct fg_scenario_result res;
+    judge1(&w, m, &e, &res);
+    const struct fg_outcome *o = &res.outcomes[0];
+    ck_assert_msg(o->verdict == FG_V_FAIL, "%s: %s", o->summary, o->evidence);
+    ck_assert_ptr_nonnull(strstr(o->evidence, "RST"));
+    ck_assert_ptr_nonnull(strstr(o->evidence, "connection #2"));
+    ck_assert(has_frame(o, 6));
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
+START_TEST(alive_died)
+{
+    struct tw w;
+    tw_open(&w, "died");
+    struct tc p = conn_open(&w, 40002, GW_PORT, 5000);
+    say(&p, 1, "220 gw\r\n", 5010);
+    tw_close(&w);
+    struct fg_meta *m = meta_new();
+    m->probe_start_us = BASE_US + 4000 * 1000;
+    m->gateway_running_at_end = 0;
+    m->gateway_term_signal = 6;
+    struct fg_expect_spec e = spec("gateway-alive", NULL, NULL);
+    struct fg_scenario_result res;
+    judge1(&w, m, &e, &res);
+    const struct fg_outcome *o = &res.outcomes[0];
+    ck_assert_msg(o->verdict == FG_V_FAIL, "%s: %s", o->summary, o->evidence);
+    ck_assert_ptr_nonnull(strstr(o->evidence, "died with signal 6 (SIGABRT)"));
+    ck_assert_ptr_nonnull(strstr(o->summary, "SIGABRT"));
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
+START_TEST(alive_no_probe)
+{
+    struct tw w;
+    tw_open(&w, "noprobe");
+    struct tc p = conn_open(&w, 40002, GW_PORT, 100);
+    say(&p, 1, "220 gw\r\n", 110);
+    tw_close(&w);
+    struct fg_meta *m = meta_new();
+    m->probe_start_us = BASE_US + 4000 * 1000;
+    struct fg_expect_spec e = spec("gateway-alive", NULL, NULL);
+    struct fg_scenario_result res;
+    judge1(&w, m, &e, &res);
+    ck_assert_int_eq(res.outcomes[0].verdict, FG_V_INCONC);
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
+/* --- the judge ------------------------------------------------------------ */
+
+START_TEST(judge_unreadable_trace)
+{
+    struct fg_scenario sc = {0};
+    struct fg_expect_spec e = spec("gateway-alive", NULL, NULL);
+    sc.id = "x";
+    sc.expects = &e;
+    sc.nexpects = 1;
+    struct fg_scenario_result res;
+    fg_judge(&sc, meta_new(), "/nonexistent/trace.pcap", &res);
+    ck_assert_int_eq(res.verdict, FG_V_ERROR);
+    ck_assert_ptr_nonnull(res.error);
+    ck_assert_ptr_nonnull(strstr(res.error, "/nonexistent/trace.pcap"));
+    ck_assert_ptr_null(res.tl);
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
+START_TEST(judge_worst_of_many)
+{
+    struct tw w;
+    tw_open(&w, "worst");
+    struct tc p = conn_open(&w, 40002, GW_PORT, 5000);
+    say(&p, 1, "220 gw\r\n", 5010);
+    tw_close(&w);
+    struct fg_meta *m = meta_new();
+    m->probe_start_us = BASE_US;
+    struct fg_expect_spec e[2] = {spec("gateway-alive", NULL, NULL),
+                                  spec("closes-after-stall", "5s", NULL)};
+    struct fg_scenario sc = {0};
+    sc.id = "worst";
+    sc.expects = e;
+    sc.nexpects = 2;
+    struct fg_scenario_result res;
+    fg_judge(&sc, m, w.path, &res);
+    unlink(w.path);
+    ck_assert_uint_eq(res.noutcomes, 2);
+    ck_assert_int_eq(res.outcomes[0].verdict, FG_V_PASS);
+    ck_assert_int_eq(res.outcomes[1].verdict, FG_V_INCONC);
+    ck_assert_int_eq(res.verdict, FG_V_INCONC);
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
+/* --- pure parts ----------------------------------------------------------- */
+
+START_TEST(verdict_order)
+{
+    const enum fg_verdict order[] = {FG_V_SKIP, FG_V_PASS, FG_V_INCONC, FG_V_FAIL, FG_V_ERROR};
+    for (size_t i = 0; i < 5; i++)
+        for (size_t j = 0; j < 5; j++) {
+            enum fg_verdict w = fg_verdict_worst(order[i], order[j]);
+            ck_assert_int_eq(w, order[i > j ? i : j]);
+        }
+    ck_assert_str_eq(fg_verdict_name(FG_V_INCONC), "inconc");
+    ck_assert_str_eq(fg_verdict_name(FG_V_SKIP), "skip");
+    ck_assert_str_eq(fg_expect_rules[0], "closes-after-stall");
+    ck_assert_ptr_null(fg_expect_rules[3]);
+    ck_assert_int_eq(fg_expect_param_known("message-fate", "fate"), 1);
+    ck_assert_int_eq(fg_expect_param_known("gateway-alive", "within"), 0);
+    ck_assert_int_eq(fg_expect_param_known("nope", "within"), -1);
+}
+END_TEST
+
+START_TEST(validate_errors)
+{
+    struct fg_scenario sc = {0};
+    sc.path = "scenarios/kb/x.yaml";
+    char err[FG_ERRBUF_SIZE];
+    struct fg_expect_spec e = spec("closes-after-stall", "timeouts.data_done + 5s", NULL);
+    ck_assert_int_eq(fg_expect_validate(&sc, &e, err, sizeof err), 0);
+
+    e = spec("closes-after-stal", "5s", NULL);
+    ck_assert_int_eq(fg_expect_validate(&sc, &e, err, sizeof err), FG_EINPUT);
+    ck_assert_ptr_nonnull(strstr(err, "scenarios/kb/x.yaml:12:5: unknown expectation rule"));
+
+    e = spec("closes-after-stall", NULL, NULL);
+    ck_assert_int_eq(fg_expect_validate(&sc, &e, err, sizeof err), FG_EINPUT);
+    ck_assert_ptr_nonnull(strstr(err, ":12:5: rule closes-after-stall needs `within`"));
+
+    e = spec("message-fate", "60s", "vanished");
+    ck_assert_int_eq(fg_expect_validate(&sc, &e, err, sizeof err), FG_EINPUT);
+    ck_assert_ptr_nonnull(strstr(err, "unknown fate \"vanished\""));
+
+    e = spec("message-fate", "60s", NULL);
+    ck_assert_int_ne(fg_expect_validate(&sc, &e, err, sizeof err), 0);
+    ck_assert_ptr_nonnull(strstr(err, "needs `fate`"));
+
+    e = spec("gateway-alive", "5s", NULL);
+    ck_assert_int_eq(fg_expect_validate(&sc, &e, err, sizeof err), FG_EINPUT);
+    ck_assert_ptr_nonnull(strstr(err, "takes no parameter `within`"));
+
+    e = spec("message-fate", "timeouts.data_dun + 5s", "lost");
+    ck_assert_int_ne(fg_expect_validate(&sc, &e, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "scenarios/kb/x.yaml:12:") != NULL, "%s", err);
+    ck_assert_msg(strstr(err, "data_dun") != NULL, "%s", err);
+
+    e = spec("message-fate", "5 parsecs", "lost");
+    ck_assert_int_ne(fg_expect_validate(&sc, &e, err, sizeof err), 0);
+    ck_assert_msg(strstr(err, "scenarios/kb/x.yaml:12:") != NULL, "%s", err);
+
+    e = spec("message-fate", "2 * timeouts.retry + 250ms", "delivered");
+    ck_assert_int_eq(fg_expect_validate(&sc, &e, err, sizeof err), 0);
+}
+END_TEST
+
+START_TEST(horizon)
+{
+    struct fg_meta *m = meta_new();
+    struct fg_expect_spec e[3] = {spec("closes-after-stall", "timeouts.data_done + 5s", NULL),
+                                  spec("message-fate", "20s", "lost"),
+                                  spec("gateway-alive", NULL, NULL)};
+    struct fg_scenario sc = {0};
+    sc.expects = e;
+    sc.nexpects = 3;
+    ck_assert_uint_eq(fg_expect_horizon_ms(&sc, m), 20000);
+    e[1].within = "1s";
+    ck_assert_uint_eq(fg_expect_horizon_ms(&sc, m), 9000);
+    fg_meta_free(m);
+}
+END_TEST
+
+START_TEST(meta_roundtrip)
+{
+    char path[256], err[FG_ERRBUF_SIZE];
+    snprintf(path, sizeof path, "/tmp/fg-check-expect-%ld.meta.json", (long)getpid());
+    struct fg_meta *m = meta_new();
+    m->seed = UINT64_MAX - 5; /* beyond a JSON integer */
+    m->pcap = fg_strdup("test.pcap");
+    m->profile_name = fg_strdup("refgw");
+    m->gateway_version = fg_strdup("refgw 0.1");
+    m->probe_start_us = BASE_US + 77;
+    m->end_us = BASE_US + 99;
+    m->gateway_running_at_end = 0;
+    m->gateway_exit_status = 3;
+    m->gateway_term_signal = 9;
+    meta_decision(m, 2, "reply 354", "stall both", 501);
+    meta_token(m, "tok-9");
+    m->tokens[0].accepted = 1;
+    m->tokens[0].reply_code = 250;
+    m->tokens[0].accepted_us = BASE_US + 5;
+    ck_assert_int_eq(fg_meta_write(path, m, err, sizeof err), 0);
+    struct fg_meta *r = NULL;
+    ck_assert_msg(fg_meta_read(path, &r, err, sizeof err) == 0, "%s", err);
+    ck_assert_uint_eq(r->seed, m->seed);
+    ck_assert_str_eq(r->pcap, "test.pcap");
+    ck_assert_str_eq(r->gateway_version, "refgw 0.1");
+    ck_assert_int_eq(r->proxy_port, PROXY_PORT);
+    ck_assert_uint_eq(r->probe_start_us, BASE_US + 77);
+    ck_assert_int_eq(r->gateway_running_at_end, 0);
+    ck_assert_int_eq(r->gateway_exit_status, 3);
+    ck_assert_int_eq(r->gateway_term_signal, 9);
+    ck_assert_int_eq(fg_meta_timeout(r, "data_done"), 4000);
+    ck_assert_int_eq(fg_meta_timeout(r, "retry"), -1);
+    ck_assert_uint_eq(r->ndecisions, 1);
+    ck_assert_str_eq(r->decisions[0].trigger, "reply 354");
+    ck_assert_str_eq(r->decisions[0].action, "stall both");
+    ck_assert_uint_eq(r->decisions[0].conn, 2);
+    ck_assert_uint_eq(r->decisions[0].t_us, BASE_US + 501000);
+    ck_assert_uint_eq(r->ntokens, 1);
+    ck_assert_str_eq(r->tokens[0].token, "tok-9");
+    ck_assert_int_eq(r->tokens[0].reply_code, 250);
+    ck_assert_int_eq(r->tokens[0].accepted, 1);
+    fg_meta_free(r);
+    fg_meta_free(m);
+
+    /* Another version is refused, not guessed at. */
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"version\": 99, \"gateway_port\": 1}\n", f);
+    fclose(f);
+    r = NULL;
+    ck_assert_int_eq(fg_meta_read(path, &r, err, sizeof err), FG_EINPUT);
+    ck_assert_ptr_null(r);
+    ck_assert_ptr_nonnull(strstr(err, "version 99"));
+    f = fopen(path, "w");
+    fputs("{\"version\": 1, \"gateway_port\": \"x\"}\n", f);
+    fclose(f);
+    ck_assert_int_eq(fg_meta_read(path, &r, err, sizeof err), FG_EINPUT);
+    ck_assert_ptr_nonnull(strstr(err, "gateway_port"));
+    unlink(path);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("expect");
+    TCase *tc = tcase_create("rules");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, stall_pass);
+    tcase_add_test(tc, stall_fail_never_closed);
+    tcase_add_test(tc, stall_fail_late);
+    tcase_add_test(tc, stall_inconc_short_trace);
+    tcase_add_test(tc, stall_inconc_not_fired);
+    tcase_add_test(tc, stall_eod_trigger);
+    tcase_add_test(tc, fate_delivered_once);
+    tcase_add_test(tc, fate_duplicated);
+    tcase_add_test(tc, fate_lost_and_deferred);
+    tcase_add_test(tc, fate_bounced);
+    tcase_add_test(tc, fate_refused);
+    tcase_add_test(tc, alive_greeting_synth);
+    tcase_add_test(tc, alive_refused);
+    tcase_add_test(tc, alive_died);
+    tcase_add_test(tc, alive_no_probe);
+    tcase_add_test(tc, judge_unreadable_trace);
+    tcase_add_test(tc, judge_worst_of_many);
+    suite_add_tcase(s, tc);
+    TCase *tp = tcase_create("pure");
+    tcase_set_timeout(tp, 10);
+    tcase_add_test(tp, verdict_order);
+    tcase_add_test(tp, validate_errors);
+    tcase_add_test(tp, horizon);
+    tcase_add_test(tp, meta_roundtrip);
+    suite_add_tcase(s, tp);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
