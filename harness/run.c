@@ -103,7 +103,7 @@ static void build_messages(struct scen_run *r, const char *run_id)
             struct fg_inject_msg *m = &r->msgs[k];
             /* Unique across runs (run id) and within one (sequence), so a
              * message's fate can be followed on every leg. */
-            snprintf(m->token, sizeof(m->token), "fgt-%s-%04" PRIu64, run_id, ++token_seq);
+            snprintf(m->token, sizeof(m->token), "fgt-%.32s-%04" PRIu64, run_id, ++token_seq);
             m->from = ms->from;
             m->to = (const char *const *)ms->to;
             m->nto = ms->nto;
@@ -315,8 +315,14 @@ static void gw_ready(struct fg_gateway *g, int status, void *ud)
 
 /* --- one scenario ------------------------------------------------------- */
 
-static char *dir_of_exe(void)
+/* helper_dir - where faultgate's helper programs (refgw) are: the
+ * directory of the faultgate executable when installed, or its build
+ * tree's fakes/refgw; FG_BINDIR overrides both. */
+static char *helper_dir(void)
 {
+    const char *env = getenv("FG_BINDIR");
+    if (env && *env)
+        return fg_strdup(env);
     char buf[4096];
     ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
     if (n <= 0)
@@ -325,6 +331,13 @@ static char *dir_of_exe(void)
     char *slash = strrchr(buf, '/');
     if (slash)
         *slash = '\0';
+    char *in_build = fg_asprintf("%s/fakes/refgw", buf);
+    char *probe = fg_asprintf("%s/refgw", in_build);
+    int found = access(probe, X_OK) == 0;
+    free(probe);
+    if (found)
+        return in_build;
+    free(in_build);
     return fg_strdup(buf);
 }
 
@@ -711,7 +724,7 @@ int fg_run_main(const struct fg_run_opts *o)
     char *bindir_own = NULL;
     struct fg_run_opts oo = *o;
     if (!oo.bindir)
-        oo.bindir = bindir_own = dir_of_exe();
+        oo.bindir = bindir_own = helper_dir();
 
     if (!o->quiet)
         printf("faultgate %s: %zu scenario(s) against %s, seed %" PRIu64 ", output %s\n",

@@ -15,14 +15,14 @@
 #include "faultgate/trace.h"
 
 enum fg_tl_kind {
-    FG_TL_OPEN,     /* SYN (or first segment) */
-    FG_TL_COMMAND,  /* text: the command line */
-    FG_TL_REPLY,    /* code; text: all lines */
-    FG_TL_DATA,     /* first body byte after 354; size filled at end of data */
+    FG_TL_OPEN,    /* SYN (or first segment) */
+    FG_TL_COMMAND, /* text: the command line */
+    FG_TL_REPLY,   /* code; text: all lines */
+    FG_TL_DATA,    /* first body byte after 354; size filled at end of data */
     FG_TL_END_OF_DATA,
     FG_TL_BDAT_END,
-    FG_TL_TLS,      /* STARTTLS took effect */
-    FG_TL_FIN,      /* dir: who sent it */
+    FG_TL_TLS, /* STARTTLS took effect */
+    FG_TL_FIN, /* dir: who sent it */
     FG_TL_RST,
     FG_TL_GAP,      /* bytes missing from the trace */
     FG_TL_VIOLATION /* text: violation name */
@@ -34,22 +34,38 @@ struct fg_tl_event {
     enum fg_tl_kind kind;
     enum fg_dir dir;
     uint64_t frame;
-    uint64_t us; /* microseconds since the epoch */
-    int code;    /* REPLY */
-    enum fg_smtp_verb verb;         /* COMMAND; REPLY: the verb answered */
-    enum fg_smtp_answers answers;   /* REPLY */
-    char *text;                     /* owned; may be NULL */
-    uint64_t size;                  /* DATA: body octets; GAP: missing octets */
+    uint64_t us;                  /* microseconds since the epoch */
+    int code;                     /* REPLY */
+    enum fg_smtp_verb verb;       /* COMMAND; REPLY: the verb answered */
+    enum fg_smtp_answers answers; /* REPLY */
+    char *text;                   /* owned; may be NULL.  COMMAND: the line
+                                     without CRLF; REPLY: all its lines, CRLF
+                                     between them, none at the end;
+                                     VIOLATION: its name (bare-lf, ...) */
+    uint64_t size;                /* DATA: body octets; BDAT_END: chunk octets;
+                                     GAP: missing octets */
+    int last;                     /* BDAT_END: the chunk had LAST */
 };
 
-/* One mail transaction's body as seen on a connection. */
+/* An event index that is not there. */
+#define FG_TL_NONE ((size_t)-1)
+
+/* One mail transaction's body as seen on a connection.  A message is
+ * recorded when its body starts (the first body byte after 354, or the
+ * first BDAT command of the transaction), so that a body cut short still
+ * shows, with complete 0 and eod_event FG_TL_NONE. */
 struct fg_tl_msg {
     char token[FG_TOKEN_MAX]; /* "" if the body carried none */
-    char *mail_from;          /* the MAIL FROM argument, owned */
-    size_t eod_event;         /* index of its END_OF_DATA (or BDAT_END LAST) event */
+    char *mail_from;          /* the last MAIL command's argument as sent
+                                 ("FROM:<a@b> SIZE=10"), owned; NULL if none */
+    size_t eod_event;         /* index of its END_OF_DATA (or BDAT_END LAST)
+                                 event; FG_TL_NONE while incomplete */
     int reply_code;           /* reply to the end of data, 0 if none */
-    size_t reply_event;       /* index of that reply, if any */
-    uint64_t size;
+    size_t reply_event;       /* index of that reply; FG_TL_NONE if none */
+    uint64_t size;            /* body octets as sent (DATA: still dot-stuffed,
+                                 up to the CRLF before "."; BDAT: chunk octets) */
+    size_t data_event;        /* index of its DATA event (or first BDAT command) */
+    int complete;             /* its end of data was seen */
 };
 
 struct fg_tl_conn {
@@ -70,11 +86,16 @@ struct fg_timeline {
 };
 
 /* fg_timeline_build - read the capture at path.  Returns 0 or an error
- * (FG_ETRACE) with the reason in err. */
+ * (FG_ETRACE) with the reason in err.  Connections are in order of
+ * appearance (tl->conn[i].id == i + 1); events of a connection are in
+ * capture order; each carries the frame and time of the segment that
+ * completed it.  The stats are the trace reader's (stats.truncated: the
+ * file was cut short, what it held is in the timeline). */
 int fg_timeline_build(const char *path, struct fg_timeline **out, char *err, size_t errlen);
 void fg_timeline_free(struct fg_timeline *tl);
 
-/* Connections whose server side has port `port`, in order. */
+/* Connections whose server side has port `port`, in order: stores up to
+ * max of them in out and returns how many there are (may exceed max). */
 size_t fg_timeline_conns_to(const struct fg_timeline *tl, int port, struct fg_tl_conn **out,
                             size_t max);
 

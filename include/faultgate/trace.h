@@ -20,14 +20,14 @@
 #include "faultgate/smtp.h"
 
 struct fg_trace_conn {
-    unsigned id; /* 1-based, in order of appearance */
+    unsigned id;                            /* 1-based, in order of appearance */
     struct sockaddr_storage client, server; /* client = SYN sender */
     int client_port, server_port;
     char client_str[64], server_str[64]; /* "127.0.0.1:40312" */
-    uint64_t open_frame; /* frame of the SYN (or first segment) */
-    uint64_t open_us;    /* its timestamp, microseconds since the epoch */
-    int saw_syn;         /* the handshake is in the trace */
-    void *user;          /* for the consumer */
+    uint64_t open_frame;                 /* frame of the SYN (or first segment) */
+    uint64_t open_us;                    /* its timestamp, microseconds since the epoch */
+    int saw_syn;                         /* the handshake is in the trace */
+    void *user;                          /* for the consumer */
 };
 
 struct fg_trace_cbs {
@@ -46,13 +46,34 @@ struct fg_trace_cbs {
     void (*on_close)(void *ud, struct fg_trace_conn *c);
 };
 
+/* frames: every record; tcp_frames: those decoded as TCP; bytes: payload
+ * octets delivered by on_data; conns: connections opened; retrans: segments
+ * that carried bytes already received; gaps: on_gap calls; fragments: IP
+ * fragments skipped (not reassembled); skipped: other frames not decoded
+ * (other protocols, too short, segments of a connection already closed);
+ * truncated: the file ended inside a record (what came before was read). */
 struct fg_trace_stats {
     uint64_t frames, tcp_frames, bytes, conns, retrans, gaps;
     uint64_t first_us, last_us;
+    uint64_t fragments, skipped;
+    int truncated;
 };
 
 /* fg_trace_read - read the whole capture at path, calling cbs as streams
- * progress.  Returns 0, or FG_ETRACE with the reason in err. */
+ * progress.  Any callback may be NULL; stats may be NULL.  Returns 0, or
+ * FG_ETRACE with the reason in err.  A file cut inside its last record
+ * (a capture that was killed) still returns 0, with stats->truncated set
+ * and the reason in err.
+ *
+ * Callbacks come in capture order: everything a frame makes deliverable is
+ * reported before the next frame is read.  Without a SYN in the trace, the
+ * server is the side with the lower port (a port below 1024 wins; on a tie,
+ * the first segment's destination), and each direction's stream starts at
+ * the first sequence number seen.  A gap is reported when the receiver
+ * acknowledged bytes that are missing before bytes the trace holds, when
+ * more than 4 MiB wait behind a hole, and at close for a hole never filled.
+ * A SYN with a new initial sequence number on a 4-tuple starts a new
+ * connection; other segments of a closed connection are ignored. */
 int fg_trace_read(const char *path, const struct fg_trace_cbs *cbs, void *ud,
                   struct fg_trace_stats *stats, char *err, size_t errlen);
 
