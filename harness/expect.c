@@ -466,12 +466,17 @@ static enum fg_verdict stall_one(const struct fg_decision *d, const struct fg_ex
                   "the fault decision, t=+%s s)",
                   secs(a, sizeof a, since(stall_us, t0)));
 
-    /* The gateway is the client on the proxy's port: its FIN or RST. */
+    /* The gateway is the client on the proxy's port: its FIN or RST.  A
+     * close once faultgate began ending the run (the liveness probe, then
+     * the stop signal) is faultgate's doing, not the gateway's timeout. */
+    uint64_t run_end_us = tl->stats.last_us;
+    if (m->probe_start_us && m->probe_start_us < run_end_us)
+        run_end_us = m->probe_start_us;
     long ci = -1;
     for (size_t i = si >= 0 ? (size_t)si + 1 : 0; i < cn->nev; i++) {
         const struct fg_tl_event *x = &cn->ev[i];
         if ((x->kind == FG_TL_FIN || x->kind == FG_TL_RST) && x->dir == FG_C2S &&
-            x->us >= stall_us) {
+            x->us >= stall_us && (!m->probe_start_us || x->us < m->probe_start_us)) {
             ci = (long)i;
             break;
         }
@@ -508,13 +513,15 @@ static enum fg_verdict stall_one(const struct fg_decision *d, const struct fg_ex
                                    trig, secs(b, sizeof b, dt), secs(c, sizeof c, limit_us));
         }
     } else {
-        uint64_t left = since(tl->stats.last_us, stall_us);
+        uint64_t left = since(run_end_us, stall_us);
         if (left >= limit_us) {
             v = FG_V_FAIL;
             sb_printf(ev,
                       "stall after %s on %s: the gateway never closed it: no FIN or RST "
-                      "from the gateway in the %s s of trace after the stall (limit %s)",
-                      trig, where.s, secs(a, sizeof a, left), lim.s);
+                      "from the gateway in the %s s of trace after the stall%s (limit %s)",
+                      trig, where.s, secs(a, sizeof a, left),
+                      run_end_us < tl->stats.last_us ? ", until faultgate ended the run" : "",
+                      lim.s);
             *summary = fg_asprintf("the gateway never closed the connection stalled after %s "
                                    "(%s s of trace after the stall, limit %s s)",
                                    trig, secs(a, sizeof a, left), secs(c, sizeof c, limit_us));

@@ -325,6 +325,29 @@ START_TEST(stall_fail_never_closed)
 }
 END_TEST
 
+/* A close that comes only once faultgate ends the run (the liveness probe,
+ * then the stop signal) is not the gateway timing out. */
+START_TEST(stall_fail_closed_at_run_end)
+{
+    struct tw w;
+    tw_open(&w, "stall-run-end");
+    struct tc c = stalled_conn(&w);
+    fin(&c, 0, 12500); /* frame 14, after the probe started */
+    tw_close(&w);
+    struct fg_meta *m = meta_new();
+    m->probe_start_us = BASE_US + 12000 * 1000;
+    meta_decision(m, 1, "reply 354", "stall", 501);
+    struct fg_expect_spec e = spec("closes-after-stall", "5s", NULL);
+    struct fg_scenario_result res;
+    judge1(&w, m, &e, &res);
+    const struct fg_outcome *o = &res.outcomes[0];
+    ck_assert_msg(o->verdict == FG_V_FAIL, "%s: %s", o->summary, o->evidence);
+    ck_assert_ptr_nonnull(strstr(o->evidence, "never closed it"));
+    ck_assert_ptr_nonnull(strstr(o->evidence, "until faultgate ended the run"));
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
 START_TEST(stall_fail_late)
 {
     struct tw w;
@@ -826,6 +849,7 @@ static Suite *suite(void)
     tcase_add_test(tc, stall_pass);
     tcase_add_test(tc, stall_fail_never_closed);
     tcase_add_test(tc, stall_fail_late);
+    tcase_add_test(tc, stall_fail_closed_at_run_end);
     tcase_add_test(tc, stall_inconc_short_trace);
     tcase_add_test(tc, stall_inconc_not_fired);
     tcase_add_test(tc, stall_eod_trigger);
