@@ -20,20 +20,19 @@
 #include "faultgate/util.h"
 #include "run.h"
 
-static const char usage_main[] =
-    "usage: faultgate COMMAND [OPTIONS] [ARGS]\n"
-    "\n"
-    "SMTP protocol conformance and fault-injection harness.\n"
-    "\n"
-    "commands:\n"
-    "  run       run scenarios against a gateway under test\n"
-    "  judge     judge a saved trace against a scenario\n"
-    "  proxy     run the fault-injecting proxy on its own\n"
-    "  fake-mta  run the fake MTA on its own\n"
-    "  list      list scenarios with their sources\n"
-    "  diagnose, x400-peer, report   (not available yet)\n"
-    "\n"
-    "`faultgate COMMAND --help` describes each command.\n";
+static const char usage_main[] = "usage: faultgate COMMAND [OPTIONS] [ARGS]\n"
+                                 "\n"
+                                 "SMTP protocol conformance and fault-injection harness.\n"
+                                 "\n"
+                                 "commands:\n"
+                                 "  run       run scenarios against a gateway under test\n"
+                                 "  judge     judge a saved trace against a scenario\n"
+                                 "  proxy     run the fault-injecting proxy on its own\n"
+                                 "  fake-mta  run the fake MTA on its own\n"
+                                 "  list      list scenarios with their sources\n"
+                                 "  diagnose, x400-peer, report   (not available yet)\n"
+                                 "\n"
+                                 "`faultgate COMMAND --help` describes each command.\n";
 
 static const char usage_run[] =
     "usage: faultgate run [-g PROFILE] [-o DIR] [--seed N] [--shard K/N]\n"
@@ -387,12 +386,10 @@ out:
 
 static int cmd_fake_mta(int argc, char **argv)
 {
-    static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
-                                         {"ledger", required_argument, NULL, 'L'},
-                                         {"maildir", required_argument, NULL, 'M'},
-                                         {"script", required_argument, NULL, 'x'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"listen", required_argument, NULL, 'l'},  {"ledger", required_argument, NULL, 'L'},
+        {"maildir", required_argument, NULL, 'M'}, {"script", required_argument, NULL, 'x'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     const char *listen = NULL, *ledger = NULL, *maildir = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {

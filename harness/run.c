@@ -802,8 +802,9 @@ int fg_judge_main(const char *scenario_path, const char *out_dir, const char *pc
     struct fg_meta *meta = NULL;
     rc = fg_meta_read(mp, &meta, err, sizeof(err));
     if (rc < 0) {
-        fprintf(stderr, "faultgate: %s (judge needs the run metadata written beside the trace; "
-                        "name it with --meta)\n",
+        fprintf(stderr,
+                "faultgate: %s (judge needs the run metadata written beside the trace; "
+                "name it with --meta)\n",
                 err);
         free(mp);
         fg_scenario_free(sc);

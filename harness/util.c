@@ -124,18 +124,16 @@ static int parse_scaled(const char *s, const struct unit *units, double bare, ui
 
 int fg_duration_parse(const char *s, uint64_t *ms)
 {
-    static const struct unit units[] = {{"ms", 1},       {"s", 1000},    {"sec", 1000},
-                                        {"m", 60000},    {"min", 60000}, {"h", 3600000},
-                                        {"us", 0.001},   {NULL, 0}};
+    static const struct unit units[] = {{"ms", 1},      {"s", 1000},    {"sec", 1000}, {"m", 60000},
+                                        {"min", 60000}, {"h", 3600000}, {"us", 0.001}, {NULL, 0}};
     return parse_scaled(s, units, 1000, ms);
 }
 
 int fg_size_parse(const char *s, uint64_t *bytes)
 {
-    static const struct unit units[] = {{"b", 1},           {"k", 1024},    {"kb", 1024},
-                                        {"kib", 1024},      {"m", 1048576}, {"mb", 1048576},
-                                        {"mib", 1048576},   {"g", 1073741824.0},
-                                        {NULL, 0}};
+    static const struct unit units[] = {{"b", 1},         {"k", 1024},         {"kb", 1024},
+                                        {"kib", 1024},    {"m", 1048576},      {"mb", 1048576},
+                                        {"mib", 1048576}, {"g", 1073741824.0}, {NULL, 0}};
     return parse_scaled(s, units, 1, bytes);
 }
 

@@ -25,7 +25,7 @@ enum fg_verdict fg_verdict_worst(enum fg_verdict a, enum fg_verdict b);
 
 struct fg_outcome {
     char *rule;
-    char *source;   /* "RFC 5321 §4.5.3.2.6 (SHOULD)", "KB Q129140" */
+    char *source; /* "RFC 5321 §4.5.3.2.6 (SHOULD)", "KB Q129140" */
     enum fg_verdict verdict;
     char *summary;  /* one line */
     char *evidence; /* lines for a person: connection, frames, times */

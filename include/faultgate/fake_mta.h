@@ -21,15 +21,15 @@ struct fg_ledger_entry {
     char *mail_from;
     char **rcpt;
     size_t nrcpt;
-    uint64_t size;       /* body octets after un-stuffing */
-    char sha256[65];     /* hex */
-    uint64_t t_us;       /* wall clock when the end of data was accepted */
-    unsigned conn;       /* 1-based connection number */
+    uint64_t size;   /* body octets after un-stuffing */
+    char sha256[65]; /* hex */
+    uint64_t t_us;   /* wall clock when the end of data was accepted */
+    unsigned conn;   /* 1-based connection number */
 };
 
 struct fg_mta_opts {
-    const char *host; /* "127.0.0.1" */
-    int port;         /* 0: ephemeral */
+    const char *host;        /* "127.0.0.1" */
+    int port;                /* 0: ephemeral */
     const char *ledger_path; /* JSON lines, appended; may be NULL */
     const char *maildir;     /* one file per message; may be NULL */
     uint64_t max_size;       /* advertised SIZE; 0: 10 MiB */

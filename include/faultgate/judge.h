@@ -15,9 +15,9 @@ struct fg_scenario_result {
     enum fg_verdict verdict;
     struct fg_outcome *outcomes;
     size_t noutcomes;
-    char *error;          /* why the verdict is `error`, if it is */
-    char *pcap;           /* relative to the output directory */
-    struct fg_meta *meta; /* owned */
+    char *error;            /* why the verdict is `error`, if it is */
+    char *pcap;             /* relative to the output directory */
+    struct fg_meta *meta;   /* owned */
     struct fg_timeline *tl; /* owned; NULL if the trace could not be read */
     uint64_t duration_ms;
 };

@@ -16,7 +16,7 @@
 
 struct fg_meta_token {
     char token[FG_TOKEN_MAX];
-    int accepted;        /* the gateway answered 2xx to its end of data */
+    int accepted; /* the gateway answered 2xx to its end of data */
     int reply_code;
     uint64_t accepted_us;
 };

@@ -25,10 +25,10 @@ struct fg_msg_spec {
  * the rule catalog (expect.h), so an unknown rule is a load error. */
 struct fg_expect_spec {
     char *rule;
-    char *within;   /* expression, e.g. "timeouts.data_done + 5s"; may be NULL */
-    char *fate;     /* message-fate */
-    char *after;    /* closes-after-stall: which fault (index as text); may be NULL */
-    int line, col;  /* where it was written */
+    char *within;  /* expression, e.g. "timeouts.data_done + 5s"; may be NULL */
+    char *fate;    /* message-fate */
+    char *after;   /* closes-after-stall: which fault (index as text); may be NULL */
+    int line, col; /* where it was written */
     int within_line, within_col;
     /* Positions of the rule's and fate's values (0 when absent), and the
      * column offset to add to a column within `within` (the position of
@@ -64,8 +64,8 @@ void fg_scenario_free(struct fg_scenario *s);
 /* fg_scenario_find - the scenario files named by paths (files, or
  * directories searched recursively for *.yaml), sorted by path.  Gateway
  * profiles under a `gateways` directory are skipped. */
-int fg_scenario_find(const char *const *paths, size_t npaths, char ***out, size_t *nout,
-                     char *err, size_t errlen);
+int fg_scenario_find(const char *const *paths, size_t npaths, char ***out, size_t *nout, char *err,
+                     size_t errlen);
 void fg_scenario_paths_free(char **paths, size_t n);
 
 #endif

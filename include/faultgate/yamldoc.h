@@ -15,8 +15,8 @@ struct fg_yaml_node {
     enum fg_yaml_type type;
     int line, col;         /* 1-based, where the node starts */
     int end_line, end_col; /* 1-based, just past its end */
-    char *scalar;  /* SCALAR: the value, NUL-terminated */
-    int quoted;    /* SCALAR: written in quotes */
+    char *scalar;          /* SCALAR: the value, NUL-terminated */
+    int quoted;            /* SCALAR: written in quotes */
     /* SEQ: items; MAP: keys[i] -> items[i] (keys are scalars) */
     struct fg_yaml_node **items;
     struct fg_yaml_node **keys;
