@@ -51,6 +51,8 @@ enum fg_smtp_verb {
         FG_VERB__COUNT
 };
 
+/* fg_smtp_verb_name - "EHLO", ...; "OTHER" for FG_VERB_OTHER.
+ * fg_smtp_verb_lookup - case-insensitive; FG_VERB_OTHER if unknown. */
 const char *fg_smtp_verb_name(enum fg_smtp_verb v);
 enum fg_smtp_verb fg_smtp_verb_lookup(const char *s, size_t len);
 
@@ -63,11 +65,25 @@ enum fg_smtp_answers {
     FG_ANS_UNSOLICITED  /* a reply with nothing outstanding (e.g. 421 on idle) */
 };
 
+/* Event positions (ev->end, ev->stream_off):
+ * - COMMAND, REPLY, END_OF_DATA, BDAT_END, TLS_START: just past their last
+ *   octet (the LF; the last chunk octet; the 220 reply's LF).
+ * - DATA_BEGIN: the first octet of the body, before it (delivered when that
+ *   octet arrives; for an empty body it is the terminator's dot).
+ * - DATA, BDAT_DATA: just past the last octet reported.
+ * - VIOLATION: just past the offending octet; a bare CR is known only at
+ *   the next octet, so BARE_CR sits just past the CR.  Violations of a
+ *   line come before that line's COMMAND or REPLY event.
+ * Events of one position come in this order; the proxy splits there. */
 enum fg_smtp_ev_type {
-    FG_SMTP_EV_COMMAND,     /* a complete command line (C2S) */
-    FG_SMTP_EV_REPLY,       /* a complete reply, all its lines (S2C) */
-    FG_SMTP_EV_DATA_BEGIN,  /* first body byte after a 354 (C2S) */
-    FG_SMTP_EV_DATA,        /* body bytes, still dot-stuffed, in this feed (C2S) */
+    FG_SMTP_EV_COMMAND,    /* a complete command line (C2S) */
+    FG_SMTP_EV_REPLY,      /* a complete reply, all its lines (S2C) */
+    FG_SMTP_EV_DATA_BEGIN, /* the body starts (after a 354) (C2S) */
+    /* Body octets, still dot-stuffed, up to and including the CRLF before
+     * the terminating ".": they point into the caller's buffer, except a
+     * "." or ".\r" held back across feeds (it might have begun the
+     * terminator), which points to a constant. */
+    FG_SMTP_EV_DATA,
     FG_SMTP_EV_END_OF_DATA, /* the CRLF.CRLF that ends the body (C2S) */
     FG_SMTP_EV_BDAT_DATA,   /* BDAT chunk bytes (C2S) */
     FG_SMTP_EV_BDAT_END,    /* the last octet of one BDAT chunk (C2S) */
@@ -77,6 +93,9 @@ enum fg_smtp_ev_type {
 
 enum fg_smtp_violation {
     FG_VIOL_NONE = 0,
+    /* Bare CR/LF are reported in command lines, reply lines and DATA
+     * bodies (not BDAT chunks).  A bare LF ends a command or reply line
+     * but never a body line: "\n.\r\n" does not end DATA (§4.1.1.4). */
     FG_VIOL_BARE_LF,       /* LF not preceded by CR (RFC 5321 §2.3.8) */
     FG_VIOL_BARE_CR,       /* CR not followed by LF (RFC 5321 §2.3.8) */
     FG_VIOL_LONG_COMMAND,  /* command line over 512 octets (§4.5.3.1.4) */
@@ -112,8 +131,8 @@ struct fg_smtp_event {
     char verb_text[16]; /* upper-cased verb as sent, for OTHER */
     const char *arg;    /* after the verb and one space; "" if none */
     size_t arg_len;
-    unsigned verb_seq;  /* 1 for the first RCPT on this connection, ... */
-    int pipelined;      /* sent while earlier commands were unanswered */
+    unsigned verb_seq; /* 1 for the first RCPT on this connection, ... */
+    int pipelined;     /* sent while earlier commands were unanswered */
 
     /* REPLY: code, number of lines, all lines with their CRLFs. */
     int code;
@@ -121,8 +140,10 @@ struct fg_smtp_event {
     const char *text;
     size_t text_len;
     enum fg_smtp_answers answers;
-    enum fg_smtp_verb answers_verb; /* when answers == FG_ANS_COMMAND */
-    unsigned answers_seq;           /* verb_seq of that command */
+    /* COMMAND: that command; END_OF_DATA: DATA and the DATA's verb_seq;
+     * BDAT: BDAT and the BDAT's verb_seq; otherwise OTHER and 0. */
+    enum fg_smtp_verb answers_verb;
+    unsigned answers_seq;
 
     /* DATA / BDAT_DATA: bytes of the body within the current feed buffer. */
     const char *data;
@@ -140,13 +161,22 @@ struct fg_smtp_event {
  * later. */
 typedef int (*fg_smtp_event_cb)(void *ud, const struct fg_smtp_event *ev);
 
+/* Several events can end at the same byte (a violation and its command, a
+ * reply and TLS_START).  When the callback stops at one of them, the others
+ * are held here and delivered first by the next feed of that direction
+ * (with end 0); DATA and BDAT_DATA are never held. */
+#define FG_SMTP_QUEUE_MAX 8
+
+/* Per-direction state; private to smtp.c. */
 struct fg_smtp_dirstate {
     int state;
     char line[FG_SMTP_LINE_MAX];
     size_t line_len;
     size_t line_total; /* octets of the current line, kept or not */
-    uint64_t off;
+    uint64_t off;      /* stream offset of the next byte fed */
     int prev_cr;
+    struct fg_smtp_event queue[FG_SMTP_QUEUE_MAX];
+    unsigned queue_len;
 };
 
 struct fg_smtp_parser {
@@ -167,30 +197,47 @@ struct fg_smtp_parser {
         unsigned char bdat_last;
     } pending[FG_SMTP_PENDING_MAX];
     unsigned pend_head, pend_len;
-    int greeted;          /* greeting reply seen */
-    int data_pending;     /* DATA sent, 354 expected */
-    int in_data;          /* C2S is a DATA body */
-    int data_started;     /* DATA_BEGIN emitted for this body */
-    int body_state;       /* CRLF.CRLF matcher state */
-    uint64_t bdat_left;   /* octets left in the current BDAT chunk */
+    int greeted;        /* greeting reply seen */
+    int data_pending;   /* DATA sent, 354 expected */
+    int in_data;        /* C2S is a DATA body */
+    int data_started;   /* DATA_BEGIN emitted for this body */
+    int body_state;     /* CRLF.CRLF matcher state */
+    uint64_t bdat_left; /* octets left in the current BDAT chunk */
     int bdat_last;
     int tls;              /* STARTTLS done: stop parsing */
     int starttls_pending; /* STARTTLS sent, reply not seen yet */
     unsigned verb_count[FG_VERB__COUNT];
+    int data_go;           /* 354 seen: body starts at the next C2S line start */
+    size_t body_line;      /* octets in the current body line, stuffing dot excluded */
+    int body_long;         /* LONG_TEXT already reported for this body line */
+    unsigned data_seq;     /* verb_seq of the DATA whose body is being read */
+    unsigned bdat_seq;     /* verb_seq of the BDAT whose chunk is being read */
+    uint64_t pend_dropped; /* commands not tracked because the ring was full */
 };
 
 void fg_smtp_parser_init(struct fg_smtp_parser *p, fg_smtp_event_cb cb, void *ud);
 
 /* fg_smtp_parser_feed - parse len bytes of direction dir.  Returns the
- * number of bytes consumed: len, or less when the callback asked to stop. */
+ * number of bytes consumed: len, or less when the callback asked to stop.
+ * A callback may feed the other direction (a server feeding its own reply
+ * to a command it is told about): a 354 fed that way turns the rest of the
+ * client's buffer into the body. */
 size_t fg_smtp_parser_feed(struct fg_smtp_parser *p, enum fg_dir dir, const char *buf, size_t len);
 
 /* fg_smtp_parser_is_tls - non-zero once STARTTLS has taken effect. */
 int fg_smtp_parser_is_tls(const struct fg_smtp_parser *p);
 
+/* fg_smtp_parser_queued - events of direction dir held after the callback
+ * stopped a feed (see FG_SMTP_QUEUE_MAX).  A feed of that direction delivers
+ * them first, even an empty one: fg_smtp_parser_feed(p, dir, NULL, 0). */
+unsigned fg_smtp_parser_queued(const struct fg_smtp_parser *p, enum fg_dir dir);
+
 /* fg_smtp_token_find - find the faultgate token header value
- * ("X-Faultgate-Token: <value>") in a body prefix; copies it into out.
- * Returns its length, or 0 if none. */
+ * ("X-Faultgate-Token: <value>", name case-insensitive, at a line start
+ * anywhere in the prefix, so also in a bounce that quotes the message) in
+ * a body prefix; copies it, trimmed and NUL-terminated, into out (cut to
+ * outlen - 1).  Returns its length, or 0 if none.  Only a complete line
+ * counts: a value the prefix cuts off is not found yet. */
 #define FG_TOKEN_HEADER "X-Faultgate-Token"
 #define FG_TOKEN_MAX 64
 size_t fg_smtp_token_find(const char *body, size_t len, char *out, size_t outlen);
