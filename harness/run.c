@@ -357,7 +357,8 @@ static void meta_from_run(struct scen_run *r)
     struct fg_meta *m = &r->meta;
     m->ndecisions = r->faults.nlog;
     m->decisions = fg_calloc(m->ndecisions ? m->ndecisions : 1, sizeof(*m->decisions));
-    memcpy(m->decisions, r->faults.log, m->ndecisions * sizeof(*m->decisions));
+    if (m->ndecisions)
+        memcpy(m->decisions, r->faults.log, m->ndecisions * sizeof(*m->decisions));
     m->ntokens = r->nmsgs;
     m->tokens = fg_calloc(r->nmsgs ? r->nmsgs : 1, sizeof(*m->tokens));
     for (size_t i = 0; i < r->nmsgs; i++) {
