@@ -121,12 +121,14 @@ int fg_placeholder_fill(const char *s, const struct fg_gateway_vars *v, char **o
                     val = v->x400_upstream;
                 } else if (IS("bindir")) {
                     val = v->bindir;
+                } else if (IS("profile_dir")) {
+                    val = v->profile_dir;
                 } else {
                     free(buf);
                     return fg_errf(err, errlen, FG_EINPUT,
                                    "unknown placeholder {%.*s} in '%s' (known: {gateway_port} "
                                    "{upstream} {upstream_host} {upstream_port} {workdir} "
-                                   "{x400_upstream} {bindir})",
+                                   "{x400_upstream} {bindir} {profile_dir})",
                                    (int)n, name, s);
                 }
 #undef IS

@@ -49,7 +49,7 @@ struct scen_run {
     const struct fg_scenario *sc;
     const struct fg_profile *prof;
     const char *out_dir;
-    char *workdir, *pcap_path, *meta_path, *pcap_name;
+    char *workdir, *pcap_path, *meta_path, *pcap_name, *profile_dir;
 
     struct fg_fault_set faults;
     struct fg_mta *mta;
@@ -395,6 +395,19 @@ static char *gateway_version(const struct fg_profile *p, const struct fg_gateway
     return line[0] ? fg_strdup(line) : NULL;
 }
 
+/* abs_dir_of - the absolute directory of path, for {profile_dir}: the
+ * gateway runs in its work directory, so relative paths would break. */
+static char *abs_dir_of(const char *path)
+{
+    char *full = realpath(path, NULL);
+    if (!full)
+        return fg_strdup(".");
+    char *slash = strrchr(full, '/');
+    if (slash && slash != full)
+        *slash = '\0';
+    return full;
+}
+
 static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o,
                          const struct fg_profile *prof, const struct fg_scenario *sc,
                          const char *out_dir, const char *run_id, uint64_t seed,
@@ -411,6 +424,7 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o,
     r.pcap_name = fg_asprintf("%s.pcap", sc->id);
     r.pcap_path = fg_asprintf("%s/%s", out_dir, r.pcap_name);
     r.meta_path = fg_asprintf("%s/%s.meta.json", out_dir, sc->id);
+    r.profile_dir = abs_dir_of(prof->path);
     uint64_t t0 = fg_now_ms();
 
     struct fg_meta *m = &r.meta;
@@ -490,7 +504,8 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o,
                                 .upstream_port = m->proxy_port,
                                 .x400_upstream = NULL,
                                 .workdir = r.workdir,
-                                .bindir = o->bindir};
+                                .bindir = o->bindir,
+                                .profile_dir = r.profile_dir};
     m->gateway_version = gateway_version(prof, &v);
     r.horizon_ms = fg_expect_horizon_ms(sc, m);
     if (sc->deadline_ms && sc->deadline_ms < r.horizon_ms)
@@ -572,6 +587,7 @@ judge:;
     free(r.pcap_path);
     free(r.meta_path);
     free(r.pcap_name);
+    free(r.profile_dir);
 }
 
 /* --- the whole run ------------------------------------------------------ */

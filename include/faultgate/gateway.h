@@ -22,6 +22,7 @@ struct fg_gateway_vars {
     const char *x400_upstream; /* "host:port" or NULL */
     const char *workdir;       /* created by the caller */
     const char *bindir;        /* where faultgate's own programs are */
+    const char *profile_dir;   /* the profile file's directory (its helper scripts) */
 };
 
 /* fg_gateway_start - spawn the profile's argv with placeholders filled;
