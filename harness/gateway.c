@@ -14,6 +14,7 @@
  * to PID 1 (which in a container may never reap them), and reaps them
  * itself with waitpid(-pgid): a zombie still counts as a group member.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -182,6 +183,98 @@ static void close_handle(struct fg_gateway *g, uv_handle_t *h, int *open)
     uv_close(h, on_handle_closed);
 }
 
+/* --- escaped processes ------------------------------------------------------
+ * A gateway that daemonizes leaves its process group: Postfix's master,
+ * for one, calls setsid().  As a child subreaper the harness inherits every
+ * such orphan, so the gateway's processes are the leader, whatever the
+ * harness inherited, and all their descendants.  Read from /proc (Linux);
+ * elsewhere only the process group is tracked. */
+
+#define MAX_ESCAPED 4096
+
+static size_t gateway_tree(pid_t leader, pid_t *out, size_t max)
+{
+    size_t n = 0, cap = 0;
+    struct {
+        pid_t pid, ppid;
+    } *all = NULL;
+    DIR *d = opendir("/proc");
+    if (!d)
+        return 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        char *end;
+        long pid = strtol(de->d_name, &end, 10);
+        if (*end || pid <= 0)
+            continue;
+        char path[64], buf[512];
+        snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        ssize_t len = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (len <= 0)
+            continue;
+        buf[len] = '\0';
+        /* "pid (comm) state ppid ...": comm may hold spaces and parens. */
+        char *rp = strrchr(buf, ')');
+        long ppid;
+        char state;
+        if (!rp || sscanf(rp + 1, " %c %ld", &state, &ppid) != 2)
+            continue;
+        fg_array_reserve((void **)&all, &cap, n + 1, sizeof(*all));
+        all[n].pid = (pid_t)pid;
+        all[n].ppid = (pid_t)ppid;
+        n++;
+    }
+    closedir(d);
+    pid_t self = getpid();
+    size_t nout = 0;
+    if (leader > 0 && nout < max)
+        out[nout++] = leader;
+    for (size_t i = 0; i < n && nout < max; i++)
+        if (all[i].ppid == self && all[i].pid != leader)
+            out[nout++] = all[i].pid;
+    /* Descendants, to a fixed point (the tree is small). */
+    for (int grew = 1; grew;) {
+        grew = 0;
+        for (size_t i = 0; i < n && nout < max; i++) {
+            int parent_in = 0, self_in = 0;
+            for (size_t j = 0; j < nout; j++) {
+                parent_in |= out[j] == all[i].ppid;
+                self_in |= out[j] == all[i].pid;
+            }
+            if (parent_in && !self_in && all[i].pid != self) {
+                out[nout++] = all[i].pid;
+                grew = 1;
+            }
+        }
+    }
+    free(all);
+    return nout;
+}
+
+/* signal_tree - sig to the group and to every process of the gateway's
+ * tree; reaps the inherited ones that already exited.  Returns how many
+ * processes (besides a reaped leader) are still there. */
+static size_t signal_tree(struct fg_gateway *g, int sig)
+{
+    pid_t pids[MAX_ESCAPED];
+    size_t n = gateway_tree(g->exited ? 0 : g->pid, pids, MAX_ESCAPED);
+    size_t left = 0;
+    if (sig)
+        kill(-g->pid, sig);
+    for (size_t i = 0; i < n; i++) {
+        if (pids[i] != g->pid && waitpid(pids[i], NULL, WNOHANG) == pids[i])
+            continue; /* an inherited zombie, now reaped */
+        if (sig)
+            kill(pids[i], sig);
+        left++;
+    }
+    return left;
+}
+
 static int group_gone(struct fg_gateway *g)
 {
     /* Reap what the subreaper inherited from the group; never before the
@@ -190,7 +283,9 @@ static int group_gone(struct fg_gateway *g)
         while (waitpid(-g->pid, NULL, WNOHANG) > 0)
             ;
     }
-    return g->exited && kill(-g->pid, 0) != 0 && errno == ESRCH;
+    if (!g->exited || (kill(-g->pid, 0) == 0 || errno != ESRCH))
+        return 0;
+    return signal_tree(g, 0) == 0;
 }
 
 static void finish_stop(struct fg_gateway *g)
@@ -280,6 +375,7 @@ static void on_stop_tick(uv_timer_t *t)
          * leader that outlived the grace, must not escape. */
         if (kill(-g->pid, SIGKILL) != 0 && errno == ESRCH && !g->exited)
             kill(g->pid, SIGKILL);
+        signal_tree(g, SIGKILL);
         g->killed = 1;
     }
 }
@@ -425,6 +521,7 @@ void fg_gateway_stop(struct fg_gateway *g, fg_gateway_stopped_cb cb, void *ud)
     close_handle(g, (uv_handle_t *)&g->probe, &g->probe_open);
     if (kill(-g->pid, g->stop_signal) != 0 && errno == ESRCH && !g->exited)
         kill(g->pid, g->stop_signal); /* not a group leader (yet) */
+    signal_tree(g, g->stop_signal);
     g->kill_at = fg_now_ms() + g->grace_ms;
     uv_timer_stop(&g->timer);
     uv_timer_start(&g->timer, on_stop_tick, 0, STOP_POLL_MS);
@@ -458,6 +555,7 @@ void fg_gateway_free(struct fg_gateway *g)
         /* Freed without a stop: still make sure nothing survives.  This
          * blocks only for the reap of a SIGKILLed leader. */
         kill(-g->pid, SIGKILL);
+        signal_tree(g, SIGKILL);
         if (!g->exited && waitpid(g->pid, NULL, 0) == g->pid)
             g->exited = 1;
         while (waitpid(-g->pid, NULL, WNOHANG) > 0)

@@ -281,6 +281,49 @@ START_TEST(stop_kills_group)
 }
 END_TEST
 
+/* A gateway process that leaves the group (setsid, as Postfix's master
+ * does) is still found through the subreaper and stopped. */
+static void on_ready_daemon(struct fg_gateway *g, int status, void *ud)
+{
+    struct group_t *gt = ud;
+    gt->t.ready_calls++;
+    ck_assert_int_eq(status, 0);
+    gt->child = read_pid(gt->pidfile);
+    ck_assert_int_gt(gt->child, 0);
+    /* the pid file is written after the child's setsid() */
+    ck_assert_int_ne(getpgid(gt->child), fg_gateway_pid(g));
+    gt->t.t0 = fg_now_ms();
+    fg_gateway_stop(g, on_stopped, &gt->t);
+}
+
+START_TEST(stop_kills_escaped_daemon)
+{
+    struct fg_profile *p =
+        make_profile(", --daemon-child, --child-pid-file, \"{workdir}/daemon.pid\"", "5s", "500ms");
+    int port = fg_port_alloc();
+    struct group_t gt = {0};
+    t_init(&gt.t, 15000);
+    gt.pidfile = fg_asprintf("%s/daemon.pid", workdir);
+    struct fg_gateway_vars v = {.gateway_port = port,
+                                .upstream_host = "127.0.0.1",
+                                .upstream_port = 2,
+                                .workdir = workdir,
+                                .bindir = "/nonexistent"};
+    char err[FG_ERRBUF_SIZE] = "";
+    ck_assert_msg(
+        fg_gateway_start(&gt.t.loop, p, &v, on_ready_daemon, &gt, &gt.t.g, err, sizeof(err)) == 0,
+        "%s", err);
+    ck_assert_int_eq(uv_run(&gt.t.loop, UV_RUN_DEFAULT), 0);
+    ck_assert_int_eq(gt.t.ready_calls, 1);
+    ck_assert_int_eq(gt.t.stopped, 1);
+    ck_assert_int_eq(kill(gt.child, 0), -1);
+    ck_assert_int_eq(errno, ESRCH);
+    t_finish(&gt.t);
+    free(gt.pidfile);
+    fg_profile_free(p);
+}
+END_TEST
+
 /* fg_gateway_free without a stop still kills the group and the loop
  * closes. */
 START_TEST(free_without_stop)
@@ -383,6 +426,7 @@ static Suite *gateway_suite(void)
     tcase_add_test(tc, never_listens);
     tcase_add_test(tc, exits_early);
     tcase_add_test(tc, stop_kills_group);
+    tcase_add_test(tc, stop_kills_escaped_daemon);
     tcase_add_test(tc, free_without_stop);
     tcase_add_test(tc, spawn_fails);
     tcase_add_test(tc, placeholders);

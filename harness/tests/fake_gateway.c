@@ -1,6 +1,6 @@
 /* fake_gateway.c - a stand-in gateway for check_gateway.
  *
- *   fake_gateway --port N [--never-listen] [--ignore-term] [--fork-child]
+ *   fake_gateway --port N [--never-listen] [--ignore-term] [--fork-child|--daemon-child]
  *                [--child-pid-file PATH] [--exit-after-ms N]
  *
  * Listens on 127.0.0.1:N and greets every connection with "220 fake" then
@@ -55,6 +55,8 @@ int main(int argc, char **argv)
             ignore_term = 1;
         else if (strcmp(argv[i], "--fork-child") == 0)
             fork_child = 1;
+        else if (strcmp(argv[i], "--daemon-child") == 0)
+            fork_child = 2;
         else if (strcmp(argv[i], "--child-pid-file") == 0 && i + 1 < argc)
             pidfile = argv[++i];
         else if (strcmp(argv[i], "--exit-after-ms") == 0 && i + 1 < argc)
@@ -71,16 +73,39 @@ int main(int argc, char **argv)
     fprintf(stderr, "fake_gateway: pid %d pgid %d port %d\n", (int)getpid(), (int)getpgrp(), port);
 
     if (fork_child) {
+        /* The child reports through a pipe once it has left the group, so
+         * the pid file (and the port) appear only after that. */
+        int sync[2];
+        if (pipe(sync) != 0) {
+            perror("fake_gateway: pipe");
+            return 1;
+        }
         pid_t c = fork();
         if (c < 0) {
             perror("fake_gateway: fork");
             return 1;
         }
         if (c == 0) {
-            signal(SIGTERM, SIG_IGN);
+            /* --daemon-child leaves the process group as daemons do
+             * (setsid), and obeys SIGTERM; --fork-child stays and ignores it. */
+            if (fork_child == 2)
+                setsid();
+            else
+                signal(SIGTERM, SIG_IGN);
+            close(sync[0]);
+            if (write(sync[1], "x", 1) != 1)
+                _exit(1);
+            close(sync[1]);
             for (;;)
                 pause();
         }
+        close(sync[1]);
+        char b;
+        if (read(sync[0], &b, 1) != 1) {
+            fprintf(stderr, "fake_gateway: child did not start\n");
+            return 1;
+        }
+        close(sync[0]);
         if (pidfile)
             write_pid_file(pidfile, c);
     }
