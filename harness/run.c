@@ -40,6 +40,12 @@
 #define SETTLE_MS 1000
 #define PROBE_TIMEOUT_MS 5000
 #define DRAIN_MS 3000
+/* While a fault holds an outbound session, a scenario that judges inbound
+ * availability (Q131150) gets this many inbound connections, this far
+ * apart, each waiting this long for the greeting. */
+#define BUSY_PROBES 5
+#define BUSY_INTERVAL_MS 500
+#define BUSY_TIMEOUT_MS 3000
 
 enum phase { PH_START, PH_READY, PH_INJECT, PH_WATCH, PH_SETTLE, PH_PROBE, PH_STOP, PH_DONE };
 
@@ -57,6 +63,11 @@ struct scen_run {
     struct fg_capture *cap;
     struct fg_gateway *gw;
     struct fg_injector *inj, *probe;
+    /* Inbound probes while an outbound session is stalled (Q131150). */
+    struct fg_injector *busy[BUSY_PROBES];
+    size_t nbusy;
+    int want_busy;
+    uint64_t next_busy_ms;
     uv_timer_t timer; /* watch / deadline / settle */
     int timer_open;
 
@@ -128,6 +139,13 @@ static void timer_closed(uv_handle_t *h)
 
 static void close_all(struct scen_run *r)
 {
+    for (size_t i = 0; i < r->nbusy; i++) {
+        if (r->busy[i]) {
+            r->pending_closes++;
+            fg_injector_close(r->busy[i], closed_one, r);
+            r->busy[i] = NULL;
+        }
+    }
     if (r->inj) {
         r->pending_closes++;
         fg_injector_close(r->inj, closed_one, r);
@@ -234,9 +252,36 @@ static int settled(struct scen_run *r)
     return 1;
 }
 
+static void busy_probe_done(struct fg_injector *inj, void *ud)
+{
+    (void)inj;
+    (void)ud;
+}
+
+/* busy_probe - while the proxy holds a stalled outbound session, open an
+ * inbound connection now and then: does the gateway still greet? */
+static void busy_probe(struct scen_run *r, uint64_t now)
+{
+    if (!r->want_busy || r->nbusy >= BUSY_PROBES || now < r->next_busy_ms || !r->proxy ||
+        fg_proxy_stalled_open(r->proxy) == 0)
+        return;
+    struct fg_injector_opts io = {.host = "127.0.0.1",
+                                  .port = r->meta.gateway_port,
+                                  .msgs = NULL,
+                                  .nmsgs = 0,
+                                  .timeout_ms = BUSY_TIMEOUT_MS,
+                                  .capture = r->cap};
+    struct fg_injector *inj = NULL;
+    if (fg_injector_start(r->loop, &io, busy_probe_done, r, &inj) == 0)
+        r->busy[r->nbusy++] = inj;
+    r->next_busy_ms = now + BUSY_INTERVAL_MS;
+}
+
 static void run_advance(struct scen_run *r)
 {
     uint64_t now = fg_now_ms();
+    if (r->phase == PH_INJECT || r->phase == PH_WATCH)
+        busy_probe(r, now);
     switch (r->phase) {
     case PH_INJECT:
         /* The injector's own deadlines end it; this is the horizon. */
@@ -444,6 +489,9 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o,
         fg_fault_set_add(&r.faults, &f);
     }
     build_messages(&r, run_id);
+    for (size_t i = 0; i < sc->nexpects; i++)
+        if (strcmp(sc->expects[i].rule, "inbound-accepts-while-busy") == 0)
+            r.want_busy = 1;
 
     char err[FG_ERRBUF_SIZE] = "";
     int rc = fg_mkdir_p(r.workdir);
