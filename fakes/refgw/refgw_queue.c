@@ -211,12 +211,6 @@ int refgw_spool_load(void)
 
 void refgw_queue_add(struct refgw_msg *m)
 {
-    if (refgw_cfg.bug == REFGW_BUG_SILENT_DROP) {
-        /* Q135031: the message sits in the spool and nothing ever picks it
-         * up; no error is logged and no bounce is sent. */
-        refgw_msg_free(m);
-        return;
-    }
     struct refgw_msg **pp = &queue_head;
     while (*pp)
         pp = &(*pp)->next;
@@ -386,6 +380,18 @@ void refgw_msg_attempt_done(struct refgw_msg *m, const char *reason)
             refgw_msg_fail_all(m, why);
             free(why);
             pending = 0;
+        }
+    }
+    if (refgw_cfg.bug == REFGW_BUG_SILENT_DROP) {
+        for (size_t i = 0; i < m->nrcpts; i++) {
+            if (m->rcpts[i].state != RCPT_FAILED)
+                continue;
+            /* Q135031: mail for a destination it cannot route stays in the
+             * spool; nothing picks it up again, no error is logged and
+             * nothing is returned to the sender. */
+            queue_unlink(m);
+            refgw_msg_free(m);
+            return;
         }
     }
     bounce_failed(m);

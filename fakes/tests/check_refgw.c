@@ -661,17 +661,19 @@ START_TEST(bug_crash_on_ehlo_drop_aborts)
 }
 END_TEST
 
+static const char *const bounce_script[] = {
+    "EHLO client.test\r\n",
+    "MAIL FROM:<alice@a.test>\r\n",
+    "RCPT TO:<bob@b.test>\r\n",
+    "RCPT TO:<nobody@b.test>\r\n",
+    "DATA\r\n",
+    "Subject: hi\r\nX-Faultgate-Token: tok-bounce\r\n\r\nbody\r\n.\r\n",
+    "QUIT\r\n",
+    NULL};
+
 START_TEST(rejected_rcpt_bounces)
 {
-    static const char *const script[] = {
-        "EHLO client.test\r\n",
-        "MAIL FROM:<alice@a.test>\r\n",
-        "RCPT TO:<bob@b.test>\r\n",
-        "RCPT TO:<nobody@b.test>\r\n",
-        "DATA\r\n",
-        "Subject: hi\r\nX-Faultgate-Token: tok-bounce\r\n\r\nbody\r\n.\r\n",
-        "QUIT\r\n",
-        NULL};
+    static const char *const *const script = bounce_script;
     T.reject_rcpt = "nobody@";
     start_refgw("none", "data_done=5s", "200ms");
     cli_start(script);
@@ -804,10 +806,17 @@ static int any_upstream_conn(void)
 
 START_TEST(bug_silent_drop_keeps_message)
 {
+    /* Q135031: mail for a destination it cannot route (a 550 at RCPT) is
+     * kept in the spool, neither retried nor bounced; other mail flows. */
+    T.reject_rcpt = "nobody@";
     start_refgw("silent-drop", "data_done=5s", "200ms");
-    submit_basic();
-    /* Q135031: accepted (250 above), then neither relayed nor bounced. */
-    ck_assert_msg(!run_until(any_upstream_conn, 1000), "silent-drop relayed");
+    cli_start(bounce_script);
+    ck_assert(run_until(cli_done_pred, 10000));
+    ck_assert_int_eq(T.cli_codes[6], 250);
+    ck_assert_msg(run_until(any_upstream_conn, 5000), "nothing relayed");
+    ck_assert_msg(!run_until(two_deliveries, 1500), "silent-drop bounced");
+    ck_assert_int_eq(T.ndl, 1);
+    ck_assert_str_eq(T.dl[0].from, "alice@a.test");
     ck_assert_int_eq(spool_count(), 1);
     ck_assert(T.proc_running);
 }
