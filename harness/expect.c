@@ -26,27 +26,60 @@
 
 /* --- the catalog --------------------------------------------------------- */
 
-#define P_WITHIN 1u
-#define P_FATE 2u
-#define P_AFTER 4u
+#define P_WITHIN FG_EXPECT_P_WITHIN
+#define P_FATE FG_EXPECT_P_FATE
+#define P_AFTER FG_EXPECT_P_AFTER
 
-struct rule {
-    const char *name;
-    const char *source;
-    unsigned params;   /* parameters it takes */
-    unsigned required; /* parameters it needs */
-};
+static void eval_stall(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                       uint64_t limit_ms, struct fg_outcome *o);
+static void eval_fate(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                      uint64_t limit_ms, struct fg_outcome *o);
+static void eval_alive(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                       uint64_t limit_ms, struct fg_outcome *o);
+static void eval_busy(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                      uint64_t limit_ms, struct fg_outcome *o);
+static void eval_retry(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                       uint64_t limit_ms, struct fg_outcome *o);
 
-static const struct rule rules[] = {
+const struct fg_expect_rule fg_expect_core_rules[] = {
     {"closes-after-stall", "RFC 5321 §4.5.3.2 (MUST), §4.5.3.2.5-§4.5.3.2.6 (SHOULD); KB Q129140",
-     P_WITHIN | P_AFTER, P_WITHIN},
+     P_WITHIN | P_AFTER, P_WITHIN, eval_stall},
     {"message-fate", "RFC 5321 §6.1, §4.2.5 (MUST); RFC 1047; KB Q135031", P_WITHIN | P_FATE,
-     P_WITHIN | P_FATE},
-    {"gateway-alive", "KB Q197142; KB Q131150", 0, 0},
+     P_WITHIN | P_FATE, eval_fate},
+    {"gateway-alive", "KB Q197142; KB Q131150", 0, 0, eval_alive},
+    {"inbound-accepts-while-busy", "RFC 5321 §3.1, §4.3.2 (greeting 220); KB Q131150", P_WITHIN,
+     P_WITHIN, eval_busy},
+    {"retries-after-drop", "RFC 5321 §3.8 (SHOULD: as 451), §4.5.4.1 (MUST retry); KB Q197142",
+     P_WITHIN, P_WITHIN, eval_retry},
+    {NULL, NULL, 0, 0, NULL},
 };
-#define NRULES (sizeof rules / sizeof rules[0])
 
-const char *const fg_expect_rules[] = {"closes-after-stall", "message-fate", "gateway-alive", NULL};
+#define FG_EXPECT_XX_ENTRY(t) t,
+static const struct fg_expect_rule *const tables[] = {FG_EXPECT_TABLES(FG_EXPECT_XX_ENTRY)};
+#undef FG_EXPECT_XX_ENTRY
+#define NTABLES (sizeof tables / sizeof tables[0])
+
+const char *fg_expect_rules[FG_EXPECT_MAX_RULES + 1];
+
+/* The names list is read directly by the scenario loader, so it is filled
+ * before main, from every registered table. */
+__attribute__((constructor)) static void rules_init(void)
+{
+    size_t n = 0;
+    for (size_t t = 0; t < NTABLES; t++)
+        for (const struct fg_expect_rule *r = tables[t]; r->name && n < FG_EXPECT_MAX_RULES; r++)
+            fg_expect_rules[n++] = r->name;
+    fg_expect_rules[n] = NULL;
+}
+
+const struct fg_expect_rule *fg_expect_rule_find(const char *name)
+{
+    for (size_t t = 0; name && t < NTABLES; t++)
+        for (const struct fg_expect_rule *r = tables[t]; r->name; r++)
+            if (strcmp(r->name, name) == 0)
+                return r;
+    return NULL;
+}
 
 /* Timeout names a profile may define (the catalog's list). */
 static const char *const timeout_names[] = {"greeting",   "ehlo",      "mail", "rcpt", "data_init",
@@ -55,12 +88,9 @@ static const char *const timeout_names[] = {"greeting",   "ehlo",      "mail", "
 
 static const char *const fates[] = {"delivered-once", "delivered", "duplicated", "bounced", "lost"};
 
-static const struct rule *rule_find(const char *name)
+static const struct fg_expect_rule *rule_find(const char *name)
 {
-    for (size_t i = 0; name && i < NRULES; i++)
-        if (strcmp(rules[i].name, name) == 0)
-            return &rules[i];
-    return NULL;
+    return fg_expect_rule_find(name);
 }
 
 static unsigned param_bit(const char *param)
@@ -76,7 +106,7 @@ static unsigned param_bit(const char *param)
 
 int fg_expect_param_known(const char *rule, const char *param)
 {
-    const struct rule *r = rule_find(rule);
+    const struct fg_expect_rule *r = rule_find(rule);
     if (!r)
         return -1;
     if (strcmp(param, "rule") == 0)
@@ -87,7 +117,7 @@ int fg_expect_param_known(const char *rule, const char *param)
 
 const char *fg_expect_source(const char *rule)
 {
-    const struct rule *r = rule_find(rule);
+    const struct fg_expect_rule *r = rule_find(rule);
     return r ? r->source : NULL;
 }
 
@@ -181,14 +211,14 @@ int fg_expect_validate(const struct fg_scenario *sc, const struct fg_expect_spec
                        size_t errlen)
 {
     const char *file = sc && sc->path ? sc->path : "<scenario>";
-    const struct rule *r = rule_find(e->rule);
+    const struct fg_expect_rule *r = rule_find(e->rule);
     if (!e->rule)
         return fg_errf(err, errlen, FG_EINPUT, "%s:%d:%d: expectation without `rule`", file,
                        e->line, e->col);
     if (!r)
         return fg_errf(err, errlen, FG_EINPUT,
-                       "%s:%d:%d: unknown expectation rule \"%s\" (known: closes-after-stall, "
-                       "message-fate, gateway-alive)",
+                       "%s:%d:%d: unknown expectation rule \"%s\" (faultgate list --rules "
+                       "names them)",
                        file, e->line, e->col, e->rule);
 
     const struct {
@@ -340,6 +370,16 @@ static void frame_add(struct fg_outcome *o, uint64_t frame)
         o->frames[o->nframes++] = frame;
 }
 
+void fg_outcome_frame(struct fg_outcome *o, uint64_t frame)
+{
+    frame_add(o, frame);
+}
+
+const char *fg_expect_secs(char *buf, size_t len, uint64_t us)
+{
+    return secs(buf, len, us);
+}
+
 /* Connections to port, in order (caller frees). */
 static size_t conns_to(const struct fg_timeline *tl, int port, struct fg_tl_conn ***out)
 {
@@ -407,6 +447,8 @@ static long trigger_event(const struct fg_tl_conn *c, const struct fg_fault *f)
         case FG_TRIG_CONNECT:
             if (e->kind == FG_TL_OPEN)
                 return (long)i;
+            break;
+        default: /* starttls, byte and after: the decision's time stands */
             break;
         }
     }
@@ -899,7 +941,8 @@ static int probe_one(const struct fg_tl_conn *c, unsigned portno, uint64_t t0, u
     return 0;
 }
 
-static void eval_alive(const struct fg_judge_ctx *ctx, struct fg_outcome *o)
+static void eval_alive(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                       uint64_t limit_ms, struct fg_outcome *o)
 {
     const struct fg_meta *m = ctx->meta;
     const struct fg_timeline *tl = ctx->tl;
@@ -966,13 +1009,282 @@ static void eval_alive(const struct fg_judge_ctx *ctx, struct fg_outcome *o)
     o->evidence = sb_take(&ev);
 }
 
+/* --- inbound-accepts-while-busy ------------------------------------------- */
+
+/* Whether connection c, opened while the gateway was busy, got a 2xx
+ * greeting within limit_us: 1 yes, 0 no, -1 the trace ends too soon. */
+static int greeted_within(const struct fg_tl_conn *c, unsigned portno, uint64_t limit_us,
+                          uint64_t t0, uint64_t trace_end, struct fg_outcome *o, struct sb *ev)
+{
+    char a[32], b[32];
+    uint64_t open_us = conn_open_us(c);
+    uint64_t open_frame = c->nev ? c->ev[0].frame : 0;
+    frame_add(o, open_frame);
+    sb_printf(ev, "inbound connection #%u (%s -> %s, opened frame %llu, t=+%s s) ", portno,
+              c->client, c->server, (unsigned long long)open_frame,
+              secs(a, sizeof a, since(open_us, t0)));
+    for (size_t i = 0; i < c->nev; i++) {
+        const struct fg_tl_event *x = &c->ev[i];
+        if (x->kind == FG_TL_REPLY && x->dir == FG_S2C) {
+            frame_add(o, x->frame);
+            uint64_t w = since(x->us, open_us);
+            if (x->code / 100 == 2 && w <= limit_us) {
+                sb_printf(ev, "was greeted with %d after %s s (frame %llu)", x->code,
+                          secs(b, sizeof b, w), (unsigned long long)x->frame);
+                return 1;
+            }
+            sb_printf(ev, "was answered %d after %s s (frame %llu)%s", x->code,
+                      secs(b, sizeof b, w), (unsigned long long)x->frame,
+                      x->code / 100 == 2 ? ": too late" : ", not a 2xx greeting");
+            return 0;
+        }
+        if ((x->kind == FG_TL_RST || x->kind == FG_TL_FIN) && i > 0) {
+            frame_add(o, x->frame);
+            sb_printf(ev, "was %s without a greeting after %s s (%s by the %s, frame %llu)",
+                      x->dir == FG_S2C ? (x->kind == FG_TL_RST ? "refused" : "closed") : "given up",
+                      secs(b, sizeof b, since(x->us, open_us)),
+                      x->kind == FG_TL_RST ? "RST" : "FIN", x->dir == FG_S2C ? "gateway" : "client",
+                      (unsigned long long)x->frame);
+            return 0;
+        }
+        if (x->kind == FG_TL_GAP) {
+            sb_printf(ev, "lost bytes to a gap in the trace (frame %llu) before any greeting",
+                      (unsigned long long)x->frame);
+            return -1;
+        }
+    }
+    uint64_t left = since(trace_end, open_us);
+    sb_printf(ev, "got no greeting in the %s s of trace after it opened", secs(b, sizeof b, left));
+    return left >= limit_us ? 0 : -1;
+}
+
+static int busy_action(const char *action)
+{
+    static const char *const busy[] = {"stall", "delay", "throttle", "blackhole", "slice"};
+    for (size_t i = 0; i < sizeof busy / sizeof busy[0]; i++)
+        if (strncmp(action, busy[i], strlen(busy[i])) == 0)
+            return 1;
+    return 0;
+}
+
+static void eval_busy(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                      uint64_t limit_ms, struct fg_outcome *o)
+{
+    const struct fg_meta *m = ctx->meta;
+    const struct fg_timeline *tl = ctx->tl;
+    uint64_t t0 = tl->stats.first_us;
+    struct fg_tl_conn **pc, **gc;
+    size_t npc = conns_to(tl, m->proxy_port, &pc);
+    size_t ngc = conns_to(tl, m->gateway_port, &gc);
+    struct sb ev = {0};
+    char a[32], b[32];
+    struct {
+        uint64_t start, end;
+    } busy[FG_MAX_FRAMES];
+    size_t nbusy = 0;
+
+    /* The gateway is busy from a slowing fault's decision until that
+     * outbound connection ends (or the trace does). */
+    for (size_t i = 0; i < m->ndecisions && nbusy < FG_MAX_FRAMES; i++) {
+        const struct fg_decision *d = &m->decisions[i];
+        if (!busy_action(d->action))
+            continue;
+        uint64_t end = tl->stats.last_us;
+        if (d->conn >= 1 && d->conn <= npc) {
+            const struct fg_tl_conn *c = pc[d->conn - 1];
+            for (size_t k = 0; k < c->nev; k++)
+                if ((c->ev[k].kind == FG_TL_FIN || c->ev[k].kind == FG_TL_RST) &&
+                    c->ev[k].us >= d->t_us) {
+                    end = c->ev[k].us;
+                    break;
+                }
+        }
+        busy[nbusy].start = d->t_us;
+        busy[nbusy].end = end;
+        nbusy++;
+        sb_printf(&ev, "busy: %s on outbound connection #%u (%s) from t=+%s s to t=+%s s\n",
+                  d->action, d->conn, d->trigger, secs(a, sizeof a, since(d->t_us, t0)),
+                  secs(b, sizeof b, since(end, t0)));
+    }
+    size_t nin = 0, nbad = 0, nopen = 0;
+    for (size_t i = 0; i < ngc && nbusy; i++) {
+        uint64_t ou = conn_open_us(gc[i]);
+        size_t k;
+        for (k = 0; k < nbusy; k++)
+            if (ou >= busy[k].start && ou <= busy[k].end)
+                break;
+        if (k == nbusy)
+            continue;
+        nin++;
+        int r =
+            greeted_within(gc[i], (unsigned)i + 1, limit_ms * 1000, t0, tl->stats.last_us, o, &ev);
+        sb_printf(&ev, "\n");
+        if (r == 0) {
+            nbad++;
+            if (!o->conn)
+                o->conn = gc[i]->id;
+        } else if (r < 0) {
+            nopen++;
+        }
+    }
+    free(pc);
+    free(gc);
+    struct sb lim = {0};
+    limit_text(&lim, e->within, limit_ms, m);
+    if (nbusy == 0) {
+        sb_printf(&ev, "no stall, delay or throttle fault fired: the gateway was never busy");
+        set_result(o, FG_V_INCONC, fg_strdup("the gateway was never made busy in this run"));
+    } else if (nin == 0) {
+        sb_printf(&ev, "no connection to the gateway (port %d) opened while it was busy",
+                  m->gateway_port);
+        set_result(o, FG_V_INCONC, fg_strdup("no inbound connection while the gateway was busy"));
+    } else if (nbad) {
+        set_result(o, FG_V_FAIL,
+                   fg_asprintf("%zu of %zu inbound connection%s during the stall got no 2xx "
+                               "greeting within %s",
+                               nbad, nin, nin == 1 ? "" : "s", lim.s));
+    } else if (nopen) {
+        set_result(o, FG_V_INCONC,
+                   fg_asprintf("%zu inbound connection%s during the stall: the trace cannot "
+                               "show a greeting within %s",
+                               nopen, nopen == 1 ? "" : "s", lim.s));
+    } else {
+        set_result(o, FG_V_PASS,
+                   fg_asprintf("%zu inbound connection%s during the stall, each greeted with "
+                               "2xx within %s",
+                               nin, nin == 1 ? "" : "s", lim.s));
+    }
+    free(lim.s);
+    while (ev.len && ev.s[ev.len - 1] == '\n')
+        ev.s[--ev.len] = '\0';
+    o->evidence = sb_take(&ev);
+}
+
+/* --- retries-after-drop ----------------------------------------------------- */
+
+/* The index of an EHLO/HELO of c left unanswered when the server closed
+ * or reset the connection, with *close the index of that FIN/RST; -1 if
+ * none. */
+static long dropped_hello(const struct fg_tl_conn *c, long *close)
+{
+    long hello = -1;
+    for (size_t i = 0; i < c->nev; i++) {
+        const struct fg_tl_event *x = &c->ev[i];
+        if (x->kind == FG_TL_COMMAND && (x->verb == FG_VERB_EHLO || x->verb == FG_VERB_HELO))
+            hello = (long)i;
+        else if (x->kind == FG_TL_REPLY && x->answers == FG_ANS_COMMAND &&
+                 (x->verb == FG_VERB_EHLO || x->verb == FG_VERB_HELO))
+            hello = -1;
+        else if (x->kind == FG_TL_GAP)
+            return -1; /* the reply may be in the hole: no drop claimed */
+        else if ((x->kind == FG_TL_FIN || x->kind == FG_TL_RST) && x->dir == FG_S2C && hello >= 0) {
+            *close = (long)i;
+            return hello;
+        }
+    }
+    return -1;
+}
+
+static void eval_retry(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                       uint64_t limit_ms, struct fg_outcome *o)
+{
+    const struct fg_meta *m = ctx->meta;
+    const struct fg_timeline *tl = ctx->tl;
+    uint64_t t0 = tl->stats.first_us;
+    struct fg_tl_conn **pc;
+    size_t npc = conns_to(tl, m->proxy_port, &pc);
+    struct sb ev = {0}, lim = {0};
+    char a[32], b[32];
+    limit_text(&lim, e->within, limit_ms, m);
+    size_t first = npc, ndrops = 0;
+    long hi = -1, ci = -1;
+    for (size_t i = 0; i < npc; i++) {
+        long cl = -1, h = dropped_hello(pc[i], &cl);
+        if (h < 0)
+            continue;
+        if (ndrops++ == 0) {
+            first = i;
+            hi = h;
+            ci = cl;
+        }
+    }
+    if (first == npc) {
+        sb_printf(&ev,
+                  "none of the %zu connection%s to the proxy (port %d) was closed after "
+                  "EHLO/HELO before its reply",
+                  npc, npc == 1 ? "" : "s", m->proxy_port);
+        set_result(o, FG_V_INCONC, fg_strdup("no connection was dropped after EHLO"));
+    } else {
+        const struct fg_tl_conn *c = pc[first];
+        const struct fg_tl_event *he = &c->ev[hi], *ce = &c->ev[ci];
+        o->conn = c->id;
+        frame_add(o, he->frame);
+        frame_add(o, ce->frame);
+        sb_printf(&ev,
+                  "outbound connection #%zu (%s -> %s): %s at frame %llu (t=+%s s), the next "
+                  "hop %s the connection at frame %llu before replying\n",
+                  first + 1, c->client, c->server, he->text ? he->text : "EHLO",
+                  (unsigned long long)he->frame, secs(a, sizeof a, since(he->us, t0)),
+                  ce->kind == FG_TL_RST ? "reset" : "closed", (unsigned long long)ce->frame);
+        if (first + 1 < npc) {
+            const struct fg_tl_conn *n = pc[first + 1];
+            uint64_t w = since(conn_open_us(n), ce->us);
+            long k = -1;
+            for (size_t j = 0; j < n->nev && k < 0; j++)
+                if (n->ev[j].kind == FG_TL_COMMAND &&
+                    (n->ev[j].verb == FG_VERB_EHLO || n->ev[j].verb == FG_VERB_HELO))
+                    k = (long)j;
+            frame_add(o, n->nev ? n->ev[0].frame : 0);
+            const char *verb = k < 0 ? NULL : n->ev[k].verb == FG_VERB_HELO ? "HELO" : "EHLO";
+            if (k >= 0)
+                frame_add(o, n->ev[k].frame);
+            sb_printf(&ev, "the gateway connected again after %s s (connection #%zu, frame %llu)",
+                      secs(b, sizeof b, w), first + 2,
+                      (unsigned long long)(n->nev ? n->ev[0].frame : 0));
+            if (verb)
+                sb_printf(&ev, " and used %s%s", verb,
+                          strcmp(verb, "HELO") == 0 ? " (the fallback of the KB's fix)" : "");
+            if (w <= limit_ms * 1000)
+                set_result(o, FG_V_PASS,
+                           fg_asprintf("the gateway connected again %s s after the drop (limit "
+                                       "%s)%s%s",
+                                       secs(a, sizeof a, w), lim.s, verb ? ", with " : "",
+                                       verb ? verb : ""));
+            else
+                set_result(o, FG_V_FAIL,
+                           fg_asprintf("the gateway connected again only %s s after the drop "
+                                       "(limit %s)",
+                                       secs(a, sizeof a, w), lim.s));
+        } else {
+            uint64_t left = since(tl->stats.last_us, ce->us);
+            sb_printf(&ev, "no later connection to the proxy in the %s s of trace after the drop",
+                      secs(b, sizeof b, left));
+            if (left >= limit_ms * 1000)
+                set_result(o, FG_V_FAIL,
+                           fg_asprintf("the gateway did not connect again within %s of the drop "
+                                       "(KB Q197142: the service stopped)",
+                                       lim.s));
+            else
+                set_result(o, FG_V_INCONC,
+                           fg_asprintf("the trace ends %s s after the drop, before the limit %s",
+                                       secs(a, sizeof a, left), lim.s));
+        }
+        if (ndrops > 1)
+            sb_printf(&ev, "\n(%zu later drops after EHLO are not judged by this rule)",
+                      ndrops - 1);
+    }
+    free(pc);
+    free(lim.s);
+    o->evidence = sb_take(&ev);
+}
+
 /* --- evaluation ---------------------------------------------------------- */
 
 void fg_expect_eval(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
                     struct fg_outcome *out)
 {
     memset(out, 0, sizeof *out);
-    const struct rule *r = rule_find(e->rule);
+    const struct fg_expect_rule *r = rule_find(e->rule);
     out->rule = fg_strdup(e->rule ? e->rule : "");
     out->source = fg_strdup(r ? r->source : "");
     out->verdict = FG_V_ERROR;
@@ -1004,10 +1316,5 @@ void fg_expect_eval(const struct fg_expect_spec *e, const struct fg_judge_ctx *c
             return;
         }
     }
-    if (strcmp(r->name, "closes-after-stall") == 0)
-        eval_stall(e, ctx, limit_ms, out);
-    else if (strcmp(r->name, "message-fate") == 0)
-        eval_fate(e, ctx, limit_ms, out);
-    else
-        eval_alive(ctx, out);
+    r->eval(e, ctx, limit_ms, out);
 }

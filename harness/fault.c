@@ -144,6 +144,36 @@ static int trigger_span(struct span sp, struct fg_fault *f, const struct perr *e
         f->trig = FG_TRIG_END_OF_DATA;
         return expect_end(sp, e, "end-of-data");
     }
+    if (word_is(w, "starttls")) {
+        f->trig = FG_TRIG_STARTTLS;
+        return expect_end(sp, e, "starttls");
+    }
+    if (word_is(w, "byte")) {
+        struct span d = next_word(&sp);
+        if (word_is(d, "c2s"))
+            f->byte_dir = FG_C2S;
+        else if (word_is(d, "s2c"))
+            f->byte_dir = FG_S2C;
+        else
+            return fail(e, d.base, "byte needs a direction, c2s or s2c (byte c2s 1000)");
+        struct span n = next_word(&sp);
+        char num[32];
+        word_copy(n, num, sizeof num);
+        if (!n.len || n.len >= sizeof num || fg_size_parse(num, &f->byte_off) != 0 ||
+            f->byte_off == 0)
+            return fail(e, n.base, "byte needs an offset of at least 1 (byte c2s 1000, 64k)");
+        f->trig = FG_TRIG_BYTE;
+        return expect_end(sp, e, "the byte offset");
+    }
+    if (word_is(w, "after")) {
+        struct span d = next_word(&sp);
+        char buf[32];
+        word_copy(d, buf, sizeof buf);
+        if (!d.len || d.len >= sizeof buf || fg_duration_parse(buf, &f->after_ms) != 0)
+            return fail(e, d.base, "after needs a duration (after 2s, after 250ms)");
+        f->trig = FG_TRIG_AFTER;
+        return expect_end(sp, e, "the duration");
+    }
     if (word_is(w, "reply-to")) {
         struct span a = next_word(&sp);
         if (!a.len)
@@ -197,7 +227,7 @@ static int trigger_span(struct span sp, struct fg_fault *f, const struct perr *e
     }
     return fail(e, w.base,
                 "unknown trigger '%.*s' (expected command, reply, end-of-data, "
-                "reply-to end-of-data, greeting or connect)",
+                "reply-to end-of-data, greeting, starttls, connect, byte or after)",
                 (int)w.len, w.s);
 }
 
@@ -361,6 +391,147 @@ static int option_word(struct span it, struct fg_fault *f, const struct perr *e)
     return fail(e, w.base, "unknown option '%.*s' (expected replace)", (int)w.len, w.s);
 }
 
+static int dir_word(struct span d, struct fg_fault *f, int allow_both)
+{
+    if (word_is(d, "c2s"))
+        f->dir = FG_FDIR_C2S;
+    else if (word_is(d, "s2c"))
+        f->dir = FG_FDIR_S2C;
+    else if (allow_both && word_is(d, "both"))
+        f->dir = FG_FDIR_BOTH;
+    else
+        return -1;
+    return 0;
+}
+
+static int size_word(struct span n, uint64_t *v, int rate)
+{
+    char num[32];
+    if (!n.len || n.len >= sizeof num)
+        return -1;
+    word_copy(n, num, sizeof num);
+    size_t l = strlen(num);
+    /* A rate may be written 64k, 64kB/s or 64k/s. */
+    if (rate && l > 2 && strcasecmp(num + l - 2, "/s") == 0)
+        num[l - 2] = '\0';
+    return fg_size_parse(num, v) == 0 && *v > 0 ? 0 : -1;
+}
+
+static int duration_word(struct span d, uint64_t *ms)
+{
+    char buf[32];
+    if (!d.len || d.len >= sizeof buf)
+        return -1;
+    word_copy(d, buf, sizeof buf);
+    return fg_duration_parse(buf, ms);
+}
+
+static int hex_byte(struct span w, unsigned char *v)
+{
+    char buf[8];
+    if (!w.len || w.len >= sizeof buf)
+        return -1;
+    word_copy(w, buf, sizeof buf);
+    const char *s = buf;
+    if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X'))
+        s += 2;
+    char *end;
+    if (!isxdigit((unsigned char)*s))
+        return -1;
+    unsigned long x = strtoul(s, &end, 16);
+    if (*end || x > 0xff)
+        return -1;
+    *v = (unsigned char)x;
+    return 0;
+}
+
+/* The arguments of the actions added with the complete engine, up to the
+ * first comma (aw). */
+static int action_args(struct span aw, struct fg_fault *f, const struct perr *e)
+{
+    const char *name = fg_action_name(f->action);
+    struct span w;
+    switch (f->action) {
+    case FG_ACT_BLACKHOLE:
+        return parse_dir(&aw, f, e, name);
+    case FG_ACT_HALF_CLOSE:
+        w = next_word(&aw);
+        if (w.len && dir_word(w, f, 0) != 0)
+            return fail(e, w.base, "bad direction '%.*s' for half-close (expected c2s or s2c)",
+                        (int)w.len, w.s);
+        return expect_end(aw, e, "the direction");
+    case FG_ACT_DROP:
+    case FG_ACT_REFUSE:
+    case FG_ACT_ACCEPT_THEN_CLOSE:
+        return expect_end(aw, e, name);
+    case FG_ACT_BANNER_DELAY:
+        w = next_word(&aw);
+        if (duration_word(w, &f->delay_ms) != 0 || f->delay_ms == 0)
+            return fail(e, w.base, "banner-delay needs a duration longer than 0 (5s, 250ms)");
+        return expect_end(aw, e, "the duration");
+    case FG_ACT_THROTTLE:
+    case FG_ACT_SLICE:
+    case FG_ACT_LIMIT: {
+        w = next_word(&aw);
+        uint64_t *v = f->action == FG_ACT_THROTTLE ? &f->rate
+                      : f->action == FG_ACT_SLICE  ? &f->slice
+                                                   : &f->limit;
+        if (size_word(w, v, f->action == FG_ACT_THROTTLE) != 0)
+            return fail(e, w.base,
+                        f->action == FG_ACT_THROTTLE
+                            ? "throttle needs a rate in octets per second (1000, 64k, 1MB/s)"
+                            : "%s needs a number of octets of at least 1 (100, 4k)",
+                        name);
+        for (;;) {
+            w = next_word(&aw);
+            if (!w.len)
+                return 0;
+            if (f->action == FG_ACT_SLICE && word_is(w, "pause")) {
+                struct span d = next_word(&aw);
+                if (duration_word(d, &f->pause_ms) != 0)
+                    return fail(e, d.base, "pause needs a duration (10ms, 1s)");
+                continue;
+            }
+            if (f->dir == FG_FDIR_DEFAULT && dir_word(w, f, 1) == 0)
+                continue;
+            return fail(e, w.base, "unexpected '%.*s' after %s (expected %sc2s, s2c or both)",
+                        (int)w.len, w.s, name, f->action == FG_ACT_SLICE ? "pause D, " : "");
+        }
+    }
+    case FG_ACT_CORRUPT:
+        f->op = FG_CORRUPT_FLIP;
+        for (;;) {
+            w = next_word(&aw);
+            if (!w.len)
+                return 0;
+            if (word_is(w, "at")) {
+                struct span n = next_word(&aw);
+                char num[24];
+                word_copy(n, num, sizeof num);
+                if (!n.len || n.len >= sizeof num ||
+                    fg_uint_parse(num, 0, UINT32_MAX, &f->at) != 0)
+                    return fail(e, n.base, "at needs an octet position (0, 1, ...)");
+            } else if (word_is(w, "flip")) {
+                f->op = FG_CORRUPT_FLIP;
+            } else if (word_is(w, "xor") || word_is(w, "set")) {
+                f->op = word_is(w, "xor") ? FG_CORRUPT_XOR : FG_CORRUPT_SET;
+                struct span h = next_word(&aw);
+                if (hex_byte(h, &f->value) != 0)
+                    return fail(e, h.base, "%.*s needs a hex octet (0x20, ff)", (int)w.len, w.s);
+            } else if (f->dir == FG_FDIR_DEFAULT && dir_word(w, f, 0) == 0) {
+                continue;
+            } else {
+                return fail(e, w.base,
+                            "unexpected '%.*s' after corrupt (expected at N, flip, xor HH, set HH, "
+                            "c2s or s2c)",
+                            (int)w.len, w.s);
+            }
+        }
+    default:
+        return 0;
+    }
+}
+
 static int action_span(struct span sp, struct fg_fault *f, const struct perr *e)
 {
     sp = trim(sp);
@@ -384,7 +555,9 @@ static int action_span(struct span sp, struct fg_fault *f, const struct perr *e)
 #undef XX
     if (!found)
         return fail(e, w.base,
-                    "unknown action '%.*s' (expected stall, close, reset, reply or delay)",
+                    "unknown action '%.*s' (expected stall, blackhole, close, half-close, reset, "
+                    "delay, throttle, slice, limit, reply, drop, corrupt, refuse, "
+                    "accept-then-close or banner-delay)",
                     (int)w.len, w.s);
 
     if (f->action == FG_ACT_REPLY) {
@@ -439,10 +612,11 @@ static int action_span(struct span sp, struct fg_fault *f, const struct perr *e)
             return fail(e, d.base, "bad duration '%.*s' (expected 250ms, 5s, 2m)", (int)d.len, d.s);
         if (f->delay_ms == 0)
             return fail(e, d.base, "delay must be longer than 0");
-        rc = expect_end(aw, e, "the duration");
+        rc = parse_dir(&aw, f, e, "delay");
         break;
     }
     default:
+        rc = action_args(aw, f, e);
         break;
     }
     while (rc == 0 && more) {
@@ -463,11 +637,31 @@ static void fault_defaults(struct fg_fault *f)
 
 int fg_fault_check(const struct fg_fault *f, char *err, size_t errlen)
 {
+    int eventless = f->trig == FG_TRIG_CONNECT || f->trig == FG_TRIG_AFTER ||
+                    f->trig == FG_TRIG_BYTE || f->trig == FG_TRIG_STARTTLS;
     if (f->replace && f->action != FG_ACT_REPLY)
         return fg_errf(err, errlen, FG_ESYNTAX, "'replace' applies only to the reply action");
-    if (f->replace && f->trig == FG_TRIG_CONNECT)
+    if (f->replace && eventless)
         return fg_errf(err, errlen, FG_ESYNTAX,
-                       "'replace' needs something to replace: not valid on connect");
+                       "'replace' needs a command or reply to replace: not valid on %s",
+                       f->trig == FG_TRIG_CONNECT    ? "connect"
+                       : f->trig == FG_TRIG_AFTER    ? "after"
+                       : f->trig == FG_TRIG_STARTTLS ? "starttls"
+                                                     : "byte");
+    if ((f->action == FG_ACT_REFUSE || f->action == FG_ACT_ACCEPT_THEN_CLOSE ||
+         f->action == FG_ACT_BANNER_DELAY) &&
+        f->trig != FG_TRIG_CONNECT)
+        return fg_errf(err, errlen, FG_ESYNTAX, "%s needs the connect trigger",
+                       fg_action_name(f->action));
+    if (f->action == FG_ACT_DROP && f->trig != FG_TRIG_COMMAND && f->trig != FG_TRIG_REPLY &&
+        f->trig != FG_TRIG_GREETING && f->trig != FG_TRIG_REPLY_TO_EOD)
+        return fg_errf(err, errlen, FG_ESYNTAX,
+                       "drop swallows a command or a reply: use it with command, reply, "
+                       "greeting or reply-to end-of-data");
+    if (f->action == FG_ACT_HALF_CLOSE && f->dir == FG_FDIR_BOTH)
+        return fg_errf(err, errlen, FG_ESYNTAX, "half-close takes c2s or s2c, not both");
+    if (f->action == FG_ACT_CORRUPT && f->dir == FG_FDIR_BOTH)
+        return fg_errf(err, errlen, FG_ESYNTAX, "corrupt takes c2s or s2c, not both");
     return 0;
 }
 
@@ -491,6 +685,12 @@ int fg_fault_parse(const char *line, struct fg_fault *f, char *err, size_t errle
     if (rc == 0 && f->replace && f->trig == FG_TRIG_CONNECT)
         rc = fail(&e, (size_t)(strstr(line + abase, "replace") - line),
                   "'replace' needs something to replace: not valid on connect");
+    if (rc == 0 && fg_fault_check(f, err, errlen) != 0) {
+        struct span a = trim((struct span){colon + 1, strlen(colon + 1), abase});
+        if (col)
+            *col = (int)a.base + 1;
+        rc = FG_ESYNTAX;
+    }
     if (rc) {
         fg_fault_clear(f);
         return rc;
@@ -547,6 +747,16 @@ void fg_fault_trigger_text(const struct fg_fault *f, char *buf, size_t len)
     case FG_TRIG_CONNECT:
         snprintf(buf, len, "connect");
         break;
+    case FG_TRIG_STARTTLS:
+        snprintf(buf, len, "starttls");
+        break;
+    case FG_TRIG_BYTE:
+        snprintf(buf, len, "byte %s %llu", f->byte_dir == FG_C2S ? "c2s" : "s2c",
+                 (unsigned long long)f->byte_off);
+        break;
+    case FG_TRIG_AFTER:
+        snprintf(buf, len, "after %llums", (unsigned long long)f->after_ms);
+        break;
     }
 }
 
@@ -570,11 +780,37 @@ static char *action_text(const struct fg_fault *f)
     switch (f->action) {
     case FG_ACT_STALL:
     case FG_ACT_CLOSE:
+    case FG_ACT_BLACKHOLE:
+    case FG_ACT_HALF_CLOSE:
         return fg_asprintf("%s%s", fg_action_name(f->action), dir_name(f->dir));
     case FG_ACT_RESET:
-        return fg_strdup("reset");
+    case FG_ACT_DROP:
+    case FG_ACT_REFUSE:
+    case FG_ACT_ACCEPT_THEN_CLOSE:
+        return fg_strdup(fg_action_name(f->action));
     case FG_ACT_DELAY:
-        return fg_asprintf("delay %llums", (unsigned long long)f->delay_ms);
+        return fg_asprintf("delay %llums%s", (unsigned long long)f->delay_ms, dir_name(f->dir));
+    case FG_ACT_BANNER_DELAY:
+        return fg_asprintf("banner-delay %llums", (unsigned long long)f->delay_ms);
+    case FG_ACT_THROTTLE:
+        return fg_asprintf("throttle %llu%s", (unsigned long long)f->rate, dir_name(f->dir));
+    case FG_ACT_LIMIT:
+        return fg_asprintf("limit %llu%s", (unsigned long long)f->limit, dir_name(f->dir));
+    case FG_ACT_SLICE:
+        if (f->pause_ms)
+            return fg_asprintf("slice %llu pause %llums%s", (unsigned long long)f->slice,
+                               (unsigned long long)f->pause_ms, dir_name(f->dir));
+        return fg_asprintf("slice %llu%s", (unsigned long long)f->slice, dir_name(f->dir));
+    case FG_ACT_CORRUPT: {
+        char op[16];
+        if (f->op == FG_CORRUPT_FLIP)
+            snprintf(op, sizeof op, "flip");
+        else
+            snprintf(op, sizeof op, "%s 0x%02x", f->op == FG_CORRUPT_XOR ? "xor" : "set",
+                     f->value);
+        return fg_asprintf("corrupt at %llu %s%s", (unsigned long long)f->at, op,
+                           dir_name(f->dir));
+    }
     case FG_ACT_REPLY: {
         const char *t = f->reply_text ? f->reply_text : "";
         size_t tl = strlen(t);
@@ -706,6 +942,11 @@ static int trigger_matches(const struct fg_fault *f, const struct fg_smtp_event 
         return ev->type == FG_SMTP_EV_REPLY && ev->answers == FG_ANS_END_OF_DATA;
     case FG_TRIG_GREETING:
         return ev->type == FG_SMTP_EV_REPLY && ev->answers == FG_ANS_GREETING;
+    case FG_TRIG_STARTTLS:
+        return ev->type == FG_SMTP_EV_TLS_START;
+    case FG_TRIG_BYTE:
+    case FG_TRIG_AFTER:
+        return 0; /* fg_fault_match_byte, fg_fault_match_after */
     }
     return 0;
 }
@@ -749,51 +990,136 @@ static void event_text(const struct fg_fault *f, const struct fg_smtp_event *ev,
         else
             snprintf(buf, len, "reply %03d", ev->code);
         break;
+    case FG_SMTP_EV_TLS_START:
+        snprintf(buf, len, "starttls");
+        break;
     default:
         snprintf(buf, len, "end-of-data");
         break;
     }
 }
 
+/* Selector, once/each and the probability draw for fault i whose trigger
+ * matched; on a hit, the decision is logged with trigger text trig (or
+ * the event's text). */
+static int decide(struct fg_fault_set *fs, struct fg_fault_conn *c, size_t i,
+                  const struct fg_smtp_event *ev, const char *trig)
+{
+    const struct fg_fault *f = &fs->faults[i];
+    uint64_t bit = (uint64_t)1 << i;
+    if (!selector_matches(f, c->conn))
+        return 0;
+    if (!f->each && (c->fired & bit))
+        return 0;
+    if (f->prob <= 0.0)
+        return 0;
+    if (f->prob < 1.0) {
+        if (!c->rng_ready) {
+            /* Mix the connection number into the run's seed so that each
+             * connection has its own reproducible stream. */
+            struct fg_rng mix;
+            fg_rng_seed(&mix, fs->seed ^ ((uint64_t)c->conn * 0xD1B54A32D192ED03ULL));
+            fg_rng_seed(&c->rng, fg_rng_next(&mix));
+            c->rng_ready = 1;
+        }
+        if (fg_rng_unit(&c->rng) >= f->prob)
+            return 0;
+    }
+    c->fired |= bit;
+    struct fg_decision *d = FG_ARRAY_PUSH(fs->log, fs->nlog, fs->caplog);
+    d->t_us = fg_wall_us();
+    d->conn = c->conn;
+    d->fault = (unsigned)i;
+    if (trig)
+        snprintf(d->trigger, sizeof d->trigger, "%s", trig);
+    else
+        event_text(f, ev, d->trigger, sizeof d->trigger);
+    const char *colon = f->spec ? strstr(f->spec, ": ") : NULL;
+    if (colon) {
+        snprintf(d->action, sizeof d->action, "%s", colon + 2);
+    } else {
+        char *a = action_text(f);
+        snprintf(d->action, sizeof d->action, "%s", a);
+        free(a);
+    }
+    return 1;
+}
+
 int fg_fault_set_match(struct fg_fault_set *fs, struct fg_fault_conn *c,
                        const struct fg_smtp_event *ev, size_t from)
 {
+    for (size_t i = from; i < fs->n && i < FG_FAULT_MAX; i++)
+        if (trigger_matches(&fs->faults[i], ev) && decide(fs, c, i, ev, NULL))
+            return (int)i;
+    return -1;
+}
+
+/* A byte or after fault that can still fire on c: its selector holds and
+ * it has not fired (these triggers pass once per connection). */
+static int still_armed(const struct fg_fault_set *fs, const struct fg_fault_conn *c, size_t i)
+{
+    return selector_matches(&fs->faults[i], c->conn) && !(c->fired & ((uint64_t)1 << i)) &&
+           fs->faults[i].prob > 0.0;
+}
+
+uint64_t fg_fault_next_byte(const struct fg_fault_set *fs, const struct fg_fault_conn *c,
+                            enum fg_dir dir, uint64_t off)
+{
+    uint64_t best = UINT64_MAX;
+    for (size_t i = 0; i < fs->n && i < FG_FAULT_MAX; i++) {
+        const struct fg_fault *f = &fs->faults[i];
+        if (f->trig == FG_TRIG_BYTE && f->byte_dir == dir && f->byte_off > off &&
+            f->byte_off < best && still_armed(fs, c, i))
+            best = f->byte_off;
+    }
+    return best;
+}
+
+uint64_t fg_fault_next_after(const struct fg_fault_set *fs, const struct fg_fault_conn *c,
+                             uint64_t elapsed_ms)
+{
+    uint64_t best = UINT64_MAX;
+    for (size_t i = 0; i < fs->n && i < FG_FAULT_MAX; i++) {
+        const struct fg_fault *f = &fs->faults[i];
+        if (f->trig == FG_TRIG_AFTER && f->after_ms > elapsed_ms && f->after_ms < best &&
+            still_armed(fs, c, i))
+            best = f->after_ms;
+    }
+    return best;
+}
+
+int fg_fault_match_byte(struct fg_fault_set *fs, struct fg_fault_conn *c, enum fg_dir dir,
+                        uint64_t off, size_t from)
+{
     for (size_t i = from; i < fs->n && i < FG_FAULT_MAX; i++) {
         const struct fg_fault *f = &fs->faults[i];
-        uint64_t bit = (uint64_t)1 << i;
-        if (!trigger_matches(f, ev) || !selector_matches(f, c->conn))
+        if (f->trig != FG_TRIG_BYTE || f->byte_dir != dir || f->byte_off != off)
             continue;
-        if (!f->each && (c->fired & bit))
+        char t[64];
+        fg_fault_trigger_text(f, t, sizeof t);
+        if (decide(fs, c, i, NULL, t))
+            return (int)i;
+        /* The point passes once per connection: a draw that missed, or a
+         * selector that does not hold, disarms the fault here. */
+        c->fired |= (uint64_t)1 << i;
+    }
+    return -1;
+}
+
+int fg_fault_match_after(struct fg_fault_set *fs, struct fg_fault_conn *c, uint64_t elapsed_ms,
+                         size_t from)
+{
+    for (size_t i = from; i < fs->n && i < FG_FAULT_MAX; i++) {
+        const struct fg_fault *f = &fs->faults[i];
+        if (f->trig != FG_TRIG_AFTER || f->after_ms > elapsed_ms)
             continue;
-        if (f->prob <= 0.0)
-            continue;
-        if (f->prob < 1.0) {
-            if (!c->rng_ready) {
-                /* Mix the connection number into the run's seed so that each
-                 * connection has its own reproducible stream. */
-                struct fg_rng mix;
-                fg_rng_seed(&mix, fs->seed ^ ((uint64_t)c->conn * 0xD1B54A32D192ED03ULL));
-                fg_rng_seed(&c->rng, fg_rng_next(&mix));
-                c->rng_ready = 1;
-            }
-            if (fg_rng_unit(&c->rng) >= f->prob)
-                continue;
-        }
-        c->fired |= bit;
-        struct fg_decision *d = FG_ARRAY_PUSH(fs->log, fs->nlog, fs->caplog);
-        d->t_us = fg_wall_us();
-        d->conn = c->conn;
-        d->fault = (unsigned)i;
-        event_text(f, ev, d->trigger, sizeof d->trigger);
-        const char *colon = f->spec ? strstr(f->spec, ": ") : NULL;
-        if (colon) {
-            snprintf(d->action, sizeof d->action, "%s", colon + 2);
-        } else {
-            char *a = action_text(f);
-            snprintf(d->action, sizeof d->action, "%s", a);
-            free(a);
-        }
-        return (int)i;
+        char t[64];
+        fg_fault_trigger_text(f, t, sizeof t);
+        if (decide(fs, c, i, NULL, t))
+            return (int)i;
+        /* The point passes once per connection: a draw that missed, or a
+         * selector that does not hold, disarms the fault here. */
+        c->fired |= (uint64_t)1 << i;
     }
     return -1;
 }

@@ -60,7 +60,18 @@ void fg_judge(const struct fg_scenario *sc, struct fg_meta *meta, const char *pc
 
     char err[FG_ERRBUF_SIZE];
     err[0] = '\0';
-    int rc = pcap_path ? fg_timeline_build(pcap_path, &res->tl, err, sizeof err) : FG_EINPUT;
+    /* Only the run's ports matter to the rules: following them alone
+     * keeps memory to the run's connections in a capture of any size. */
+    int ports[4];
+    size_t np = 0;
+    if (meta) {
+        const int cand[] = {meta->gateway_port, meta->proxy_port, meta->mta_port, meta->x400_port};
+        for (size_t i = 0; i < 4; i++)
+            if (cand[i] > 0)
+                ports[np++] = cand[i];
+    }
+    int rc = pcap_path ? fg_timeline_build_ports(pcap_path, ports, np, &res->tl, err, sizeof err)
+                       : FG_EINPUT;
     if (rc != 0) {
         res->tl = NULL;
         res->verdict = FG_V_ERROR;

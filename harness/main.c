@@ -12,8 +12,11 @@
 #include <uv.h>
 
 #include "faultgate/capture.h"
+#include "faultgate/diagnose.h"
+#include "faultgate/report.h"
 #include "faultgate/error.h"
 #include "faultgate/fake_mta.h"
+#include "faultgate/fake_x400.h"
 #include "faultgate/fault.h"
 #include "faultgate/proxy.h"
 #include "faultgate/scenario.h"
@@ -30,7 +33,9 @@ static const char usage_main[] = "usage: faultgate COMMAND [OPTIONS] [ARGS]\n"
                                  "  proxy     run the fault-injecting proxy on its own\n"
                                  "  fake-mta  run the fake MTA on its own\n"
                                  "  list      list scenarios with their sources\n"
-                                 "  diagnose, x400-peer, report   (not available yet)\n"
+                                 "  diagnose  find the knowledge-base symptoms in any capture\n"
+                                 "  report    merge shards; re-render report.html, summary.md, junit\n"
+                                 "  x400-peer  run the fake X.400 MTA (responder or initiator)\n"
                                  "\n"
                                  "`faultgate COMMAND --help` describes each command.\n";
 
@@ -73,13 +78,6 @@ static const char usage_proxy[] =
     "  --fault 'reply 354: stall'   --fault 'command EHLO, first: close'\n"
     "(syntax: scenarios/FORMAT.md). Each decision is logged to stderr. Runs until\n"
     "SIGINT or SIGTERM.\n";
-
-static const char usage_mta[] =
-    "usage: faultgate fake-mta --listen HOST:PORT [--ledger FILE] [--maildir DIR]\n"
-    "\n"
-    "Run the fake MTA: an SMTP server that keeps each message and writes a ledger\n"
-    "line (JSON) per message. Runs until SIGINT or SIGTERM. (--script: not available\n"
-    "yet.)\n";
 
 static const char usage_list[] =
     "usage: faultgate list [SCENARIO|DIR...]\n"
@@ -384,59 +382,6 @@ out:
     return status;
 }
 
-static int cmd_fake_mta(int argc, char **argv)
-{
-    static const struct option opts[] = {
-        {"listen", required_argument, NULL, 'l'},  {"ledger", required_argument, NULL, 'L'},
-        {"maildir", required_argument, NULL, 'M'}, {"script", required_argument, NULL, 'x'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
-    const char *listen = NULL, *ledger = NULL, *maildir = NULL;
-    int c;
-    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'l':
-            listen = optarg;
-            break;
-        case 'L':
-            ledger = optarg;
-            break;
-        case 'M':
-            maildir = optarg;
-            break;
-        case 'x':
-            fprintf(stderr, "faultgate fake-mta: --script: not available yet\n");
-            return 2;
-        case 'h':
-            fputs(usage_mta, stdout);
-            return 0;
-        default:
-            return bad_usage("fake-mta", "bad option", NULL);
-        }
-    }
-    char host[256];
-    int port;
-    if (!listen || fg_hostport_parse(listen, host, sizeof(host), &port) < 0)
-        return bad_usage("fake-mta", "--listen HOST:PORT is required", listen);
-    struct serve sv;
-    memset(&sv, 0, sizeof(sv));
-    uv_loop_init(&sv.loop);
-    char err[FG_ERRBUF_SIZE];
-    struct fg_mta_opts mo = {
-        .host = host, .port = port, .ledger_path = ledger, .maildir = maildir, .log = stderr};
-    int status = 0;
-    if (fg_mta_new(&sv.loop, &mo, &sv.mta, err, sizeof(err)) < 0) {
-        fprintf(stderr, "faultgate: fake MTA: %s\n", err);
-        status = 2;
-    } else {
-        fprintf(stderr, "faultgate: fake MTA listening on %s:%d\n", host, fg_mta_port(sv.mta));
-        serve_signals(&sv);
-        uv_run(&sv.loop, UV_RUN_DEFAULT);
-    }
-    uv_run(&sv.loop, UV_RUN_DEFAULT);
-    uv_loop_close(&sv.loop);
-    return status;
-}
-
 static void print_list(const char *const *items, size_t n, const char *prefix)
 {
     for (size_t i = 0; i < n; i++)
@@ -508,14 +453,15 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "proxy") == 0)
         return cmd_proxy(argc, argv);
     if (strcmp(cmd, "fake-mta") == 0)
-        return cmd_fake_mta(argc, argv);
+        return fg_cmd_fake_mta(argc, argv); /* harness/cmd_fake_mta.c */
     if (strcmp(cmd, "list") == 0)
         return cmd_list(argc, argv);
-    if (strcmp(cmd, "diagnose") == 0 || strcmp(cmd, "x400-peer") == 0 ||
-        strcmp(cmd, "report") == 0) {
-        fprintf(stderr, "faultgate %s: not available yet\n", cmd);
-        return 2;
-    }
+    if (strcmp(cmd, "diagnose") == 0)
+        return fg_cmd_diagnose(argc, argv);
+    if (strcmp(cmd, "report") == 0)
+        return fg_cmd_report(argc, argv);
+    if (strcmp(cmd, "x400-peer") == 0)
+        return fg_cmd_x400_peer(argc, argv); /* harness/cmd_x400.c */
     fprintf(stderr, "faultgate: unknown command `%s`\n%s", cmd, usage_main);
     return 2;
 }

@@ -45,6 +45,10 @@ int fg_meta_write(const char *path, const struct fg_meta *m, char *err, size_t e
     json_object_set_new(o, "gateway_port", json_integer(m->gateway_port));
     json_object_set_new(o, "proxy_port", json_integer(m->proxy_port));
     json_object_set_new(o, "mta_port", json_integer(m->mta_port));
+    if (m->x400_port)
+        json_object_set_new(o, "x400_port", json_integer(m->x400_port));
+    if (m->ledger)
+        json_object_set_new(o, "ledger", json_string(m->ledger));
     json_object_set_new(o, "profile_name", jstr_or_null(m->profile_name));
     json_object_set_new(o, "gateway_version", jstr_or_null(m->gateway_version));
 
@@ -167,6 +171,8 @@ static int read_body(struct rd *r, json_t *o, struct fg_meta *m)
         (rc = get_intv(r, o, "gateway_port", 0, 65535, &m->gateway_port)) ||
         (rc = get_intv(r, o, "proxy_port", 0, 65535, &m->proxy_port)) ||
         (rc = get_intv(r, o, "mta_port", 0, 65535, &m->mta_port)) ||
+        (rc = get_intv(r, o, "x400_port", 0, 65535, &m->x400_port)) ||
+        (rc = get_str(r, o, "ledger", &m->ledger)) ||
         (rc = get_str(r, o, "profile_name", &m->profile_name)) ||
         (rc = get_str(r, o, "gateway_version", &m->gateway_version)) ||
         (rc = get_u64(r, o, "start_us", &m->start_us)) ||
@@ -288,6 +294,7 @@ void fg_meta_free(struct fg_meta *m)
     free(m->pcap);
     free(m->profile_name);
     free(m->gateway_version);
+    free(m->ledger);
     for (size_t i = 0; i < m->ntimeouts; i++)
         free(m->timeouts[i].name);
     free(m->timeouts);

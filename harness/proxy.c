@@ -5,7 +5,18 @@
  * through the connection's SMTP parser before they are forwarded; when an
  * event fires a fault the feed stops at the event's end, so the action can
  * take effect exactly there and nothing after the trigger point leaks.
- * Every leg is reported to the capture, and every decision to the log.
+ * Byte-offset triggers bound the feed the same way; time triggers and the
+ * time-shaping actions (delay, throttle, slice pauses, banner-delay) share
+ * one timer per connection.  Every leg is reported to the capture, and
+ * every decision to the log.
+ *
+ * Speed: reads land in 256 KiB buffers taken from a small per-proxy pool
+ * (no malloc per read; a buffer just freed is reused while still in
+ * cache), small reads are copied out so that a big buffer is never pinned
+ * by a few octets, and bytes are written straight from the read buffer,
+ * first with uv_try_write so that the common case needs no write request
+ * and frees the buffer at once.  The parser is allocated on a connection's
+ * first octet, so idle connections stay small.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -19,7 +30,9 @@
 #include "faultgate/proxy.h"
 #include "faultgate/util.h"
 
-#define CHUNK_SIZE 65536
+#define CHUNK_SIZE (256 * 1024)
+#define SMALL_READ 16384 /* reads up to this size are copied out of the pool buffer */
+#define POOL_MAX 16      /* idle pool buffers kept per proxy */
 #define STALL_POLL_MS 50
 
 enum { CLI = 0, UPS = 1 }; /* the two sides of a connection */
@@ -35,7 +48,9 @@ enum { CLI = 0, UPS = 1 }; /* the two sides of a connection */
  * write that sends a slice of it (until its callback). */
 struct chunk {
     struct chunk *next;
-    size_t len, off; /* off: bytes already forwarded or dropped */
+    struct fg_proxy *p; /* pool owner, for a CHUNK_SIZE buffer; NULL otherwise */
+    size_t len, off;    /* off: bytes already forwarded or dropped */
+    uint64_t t_ms;      /* loop time it was read (delay) */
     unsigned refs;
     char data[];
 };
@@ -60,11 +75,23 @@ struct flow {
     struct chunk *head, *tail;
     size_t held;    /* queued bytes not consumed yet */
     size_t noparse; /* bytes at the queue head the parser has already seen */
+    uint64_t off;   /* stream offset of the queue head's first unconsumed byte */
     int eof;        /* the source sent FIN */
-    int done;       /* a close fault ended this direction: discard */
+    int done;       /* a close fault ended this direction: stop reading */
+    int discard;    /* blackhole / half-close: read and discard */
     int stalled;
-    int delayed;
-    int bp; /* over the high-water mark */
+    uint64_t hold_until; /* loop ms: nothing forwarded before (banner-delay, slice pause) */
+    uint64_t delay_ms;   /* per-chunk one-way delay */
+    uint64_t rate;       /* throttle, octets/s; 0 = none */
+    uint64_t tokens, last_ms;
+    uint64_t slice, pause_ms; /* slice; 0 = none */
+    uint64_t limit_left;      /* UINT64_MAX = no limit */
+    uint64_t corrupt_at;      /* stream offset of the octet to change */
+    int corrupt_armed;
+    enum fg_corrupt_op corrupt_op;
+    unsigned char corrupt_val;
+    uint64_t next_byte; /* next byte trigger offset (UINT64_MAX none) */
+    int bp;             /* over the high-water mark */
     int shut_started;
     int fin_relayed; /* our FIN towards DST went out (or could not) */
     uv_shutdown_t shut;
@@ -78,7 +105,9 @@ struct conn {
     struct side s[2];
     struct flow f[2];
     uv_connect_t creq;
-    uv_timer_t delay_timer;
+    uv_timer_t timer; /* delay, throttle, slice pauses, banner-delay, after */
+    uint64_t timer_due;
+    uint64_t t0_ms; /* loop time of accept */
     int timer_closed;
     unsigned handles; /* initialised and not yet closed-and-called-back */
     int connected;
@@ -88,7 +117,7 @@ struct conn {
     int reset_pending;
     int connect_fault; /* fault fired at accept, applied once connected */
     int parse;
-    struct fg_smtp_parser parser;
+    struct fg_smtp_parser *parser; /* allocated on the first octet */
     struct fg_fault_conn fc;
     int hit;           /* fault fired by the last feed, or -1 */
     size_t hit_evlen;  /* octets of the event that fired it, as far as known */
@@ -120,6 +149,8 @@ struct fg_proxy {
     unsigned accepted, open;
     size_t peak;
     uint64_t bytes[2];
+    struct chunk *pool; /* idle CHUNK_SIZE buffers */
+    unsigned npool;
     int closing;
     void (*close_cb)(void *ud);
     void *close_ud;
@@ -133,8 +164,26 @@ static void update_reading(struct conn *c, int d);
 
 static void chunk_unref(struct chunk *ch)
 {
-    if (--ch->refs == 0)
+    if (--ch->refs)
+        return;
+    struct fg_proxy *p = ch->p;
+    if (p && !p->closing && p->npool < POOL_MAX) {
+        ch->next = p->pool;
+        p->pool = ch;
+        p->npool++;
+        return;
+    }
+    free(ch);
+}
+
+static void pool_free(struct fg_proxy *p)
+{
+    while (p->pool) {
+        struct chunk *ch = p->pool;
+        p->pool = ch->next;
         free(ch);
+    }
+    p->npool = 0;
 }
 
 static void flow_drop(struct flow *f)
@@ -167,6 +216,7 @@ static void proxy_maybe_done(struct fg_proxy *p)
 {
     if (!p->closing || p->handles || p->conns)
         return;
+    pool_free(p);
     void (*cb)(void *) = p->close_cb;
     void *ud = p->close_ud;
     free(p);
@@ -184,6 +234,7 @@ static void conn_handle_closed(uv_handle_t *h)
     flow_drop(&c->f[1]);
     fg_capture_conn_free(c->s[CLI].sc);
     fg_capture_conn_free(c->s[UPS].sc);
+    free(c->parser);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -247,7 +298,7 @@ static void conn_kill(struct conn *c)
     }
     if (!c->timer_closed) {
         c->timer_closed = 1;
-        uv_close((uv_handle_t *)&c->delay_timer, conn_handle_closed);
+        uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
     }
     flow_drop(&c->f[0]);
     flow_drop(&c->f[1]);
@@ -334,6 +385,12 @@ static void on_write(uv_write_t *req, int status)
         do_reset(c);
         return;
     }
+    /* A slice waits for its writes to drain before the next ones. */
+    int d = TOWARD(side);
+    if (c->f[d].slice && c->f[d].held)
+        pump(c, d);
+    if (c->dead)
+        return;
     update_reading(c, FG_C2S);
     update_reading(c, FG_S2C);
 }
@@ -343,14 +400,43 @@ static void write_slice(struct conn *c, int side, struct chunk *ch, size_t off, 
 {
     if (!len || c->dead || c->s[side].closed)
         return;
+    uv_stream_t *st = (uv_stream_t *)&c->s[side].tcp;
+    /* The common case: the kernel takes it all now; no request, no
+     * callback, and the buffer can go back to the pool at once. */
+    uv_buf_t b = uv_buf_init(ch->data + off, (unsigned)len);
+    int rc = uv_try_write(st, &b, 1);
+    if (rc > 0) {
+        fg_capture_conn_data(c->s[side].sc, TOWARD(side), b.base, (size_t)rc);
+        if (!injected)
+            c->p->bytes[TOWARD(side)] += (uint64_t)rc;
+        off += (size_t)rc;
+        len -= (size_t)rc;
+        if (!len)
+            return;
+    } else if (rc != UV_EAGAIN && rc != UV_ENOSYS) {
+        conn_abort(c, side);
+        return;
+    }
+    if (ch->p && len <= SMALL_READ) {
+        /* It will wait for the kernel: copy the few octets out rather than
+         * pin a pool buffer. */
+        struct chunk *small = fg_malloc(sizeof *small + len);
+        memset(small, 0, sizeof *small);
+        memcpy(small->data, ch->data + off, len);
+        small->len = len;
+        small->refs = 1;
+        ch = small;
+        off = 0;
+    } else {
+        ch->refs++;
+    }
     struct wreq *w = fg_calloc(1, sizeof *w);
     w->c = c;
     w->ch = ch;
     w->side = side;
     w->injected = injected;
     w->buf = uv_buf_init(ch->data + off, (unsigned)len);
-    ch->refs++;
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->s[side].tcp, &w->buf, 1, on_write);
+    rc = uv_write(&w->req, st, &w->buf, 1, on_write);
     if (rc != 0) {
         chunk_unref(ch);
         free(w);
@@ -360,10 +446,26 @@ static void write_slice(struct conn *c, int side, struct chunk *ch, size_t off, 
     note_buffered(c);
 }
 
+/* Forward len bytes of ch at off, the next bytes of direction d; a corrupt
+ * fault changes its octet here, in the buffer (the source leg's capture
+ * already holds the original). */
 static void forward(struct conn *c, int d, struct chunk *ch, size_t off, size_t len)
 {
-    if (!c->f[d].done)
-        write_slice(c, DST(d), ch, off, len, 0);
+    struct flow *f = &c->f[d];
+    if (f->done || f->discard || !len)
+        return;
+    if (f->corrupt_armed) {
+        uint64_t start = f->off + (off - ch->off);
+        if (f->corrupt_at >= start && f->corrupt_at < start + len) {
+            char *b = &ch->data[off + (f->corrupt_at - start)];
+            if (f->corrupt_op == FG_CORRUPT_SET)
+                *b = (char)f->corrupt_val;
+            else
+                *b = (char)(*b ^ (f->corrupt_op == FG_CORRUPT_XOR ? f->corrupt_val : 0xff));
+            f->corrupt_armed = 0;
+        }
+    }
+    write_slice(c, DST(d), ch, off, len, 0);
 }
 
 /* A reply from the proxy itself, towards the client. */
@@ -383,8 +485,17 @@ static void inject(struct conn *c, const char *text)
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    struct chunk *ch = fg_malloc(sizeof *ch + CHUNK_SIZE);
+    struct conn *c = h->data;
+    struct fg_proxy *p = c->p;
+    struct chunk *ch = p->pool;
+    if (ch) {
+        p->pool = ch->next;
+        p->npool--;
+    } else {
+        ch = fg_malloc(sizeof *ch + CHUNK_SIZE);
+    }
     memset(ch, 0, sizeof *ch);
+    ch->p = p;
     ch->refs = 1;
     *buf = uv_buf_init(ch->data, CHUNK_SIZE);
 }
@@ -405,12 +516,23 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     struct chunk *ch = buf_chunk(buf);
 
     if (nread > 0 && !c->dead) {
-        ch->len = (size_t)nread;
-        fg_capture_conn_data(c->s[side].sc, d, ch->data, ch->len);
-        if (f->done) {
+        fg_capture_conn_data(c->s[side].sc, d, ch->data, (size_t)nread);
+        if (f->done || f->discard) {
             chunk_unref(ch);
             return;
         }
+        if (nread <= SMALL_READ && (f->head || f->stalled || f->hold_until || f->delay_ms ||
+                                    f->rate || f->slice)) {
+            /* It will wait in the queue: do not pin a pool buffer with it. */
+            struct chunk *small = fg_malloc(sizeof *small + (size_t)nread);
+            memset(small, 0, sizeof *small);
+            small->refs = 1;
+            memcpy(small->data, ch->data, (size_t)nread);
+            chunk_unref(ch);
+            ch = small;
+        }
+        ch->len = (size_t)nread;
+        ch->t_ms = uv_now(c->p->loop);
         if (f->tail)
             f->tail->next = ch;
         else
@@ -460,7 +582,7 @@ static void update_reading(struct conn *c, int d)
     else if (load < hw / 2)
         f->bp = 0;
     int want = c->connected && !c->dead && !src->closed && !f->eof && !f->done && !f->stalled &&
-               !f->bp && !c->reset_pending;
+               (!f->bp || f->discard) && !c->reset_pending;
     if (want && !src->reading) {
         if (uv_read_start((uv_stream_t *)&src->tcp, alloc_cb, on_read) == 0)
             src->reading = 1;
@@ -501,7 +623,7 @@ static size_t event_len(const struct fg_smtp_event *ev)
     case FG_SMTP_EV_END_OF_DATA:
         return 3; /* ".\r\n"; the CRLF before it ends the last body line */
     default:
-        return 0;
+        return 0; /* BDAT_END, TLS_START: a point, not bytes */
     }
 }
 
@@ -515,6 +637,7 @@ static int on_event(void *ud, const struct fg_smtp_event *ev)
     case FG_SMTP_EV_REPLY:
     case FG_SMTP_EV_END_OF_DATA:
     case FG_SMTP_EV_BDAT_END:
+    case FG_SMTP_EV_TLS_START:
         break;
     default:
         return 0;
@@ -531,22 +654,43 @@ static int on_event(void *ud, const struct fg_smtp_event *ev)
     c->hit_evlen = event_len(ev);
     /* The parser has already queued this command (or end of data) among
      * those awaiting a reply; before the greeting, that is owed first. */
-    c->hit_wait = c->parser.pend_len + (c->parser.greeted ? 0 : 1);
+    c->hit_wait = c->parser->pend_len + (c->parser->greeted ? 0 : 1);
     log_decision(c);
     return 1;
 }
 
 static void start_watch(struct fg_proxy *p);
+static void on_timer(uv_timer_t *t);
 
-static int dir_has(enum fg_fault_dir fd, int d)
+/* Wake the connection's timer no later than loop time `when`. */
+static void schedule(struct conn *c, uint64_t when)
 {
-    return fd == FG_FDIR_DEFAULT || fd == FG_FDIR_BOTH || (d == FG_C2S) == (fd == FG_FDIR_C2S);
+    if (c->dead || c->timer_closed)
+        return;
+    if (c->timer_due && c->timer_due <= when)
+        return;
+    uint64_t now = uv_now(c->p->loop);
+    c->timer_due = when;
+    uv_timer_start(&c->timer, on_timer, when > now ? when - now : 0, 0);
+}
+
+/* Whether fault direction fd covers d; FG_FDIR_DEFAULT means dflt, which
+ * is a direction, or -1 for both. */
+static int dir_has(enum fg_fault_dir fd, int d, int dflt)
+{
+    if (fd == FG_FDIR_BOTH)
+        return 1;
+    if (fd == FG_FDIR_C2S)
+        return d == FG_C2S;
+    if (fd == FG_FDIR_S2C)
+        return d == FG_S2C;
+    return dflt < 0 || d == dflt;
 }
 
 static void act_stall(struct conn *c, enum fg_fault_dir fd)
 {
     for (int d = FG_C2S; d <= FG_S2C; d++)
-        if (dir_has(fd, d)) {
+        if (dir_has(fd, d, -1)) {
             c->f[d].stalled = 1;
             update_reading(c, d);
         }
@@ -557,13 +701,28 @@ static void act_stall(struct conn *c, enum fg_fault_dir fd)
 static void act_close(struct conn *c, enum fg_fault_dir fd)
 {
     for (int d = FG_C2S; d <= FG_S2C && !c->dead; d++) {
-        if (!dir_has(fd, d))
+        if (!dir_has(fd, d, -1))
             continue;
         struct flow *f = &c->f[d];
         f->done = 1;
         flow_drop(f);
         update_reading(c, d);
         relay_fin(c, d);
+    }
+}
+
+/* blackhole (fin 0) and half-close (fin 1): read and discard from here. */
+static void act_discard(struct conn *c, enum fg_fault_dir fd, int dflt, int fin)
+{
+    for (int d = FG_C2S; d <= FG_S2C && !c->dead; d++) {
+        if (!dir_has(fd, d, dflt))
+            continue;
+        struct flow *f = &c->f[d];
+        f->discard = 1;
+        flow_drop(f);
+        update_reading(c, d);
+        if (fin)
+            relay_fin(c, d);
     }
 }
 
@@ -578,37 +737,14 @@ static void act_reset(struct conn *c)
         do_reset(c);
 }
 
-static void on_delay(uv_timer_t *t)
-{
-    struct conn *c = t->data;
-    for (int d = FG_C2S; d <= FG_S2C && !c->dead; d++) {
-        if (!c->f[d].delayed)
-            continue;
-        c->f[d].delayed = 0;
-        pump(c, d);
-        if (!c->dead)
-            update_reading(c, d);
-    }
-}
-
-static void act_delay(struct conn *c, int d, uint64_t ms)
-{
-    if (d < 0) {
-        c->f[FG_C2S].delayed = c->f[FG_S2C].delayed = 1;
-    } else {
-        c->f[d].delayed = 1;
-    }
-    uv_timer_start(&c->delay_timer, on_delay, ms, 0);
-}
-
 /* The reply is sent as if from the server: the parser sees it on the
  * server's side so that it keeps matching replies to commands. */
 static void feed_injected(struct conn *c, const char *text)
 {
-    if (!c->parse)
+    if (!c->parser)
         return;
     c->injecting = 1;
-    fg_smtp_parser_feed(&c->parser, FG_S2C, text, strlen(text));
+    fg_smtp_parser_feed(c->parser, FG_S2C, text, strlen(text));
     c->injecting = 0;
 }
 
@@ -646,92 +782,220 @@ static void owe_reply(struct conn *c, int i, unsigned wait)
         feed_injected(c, f->reply_text);
 }
 
-/* Fault i fired on an event of direction d ending n bytes into the head
- * chunk (past its consumed part). */
+/* A dropped command never reaches the server, so no reply will answer
+ * it: take it off the parser's list of commands awaiting a reply (it is
+ * the newest), and undo what it announced (a body after DATA's 354, TLS
+ * after STARTTLS, a BDAT chunk, which the server will now read as
+ * commands, as the parser does). */
+static void parser_unsend(struct conn *c, const struct fg_fault *f)
+{
+    struct fg_smtp_parser *ps = c->parser;
+    if (ps->pend_len)
+        ps->pend_len--;
+    if (f->trig == FG_TRIG_COMMAND) {
+        if (f->verb == FG_VERB_DATA)
+            ps->data_pending = 0;
+        else if (f->verb == FG_VERB_STARTTLS)
+            ps->starttls_pending = 0;
+        else if (f->verb == FG_VERB_BDAT)
+            ps->bdat_left = 0;
+    }
+}
+
+/* Shaping actions hold the triggering event's bytes: they are the first
+ * bytes shaped.  ch->off goes back to the event's start; the parser has
+ * seen them already. */
+static void hold_event(struct conn *c, int d, struct chunk *ch, size_t off, size_t evstart,
+                       size_t end)
+{
+    forward(c, d, ch, off, evstart - off);
+    c->f[d].off += evstart - off;
+    ch->off = evstart;
+    c->f[d].noparse = end - evstart;
+}
+
+/* Fault i fired on an event of direction d ending n bytes into ch (past
+ * its consumed part).  For connect, after and starttls, d is -1 or the
+ * point's direction, ch is NULL and n 0.  Consumes what it forwards or
+ * drops from ch (ch->off) and advances the flow's offset accordingly. */
 static void apply(struct conn *c, int d, struct chunk *ch, size_t n, int i)
 {
     const struct fg_fault *f = fault_at(c, i);
-    size_t off = ch->off, end = off + n;
+    size_t off = ch ? ch->off : 0, end = off + n;
     size_t evstart = end - (c->hit_evlen < n ? c->hit_evlen : n);
+    int consumed = 1; /* forward(off..end) happens below, unless an action holds */
+    uint64_t now = uv_now(c->p->loop);
+    int shaping = f->action == FG_ACT_DELAY || f->action == FG_ACT_THROTTLE ||
+                  f->action == FG_ACT_SLICE || f->action == FG_ACT_CORRUPT;
+
+    if (ch && shaping && dir_has(f->dir, d, d)) {
+        hold_event(c, d, ch, off, evstart, end);
+        consumed = 0;
+    } else if (ch && (f->action == FG_ACT_DROP ||
+                      (f->action == FG_ACT_REPLY && (d == FG_S2C || f->replace)))) {
+        /* These decide about the event's own bytes below. */
+        consumed = 0;
+    } else if (ch) {
+        forward(c, d, ch, off, n);
+        c->f[d].off += n;
+        ch->off = end;
+    }
 
     switch (f->action) {
     case FG_ACT_STALL:
-        forward(c, d, ch, off, n);
-        ch->off = end;
         act_stall(c, f->dir);
         break;
+    case FG_ACT_BLACKHOLE:
+        act_discard(c, f->dir, -1, 0);
+        break;
     case FG_ACT_CLOSE:
-        forward(c, d, ch, off, n);
-        ch->off = end;
         act_close(c, f->dir);
         break;
+    case FG_ACT_HALF_CLOSE:
+        act_discard(c, f->dir, FG_C2S, 1);
+        break;
     case FG_ACT_RESET:
-        forward(c, d, ch, off, n);
-        ch->off = end;
         act_reset(c);
         break;
+    case FG_ACT_LIMIT:
+        for (int k = FG_C2S; k <= FG_S2C; k++)
+            if (dir_has(f->dir, k, -1))
+                c->f[k].limit_left = f->limit;
+        break;
+    case FG_ACT_DELAY:
+    case FG_ACT_THROTTLE:
+    case FG_ACT_SLICE:
+        for (int k = FG_C2S; k <= FG_S2C; k++) {
+            if (!dir_has(f->dir, k, d))
+                continue;
+            struct flow *fl = &c->f[k];
+            if (f->action == FG_ACT_DELAY) {
+                fl->delay_ms = f->delay_ms;
+            } else if (f->action == FG_ACT_THROTTLE) {
+                fl->rate = f->rate;
+                fl->tokens = 0;
+                fl->last_ms = now;
+            } else {
+                fl->slice = f->slice;
+                fl->pause_ms = f->pause_ms;
+            }
+        }
+        break;
+    case FG_ACT_CORRUPT: {
+        int k = f->dir == FG_FDIR_S2C ? FG_S2C : f->dir == FG_FDIR_C2S ? FG_C2S : d;
+        if (k < 0)
+            k = FG_C2S;
+        struct flow *fl = &c->f[k];
+        /* From the event's first octet, or from the trigger point. */
+        fl->corrupt_at = fl->off + f->at;
+        fl->corrupt_op = f->op;
+        fl->corrupt_val = f->value;
+        fl->corrupt_armed = 1;
+        break;
+    }
+    case FG_ACT_DROP:
+        if (ch) {
+            forward(c, d, ch, off, evstart - off);
+            c->f[d].off += n;
+            ch->off = end;
+            if (d == FG_C2S)
+                parser_unsend(c, f);
+        }
+        break;
     case FG_ACT_REPLY:
-        if (d == FG_S2C) {
+        if (!ch) {
+            inject(c, f->reply_text);
+        } else if (d == FG_S2C) {
             /* Before the server's reply, or instead of it. */
             forward(c, d, ch, off, evstart - off);
             inject(c, f->reply_text);
             if (!f->replace)
                 forward(c, d, ch, evstart, end - evstart);
+            c->f[d].off += n;
+            ch->off = end;
         } else if (f->replace) {
             /* The client's bytes go no further; the proxy answers in the
              * place the server's reply would have taken. */
             forward(c, d, ch, off, evstart - off);
+            c->f[d].off += n;
+            ch->off = end;
             owe_reply(c, i, c->hit_wait ? c->hit_wait - 1 : 0);
         } else {
             /* An extra reply, right after the server's reply to it. */
-            forward(c, d, ch, off, n);
             owe_reply(c, i, c->hit_wait);
         }
-        ch->off = end;
         break;
-    case FG_ACT_DELAY:
-        forward(c, d, ch, off, evstart - off);
-        ch->off = evstart;
-        c->f[d].noparse = end - evstart;
-        act_delay(c, d, f->delay_ms);
-        break;
+    case FG_ACT_REFUSE:
+    case FG_ACT_ACCEPT_THEN_CLOSE:
+    case FG_ACT_BANNER_DELAY:
+        break; /* at accept: see on_connection */
     default:
-        forward(c, d, ch, off, n);
-        ch->off = end;
         break;
     }
+    (void)consumed;
 }
 
-static void apply_connect_fault(struct conn *c)
+/* Time triggers whose time has come (once connected). */
+static void fire_after(struct conn *c)
 {
-    const struct fg_fault *f = fault_at(c, c->connect_fault);
-    switch (f->action) {
-    case FG_ACT_STALL:
-        act_stall(c, f->dir);
-        break;
-    case FG_ACT_CLOSE:
-        act_close(c, f->dir);
-        break;
-    case FG_ACT_RESET:
-        act_reset(c);
-        break;
-    case FG_ACT_REPLY:
-        inject(c, f->reply_text);
-        break;
-    case FG_ACT_DELAY:
-        act_delay(c, -1, f->delay_ms);
-        break;
-    default:
-        break;
+    struct fg_fault_set *fs = c->p->faults;
+    if (!fs || !c->connected || c->dead)
+        return;
+    uint64_t el = uv_now(c->p->loop) - c->t0_ms;
+    int i = -1;
+    while (!c->dead && (i = fg_fault_match_after(fs, &c->fc, el, (size_t)(i + 1))) >= 0) {
+        log_decision(c);
+        c->hit_evlen = 0;
+        apply(c, -1, NULL, 0, i);
+    }
+    if (c->dead)
+        return;
+    uint64_t next = fg_fault_next_after(fs, &c->fc, el);
+    if (next != UINT64_MAX)
+        schedule(c, c->t0_ms + next);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    c->timer_due = 0;
+    fire_after(c);
+    for (int d = FG_C2S; d <= FG_S2C && !c->dead; d++) {
+        pump(c, d);
+        if (!c->dead)
+            update_reading(c, d);
     }
 }
 
 /* --- the forwarding loop ------------------------------------------------ */
 
+static void ensure_parser(struct conn *c)
+{
+    if (!c->parser) {
+        c->parser = fg_malloc(sizeof *c->parser);
+        fg_smtp_parser_init(c->parser, on_event, c);
+    }
+}
+
+/* Byte triggers of direction d that fire at the current offset. */
+static void fire_bytes(struct conn *c, int d)
+{
+    struct flow *f = &c->f[d];
+    struct fg_fault_set *fs = c->p->faults;
+    int i = -1;
+    while (!c->dead && (i = fg_fault_match_byte(fs, &c->fc, (enum fg_dir)d, f->off,
+                                                (size_t)(i + 1))) >= 0) {
+        log_decision(c);
+        c->hit_evlen = 0;
+        apply(c, d, NULL, 0, i);
+    }
+    f->next_byte = fg_fault_next_byte(fs, &c->fc, (enum fg_dir)d, f->off);
+}
+
 static void pump(struct conn *c, int d)
 {
     struct flow *f = &c->f[d];
-    while (!c->dead && !f->stalled && !f->delayed && !f->done && !c->reset_pending) {
+    while (!c->dead && !f->stalled && !f->done && !c->reset_pending) {
         struct chunk *ch = f->head;
         if (!ch)
             break;
@@ -743,47 +1007,100 @@ static void pump(struct conn *c, int d)
             continue;
         }
         size_t avail = ch->len - ch->off;
-        if (f->noparse) {
-            /* Already parsed before a delay: forward without a second look. */
-            size_t n = f->noparse < avail ? f->noparse : avail;
-            forward(c, d, ch, ch->off, n);
-            ch->off += n;
-            f->held -= n;
-            f->noparse -= n;
-            continue;
-        }
-        if (!c->parse) {
-            forward(c, d, ch, ch->off, avail);
-            ch->off += avail;
+        if (f->discard) {
+            f->off += avail;
             f->held -= avail;
+            ch->off = ch->len;
             continue;
         }
+        /* Shaping: how much may go now. */
+        uint64_t now = uv_now(c->p->loop);
+        if (f->hold_until > now) {
+            schedule(c, f->hold_until);
+            break;
+        }
+        if (f->delay_ms && ch->t_ms + f->delay_ms > now) {
+            schedule(c, ch->t_ms + f->delay_ms);
+            break;
+        }
+        size_t budget = avail;
+        if (f->rate) {
+            uint64_t cap = f->rate / 10 ? f->rate / 10 : 1;
+            f->tokens += (now - f->last_ms) * f->rate / 1000;
+            if (f->tokens > cap)
+                f->tokens = cap;
+            f->last_ms = now;
+            if (!f->tokens) {
+                schedule(c, now + (1000 + f->rate - 1) / f->rate);
+                break;
+            }
+            if (budget > f->tokens)
+                budget = (size_t)f->tokens;
+        }
+        if (f->slice) {
+            if (wq(c, DST(d)) > 0)
+                break; /* on_write pumps again once the last slice is out */
+            if (budget > f->slice)
+                budget = (size_t)f->slice;
+        }
+        if (f->limit_left != UINT64_MAX && budget > f->limit_left)
+            budget = (size_t)f->limit_left;
+        if (f->next_byte != UINT64_MAX && f->next_byte - f->off < budget)
+            budget = (size_t)(f->next_byte - f->off);
+
+        size_t n = budget;
         c->hit = -1;
-        size_t n = fg_smtp_parser_feed(&c->parser, (enum fg_dir)d, ch->data + ch->off, avail);
+        if (f->noparse) {
+            /* Already parsed before a shaping action held it. */
+            if (n > f->noparse)
+                n = f->noparse;
+            f->noparse -= n;
+        } else if (c->parse && n) {
+            ensure_parser(c);
+            n = fg_smtp_parser_feed(c->parser, (enum fg_dir)d, ch->data + ch->off, n);
+        }
         if (c->hit < 0) {
             forward(c, d, ch, ch->off, n);
             ch->off += n;
+            f->off += n;
             f->held -= n;
-            if (c->inject_due)
-                inject_due(c);
-            continue;
+        } else {
+            /* The action may drop the queue (close, reset): keep ch alive
+             * to account for what it consumed. */
+            size_t before = ch->off;
+            ch->refs++;
+            apply(c, d, ch, n, c->hit);
+            size_t used = ch->off - before;
+            int still_queued = !c->dead && f->head == ch;
+            chunk_unref(ch);
+            if (still_queued)
+                f->held -= used;
+            n = used;
         }
-        /* The action may drop the queue (close, reset): keep ch alive to
-         * account for what it consumed. */
-        size_t before = ch->off;
-        ch->refs++;
-        apply(c, d, ch, n, c->hit);
-        size_t used = ch->off - before;
-        int still_queued = !c->dead && f->head == ch;
-        chunk_unref(ch);
-        if (still_queued)
-            f->held -= used;
+        if (c->dead)
+            return;
+        if (f->rate)
+            f->tokens -= n < f->tokens ? n : f->tokens;
+        if (f->limit_left != UINT64_MAX) {
+            f->limit_left -= n < f->limit_left ? n : f->limit_left;
+            if (!f->limit_left) {
+                act_close(c, FG_FDIR_BOTH);
+                break;
+            }
+        }
+        if (f->next_byte != UINT64_MAX && f->off >= f->next_byte)
+            fire_bytes(c, d);
         if (c->inject_due && !c->dead)
             inject_due(c);
+        if (f->slice && f->pause_ms && n && f->held) {
+            f->hold_until = now + f->pause_ms;
+            schedule(c, f->hold_until);
+            break;
+        }
     }
     if (c->dead)
         return;
-    if (f->eof && !f->head && !f->stalled && !f->delayed && !c->reset_pending)
+    if (f->eof && !f->head && !f->stalled && !c->reset_pending && !f->discard)
         relay_fin(c, d);
 }
 
@@ -879,8 +1196,14 @@ static void on_connect(uv_connect_t *req, int status)
         c->s[UPS].sc =
             fg_capture_conn_open(c->p->capture, (struct sockaddr *)&a, (struct sockaddr *)&b);
     uv_tcp_nodelay(&c->s[UPS].tcp, 1);
-    if (c->connect_fault >= 0)
-        apply_connect_fault(c);
+    if (c->connect_fault >= 0) {
+        c->hit_evlen = 0;
+        apply(c, -1, NULL, 0, c->connect_fault);
+    }
+    for (int d = FG_C2S; d <= FG_S2C && !c->dead; d++)
+        if (c->f[d].next_byte == 0)
+            fire_bytes(c, d); /* compute the first byte trigger */
+    fire_after(c);
     if (!c->dead) {
         update_reading(c, FG_C2S);
         update_reading(c, FG_S2C);
@@ -913,8 +1236,8 @@ static void on_connection(uv_stream_t *server, int status)
     }
     uv_tcp_init(p->loop, &c->s[UPS].tcp);
     c->s[UPS].tcp.data = c;
-    uv_timer_init(p->loop, &c->delay_timer);
-    c->delay_timer.data = c;
+    uv_timer_init(p->loop, &c->timer);
+    c->timer.data = c;
     c->handles = 3;
     c->next = p->conns;
     if (p->conns)
@@ -923,6 +1246,11 @@ static void on_connection(uv_stream_t *server, int status)
     c->id = ++p->accepted;
     p->open++;
     c->t0_us = fg_wall_us();
+    c->t0_ms = uv_now(p->loop);
+    for (int d = FG_C2S; d <= FG_S2C; d++) {
+        c->f[d].limit_left = UINT64_MAX;
+        c->f[d].next_byte = UINT64_MAX;
+    }
     uv_tcp_nodelay(&c->s[CLI].tcp, 1);
 
     struct sockaddr_storage peer, local;
@@ -935,10 +1263,22 @@ static void on_connection(uv_stream_t *server, int status)
     c->fc.conn = c->id;
     if (p->faults && p->faults->n) {
         c->parse = 1;
-        fg_smtp_parser_init(&c->parser, on_event, c);
+        c->f[FG_C2S].next_byte = c->f[FG_S2C].next_byte = 0; /* computed once connected */
         c->connect_fault = fg_fault_set_match(p->faults, &c->fc, NULL, 0);
-        if (c->connect_fault >= 0)
+        if (c->connect_fault >= 0) {
             log_decision(c);
+            const struct fg_fault *f = fault_at(c, c->connect_fault);
+            if (f->action == FG_ACT_REFUSE || f->action == FG_ACT_ACCEPT_THEN_CLOSE) {
+                /* Before any byte, and without an upstream connection:
+                 * refuse resets (as a host with no listener would answer
+                 * a SYN, RFC 793 §3.4), accept-then-close sends FIN. */
+                side_close(c, CLI, f->action == FG_ACT_REFUSE);
+                conn_kill(c);
+                return;
+            }
+            if (f->action == FG_ACT_BANNER_DELAY)
+                c->f[FG_S2C].hold_until = c->t0_ms + f->delay_ms;
+        }
     }
     c->creq.data = c;
     int rc = uv_tcp_connect(&c->creq, &c->s[UPS].tcp, (struct sockaddr *)&p->up_addr, on_connect);

@@ -314,6 +314,13 @@ static json_t *scenario_json(const struct fg_run_info *ri, const struct fg_scena
     json_object_set_new(j, "duration_ms", json_integer((json_int_t)r->duration_ms));
     json_object_set_new(j, "pcap", jstr(r->pcap));
     json_object_set_new(j, "capture_mode", jstr(m ? m->capture_mode : NULL));
+    /* The two clocks' origins, so that a report drawn from this file alone
+     * can put the fault decisions (run time) on the trace's time axis. */
+    json_object_set_new(j, "start_us",
+                        m && m->start_us ? json_integer((json_int_t)m->start_us) : json_null());
+    uint64_t trace0 = r->tl ? r->tl->stats.first_us : 0;
+    json_object_set_new(j, "trace_start_us",
+                        trace0 ? json_integer((json_int_t)trace0) : json_null());
 
     json_t *gw = json_object();
     json_object_set_new(gw, "name",
@@ -334,6 +341,7 @@ static json_t *scenario_json(const struct fg_run_info *ri, const struct fg_scena
         const struct fg_decision *d = &m->decisions[i];
         json_t *o = json_object();
         json_object_set_new(o, "t", jsecs(d->t_us, run0));
+        json_object_set_new(o, "trace_t", trace0 ? jsecs(d->t_us, trace0) : json_null());
         json_object_set_new(o, "conn", json_integer(d->conn));
         json_object_set_new(o, "fault", json_integer(d->fault));
         json_object_set_new(o, "trigger", jstr(d->trigger));
@@ -363,17 +371,6 @@ static json_t *scenario_json(const struct fg_run_info *ri, const struct fg_scena
     return j;
 }
 
-static enum fg_verdict run_verdict(const struct fg_scenario_result *r, size_t n, unsigned cnt[5])
-{
-    enum fg_verdict v = FG_V_SKIP;
-    for (size_t i = 0; i < n; i++) {
-        if ((unsigned)r[i].verdict < 5)
-            cnt[r[i].verdict]++;
-        v = fg_verdict_worst(v, r[i].verdict);
-    }
-    return v;
-}
-
 /* Write through a temporary file and rename, so that readers never see a
  * partial file. */
 static FILE *open_tmp(const char *path, char **tmp, char *err, size_t errlen)
@@ -401,11 +398,52 @@ static int close_tmp(FILE *f, const char *path, char *tmp, char *err, size_t err
     return rc;
 }
 
-int fg_results_write_json(const char *path, const struct fg_run_info *ri,
-                          const struct fg_scenario_result *r, size_t n, char *err, size_t errlen)
+FILE *fg_results_open(const char *path, char **tmp, char *err, size_t errlen)
+{
+    return open_tmp(path, tmp, err, errlen);
+}
+
+int fg_results_close(FILE *f, const char *path, char *tmp, char *err, size_t errlen)
+{
+    return close_tmp(f, path, tmp, err, errlen);
+}
+
+static const char *const verdict_names[] = {"pass", "inconc", "fail", "error", "skip"};
+
+int fg_results_verdict_parse(const char *s)
+{
+    for (int i = 0; s && i < 5; i++)
+        if (strcmp(s, verdict_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+void fg_results_recount(json_t *doc)
 {
     unsigned cnt[5] = {0};
-    enum fg_verdict v = run_verdict(r, n, cnt);
+    enum fg_verdict v = FG_V_SKIP;
+    size_t i;
+    json_t *sc;
+    json_array_foreach(json_object_get(doc, "scenarios"), i, sc)
+    {
+        int k = fg_results_verdict_parse(json_string_value(json_object_get(sc, "verdict")));
+        if (k < 0)
+            k = FG_V_ERROR;
+        cnt[k]++;
+        v = fg_verdict_worst(v, (enum fg_verdict)k);
+    }
+    json_t *c = json_object();
+    json_object_set_new(c, "pass", json_integer(cnt[FG_V_PASS]));
+    json_object_set_new(c, "fail", json_integer(cnt[FG_V_FAIL]));
+    json_object_set_new(c, "inconc", json_integer(cnt[FG_V_INCONC]));
+    json_object_set_new(c, "error", json_integer(cnt[FG_V_ERROR]));
+    json_object_set_new(c, "skip", json_integer(cnt[FG_V_SKIP]));
+    json_object_set_new(doc, "counts", c);
+    json_object_set_new(doc, "verdict", json_string(fg_verdict_name(v)));
+}
+
+json_t *fg_results_doc(const struct fg_run_info *ri, const struct fg_scenario_result *r, size_t n)
+{
     char host[256] = "";
     if (!ri->host && gethostname(host, sizeof host - 1) != 0)
         host[0] = '\0';
@@ -425,27 +463,24 @@ int fg_results_write_json(const char *path, const struct fg_run_info *ri,
     json_object_set_new(o, "end", jtime(ri->end_us));
     json_object_set_new(o, "end_us", json_integer((json_int_t)ri->end_us));
     json_object_set_new(o, "host", jstr(ri->host ? ri->host : host));
-    json_t *c = json_object();
-    json_object_set_new(c, "pass", json_integer(cnt[FG_V_PASS]));
-    json_object_set_new(c, "fail", json_integer(cnt[FG_V_FAIL]));
-    json_object_set_new(c, "inconc", json_integer(cnt[FG_V_INCONC]));
-    json_object_set_new(c, "error", json_integer(cnt[FG_V_ERROR]));
-    json_object_set_new(c, "skip", json_integer(cnt[FG_V_SKIP]));
-    json_object_set_new(o, "counts", c);
-    json_object_set_new(o, "verdict", json_string(fg_verdict_name(v)));
     json_t *sa = json_array();
     for (size_t i = 0; i < n; i++)
         json_array_append_new(sa, scenario_json(ri, &r[i]));
+    /* counts and verdict before scenarios, in the fixed key order */
+    json_object_set_new(o, "counts", json_null());
+    json_object_set_new(o, "verdict", json_null());
     json_object_set_new(o, "scenarios", sa);
+    fg_results_recount(o);
+    return o;
+}
 
+int fg_results_doc_write(const char *path, const json_t *doc, char *err, size_t errlen)
+{
     char *tmp;
     FILE *f = open_tmp(path, &tmp, err, errlen);
-    if (!f) {
-        json_decref(o);
+    if (!f)
         return FG_EINPUT;
-    }
-    int rc = json_dumpf(o, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
-    json_decref(o);
+    int rc = json_dumpf(doc, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
     if (rc == 0)
         fputc('\n', f);
     else
@@ -454,7 +489,93 @@ int fg_results_write_json(const char *path, const struct fg_run_info *ri,
     return rc != 0 ? FG_EINPUT : rc2;
 }
 
+int fg_results_write_json(const char *path, const struct fg_run_info *ri,
+                          const struct fg_scenario_result *r, size_t n, char *err, size_t errlen)
+{
+    json_t *o = fg_results_doc(ri, r, n);
+    int rc = fg_results_doc_write(path, o, err, errlen);
+    json_decref(o);
+    return rc;
+}
+
+/* --- reading results.json back ----------------------------------------- */
+
+/* The shape the reports rely on; anything else is rendered when present.
+ * jansson keeps no positions after parsing, so a shape error names the
+ * JSON path instead of a line and column. */
+static int check_scenario(const char *path, size_t i, json_t *sc, char *err, size_t errlen)
+{
+    if (!json_is_object(sc))
+        return fg_errf(err, errlen, FG_EINPUT, "%s: scenarios[%zu]: not an object", path, i);
+    if (!json_is_string(json_object_get(sc, "id")))
+        return fg_errf(err, errlen, FG_EINPUT, "%s: scenarios[%zu].id: missing or not a string",
+                       path, i);
+    if (fg_results_verdict_parse(json_string_value(json_object_get(sc, "verdict"))) < 0)
+        return fg_errf(err, errlen, FG_EINPUT,
+                       "%s: scenarios[%zu].verdict: not one of pass, fail, inconc, error, skip",
+                       path, i);
+    static const char *const arrays[] = {"kb", "rfc", "decisions", "expectations", "connections"};
+    for (size_t k = 0; k < sizeof arrays / sizeof *arrays; k++) {
+        json_t *a = json_object_get(sc, arrays[k]);
+        if (a && !json_is_array(a))
+            return fg_errf(err, errlen, FG_EINPUT, "%s: scenarios[%zu].%s: not an array", path, i,
+                           arrays[k]);
+    }
+    return 0;
+}
+
+int fg_results_doc_read(const char *path, json_t **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    json_error_t je;
+    json_t *doc = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!doc) {
+        if (je.line < 0)
+            return fg_errf(err, errlen, FG_EINPUT, "%s: %s", path, je.text);
+        return fg_errf(err, errlen, FG_EINPUT, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+    }
+    int rc = 0;
+    const char *ver = json_string_value(json_object_get(doc, "schema_version"));
+    if (!json_is_object(doc)) {
+        rc = fg_errf(err, errlen, FG_EINPUT, "%s:1:1: not a faultgate results file", path);
+    } else if (!ver) {
+        rc = fg_errf(err, errlen, FG_EINPUT,
+                     "%s: schema_version: missing (not a faultgate results file?)", path);
+    } else if (strncmp(ver, "1.", 2) != 0) {
+        /* A later major version may mean anything: refuse rather than guess. */
+        rc = fg_errf(err, errlen, FG_EINPUT,
+                     "%s: schema_version \"%s\" is not one this faultgate reads (1.x)", path, ver);
+    } else if (!json_is_array(json_object_get(doc, "scenarios"))) {
+        rc = fg_errf(err, errlen, FG_EINPUT, "%s: scenarios: missing or not an array", path);
+    } else {
+        size_t i;
+        json_t *sc;
+        json_array_foreach(json_object_get(doc, "scenarios"), i, sc)
+        {
+            if ((rc = check_scenario(path, i, sc, err, errlen)) < 0)
+                break;
+        }
+    }
+    if (rc < 0) {
+        json_decref(doc);
+        return rc;
+    }
+    *out = doc;
+    return 0;
+}
+
 /* --- junit.xml -------------------------------------------------------- */
+
+static const char *sget(const json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+static uint64_t ms_of(const json_t *o, const char *k)
+{
+    json_int_t v = json_integer_value(json_object_get(o, k));
+    return v > 0 ? (uint64_t)v : 0;
+}
 
 static void attr(FILE *f, const char *name, const char *value)
 {
@@ -476,113 +597,140 @@ static void property(FILE *f, const char *name, const char *value)
     fputs("/>\n", f);
 }
 
-static int is_bad(enum fg_verdict v)
+static int verdict_of(const json_t *o)
+{
+    int v = fg_results_verdict_parse(sget(o, "verdict"));
+    return v < 0 ? FG_V_ERROR : v;
+}
+
+static int is_bad(int v)
 {
     return v == FG_V_FAIL || v == FG_V_INCONC;
 }
 
-static void testcase(FILE *f, const char *group, const struct fg_scenario_result *r)
+static void testcase(FILE *f, const char *group, const json_t *sc)
 {
     fputs("    <testcase", f);
     char *cls = fg_asprintf("faultgate.%s", group);
     attr(f, "classname", cls);
     free(cls);
-    attr(f, "name", r->id ? r->id : "");
-    attr_time(f, r->duration_ms);
-    if (r->path)
-        attr(f, "file", r->path);
+    attr(f, "name", sget(sc, "id"));
+    attr_time(f, ms_of(sc, "duration_ms"));
+    if (sget(sc, "path"))
+        attr(f, "file", sget(sc, "path"));
     fputs(">\n", f);
 
-    if (r->verdict == FG_V_SKIP) {
+    int verdict = verdict_of(sc);
+    const json_t *ex = json_object_get(sc, "expectations");
+    size_t i;
+    json_t *o;
+    if (verdict == FG_V_SKIP) {
         fputs("      <skipped/>\n", f);
-    } else if (r->verdict == FG_V_ERROR) {
+    } else if (verdict == FG_V_ERROR) {
+        const char *why = sget(sc, "error") ? sget(sc, "error") : "error";
         fputs("      <error", f);
-        attr(f, "message", r->error ? r->error : "error");
+        attr(f, "message", why);
         attr(f, "type", "error");
         fputs(">", f);
-        xml_text(f, r->error ? r->error : "error");
-        for (size_t i = 0; i < r->noutcomes; i++)
-            if (r->outcomes[i].verdict == FG_V_ERROR) {
-                fputs("\n", f);
-                xml_text(f, r->outcomes[i].rule);
-                fputs(": ", f);
-                xml_text(f, r->outcomes[i].evidence);
-            }
+        xml_text(f, why);
+        json_array_foreach(ex, i, o)
+        {
+            if (verdict_of(o) != FG_V_ERROR)
+                continue;
+            fputs("\n", f);
+            xml_text(f, sget(o, "rule"));
+            fputs(": ", f);
+            xml_text(f, sget(o, "evidence"));
+        }
         fputs("</error>\n", f);
-    } else if (is_bad(r->verdict)) {
+    } else if (is_bad(verdict)) {
         const char *first = NULL;
-        for (size_t i = 0; i < r->noutcomes && !first; i++)
-            if (is_bad(r->outcomes[i].verdict))
-                first = r->outcomes[i].summary;
+        json_array_foreach(ex, i, o)
+        {
+            if (!first && is_bad(verdict_of(o)))
+                first = sget(o, "summary");
+        }
         fputs("      <failure", f);
-        attr(f, "message", first ? first : fg_verdict_name(r->verdict));
-        attr(f, "type", fg_verdict_name(r->verdict));
+        attr(f, "message", first ? first : fg_verdict_name((enum fg_verdict)verdict));
+        attr(f, "type", fg_verdict_name((enum fg_verdict)verdict));
         fputs(">", f);
         int any = 0;
-        for (size_t i = 0; i < r->noutcomes; i++) {
-            const struct fg_outcome *o = &r->outcomes[i];
-            if (!is_bad(o->verdict))
+        json_array_foreach(ex, i, o)
+        {
+            if (!is_bad(verdict_of(o)))
                 continue;
             if (any++)
                 fputs("\n\n", f);
-            fprintf(f, "%s: ", fg_verdict_name(o->verdict));
-            xml_text(f, o->rule);
+            fprintf(f, "%s: ", fg_verdict_name((enum fg_verdict)verdict_of(o)));
+            xml_text(f, sget(o, "rule"));
             fputs(" (", f);
-            xml_text(f, o->source);
+            xml_text(f, sget(o, "source"));
             fputs(")\n", f);
-            xml_text(f, o->summary);
+            xml_text(f, sget(o, "summary"));
             fputs("\n", f);
-            xml_text(f, o->evidence);
+            xml_text(f, sget(o, "evidence"));
+            json_t *fr = json_object_get(o, "frames");
+            if (json_array_size(fr)) {
+                fputs("\nframes:", f);
+                size_t k;
+                json_t *x;
+                json_array_foreach(fr, k, x)
+                {
+                    fprintf(f, " %" JSON_INTEGER_FORMAT, json_integer_value(x));
+                }
+            }
         }
         fputs("</failure>\n", f);
     }
     /* Every expectation's verdict, for the passing ones too. */
-    if (r->noutcomes) {
+    if (json_array_size(ex)) {
         fputs("      <system-out>", f);
-        for (size_t i = 0; i < r->noutcomes; i++) {
-            const struct fg_outcome *o = &r->outcomes[i];
-            fprintf(f, "%s%s: ", i ? "\n" : "", fg_verdict_name(o->verdict));
-            xml_text(f, o->rule);
+        json_array_foreach(ex, i, o)
+        {
+            fprintf(f, "%s%s: ", i ? "\n" : "", fg_verdict_name((enum fg_verdict)verdict_of(o)));
+            xml_text(f, sget(o, "rule"));
             fputs(": ", f);
-            xml_text(f, o->summary);
+            xml_text(f, sget(o, "summary"));
         }
         fputs("</system-out>\n", f);
     }
     fputs("    </testcase>\n", f);
 }
 
-int fg_results_write_junit(const char *path, const struct fg_run_info *ri,
-                           const struct fg_scenario_result *r, size_t n, char *err, size_t errlen)
+static const char *group_name(const json_t *sc)
 {
+    const char *g = sget(sc, "group");
+    return g && *g ? g : "scenarios";
+}
+
+int fg_results_junit_write_doc(const char *path, const json_t *doc, char *err, size_t errlen)
+{
+    const json_t *sa = json_object_get(doc, "scenarios");
+    size_t n = json_array_size(sa);
     /* Groups in order of first appearance. */
-    char **groups = n ? fg_calloc(n, sizeof *groups) : NULL;
+    const char **groups = fg_calloc(n ? n : 1, sizeof *groups);
     size_t ng = 0;
-    size_t *gi = n ? fg_calloc(n, sizeof *gi) : NULL;
-    for (size_t i = 0; i < n; i++) {
-        char gb[256];
-        const char *g = group_of(r[i].path, gb, sizeof gb);
+    size_t i;
+    json_t *sc;
+    unsigned tot[5] = {0};
+    uint64_t tot_ms = 0;
+    json_array_foreach(sa, i, sc)
+    {
+        const char *g = group_name(sc);
         size_t k;
         for (k = 0; k < ng; k++)
             if (strcmp(groups[k], g) == 0)
                 break;
         if (k == ng)
-            groups[ng++] = fg_strdup(g);
-        gi[i] = k;
+            groups[ng++] = g;
+        tot[verdict_of(sc)]++;
+        tot_ms += ms_of(sc, "duration_ms");
     }
-
-    unsigned tot[5] = {0};
-    uint64_t tot_ms = 0;
-    run_verdict(r, n, tot);
-    for (size_t i = 0; i < n; i++)
-        tot_ms += r[i].duration_ms;
 
     char *tmp;
     FILE *f = open_tmp(path, &tmp, err, errlen);
     if (!f) {
-        for (size_t k = 0; k < ng; k++)
-            free(groups[k]);
         free(groups);
-        free(gi);
         return FG_EINPUT;
     }
     fputs("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n", f);
@@ -593,25 +741,32 @@ int fg_results_write_junit(const char *path, const struct fg_run_info *ri,
     attr_time(f, tot_ms);
     fputs(">\n", f);
 
-    char seed[32], ts[48] = "";
-    snprintf(seed, sizeof seed, "%" PRIu64, ri->seed);
-    if (ri->start_us) {
-        iso8601(ts, sizeof ts, ri->start_us);
+    char seed[32] = "", ts[48] = "";
+    json_t *js = json_object_get(doc, "seed");
+    if (json_is_integer(js))
+        snprintf(seed, sizeof seed, "%" JSON_INTEGER_FORMAT, json_integer_value(js));
+    else if (json_is_string(js))
+        snprintf(seed, sizeof seed, "%s", json_string_value(js));
+    uint64_t start_us = ms_of(doc, "start_us");
+    if (start_us) {
+        iso8601(ts, sizeof ts, start_us);
         ts[19] = '\0'; /* JUnit's timestamp has no fraction or zone */
     }
+    const char *prof_name = sget(json_object_get(doc, "profile"), "name");
     for (size_t k = 0; k < ng; k++) {
         unsigned cnt[5] = {0};
         size_t tests = 0;
         uint64_t ms = 0;
-        const struct fg_meta *m0 = NULL;
-        for (size_t i = 0; i < n; i++) {
-            if (gi[i] != k)
+        const json_t *first = NULL;
+        json_array_foreach(sa, i, sc)
+        {
+            if (strcmp(group_name(sc), groups[k]) != 0)
                 continue;
             tests++;
-            cnt[r[i].verdict < 5 ? r[i].verdict : FG_V_ERROR]++;
-            ms += r[i].duration_ms;
-            if (!m0 && r[i].meta)
-                m0 = r[i].meta;
+            cnt[verdict_of(sc)]++;
+            ms += ms_of(sc, "duration_ms");
+            if (!first && sget(sc, "capture_mode"))
+                first = sc;
         }
         fputs("  <testsuite", f);
         attr(f, "name", groups[k]);
@@ -620,32 +775,37 @@ int fg_results_write_junit(const char *path, const struct fg_run_info *ri,
         attr_time(f, ms);
         if (ts[0])
             attr(f, "timestamp", ts);
-        if (ri->host)
-            attr(f, "hostname", ri->host);
+        if (sget(doc, "host"))
+            attr(f, "hostname", sget(doc, "host"));
         fputs(">\n    <properties>\n", f);
         property(f, "seed", seed);
-        char *gw = fg_asprintf("%s%s%s",
-                               m0 && m0->profile_name ? m0->profile_name
-                               : ri->profile_name     ? ri->profile_name
-                                                      : "",
-                               m0 && m0->gateway_version ? " " : "",
-                               m0 && m0->gateway_version ? m0->gateway_version : "");
-        property(f, "gateway", gw);
-        free(gw);
-        property(f, "capture_mode", m0 && m0->capture_mode ? m0->capture_mode : "");
-        if (ri->run_id)
-            property(f, "run_id", ri->run_id);
+        const json_t *gw = first ? json_object_get(first, "gateway") : NULL;
+        const char *gname = sget(gw, "name") ? sget(gw, "name") : prof_name;
+        const char *gver = sget(gw, "version");
+        char *gwtext = fg_asprintf("%s%s%s", gname ? gname : "", gver ? " " : "", gver ? gver : "");
+        property(f, "gateway", gwtext);
+        free(gwtext);
+        property(f, "capture_mode", first ? sget(first, "capture_mode") : "");
+        if (sget(doc, "run_id"))
+            property(f, "run_id", sget(doc, "run_id"));
         fputs("    </properties>\n", f);
-        for (size_t i = 0; i < n; i++)
-            if (gi[i] == k)
-                testcase(f, groups[k], &r[i]);
+        json_array_foreach(sa, i, sc)
+        {
+            if (strcmp(group_name(sc), groups[k]) == 0)
+                testcase(f, groups[k], sc);
+        }
         fputs("  </testsuite>\n", f);
     }
     fputs("</testsuites>\n", f);
-
-    for (size_t k = 0; k < ng; k++)
-        free(groups[k]);
     free(groups);
-    free(gi);
     return close_tmp(f, path, tmp, err, errlen);
+}
+
+int fg_results_write_junit(const char *path, const struct fg_run_info *ri,
+                           const struct fg_scenario_result *r, size_t n, char *err, size_t errlen)
+{
+    json_t *doc = fg_results_doc(ri, r, n);
+    int rc = fg_results_junit_write_doc(path, doc, err, errlen);
+    json_decref(doc);
+    return rc;
 }

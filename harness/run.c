@@ -22,12 +22,15 @@
 #include "faultgate/error.h"
 #include "faultgate/expect.h"
 #include "faultgate/fake_mta.h"
+#include "faultgate/fake_x400.h"
 #include "faultgate/gateway.h"
 #include "faultgate/injector.h"
 #include "faultgate/judge.h"
 #include "faultgate/meta.h"
 #include "faultgate/profile.h"
+#include "faultgate/progress.h"
 #include "faultgate/proxy.h"
+#include "faultgate/report.h"
 #include "faultgate/results.h"
 #include "faultgate/scenario.h"
 #include "faultgate/util.h"
@@ -39,7 +42,7 @@
 #define WATCH_MS 100
 #define SETTLE_MS 1000
 #define PROBE_TIMEOUT_MS 5000
-#define DRAIN_MS 3000
+#define HORIZON_MARGIN_MS 2000
 /* While a fault holds an outbound session, a scenario that judges inbound
  * availability (Q131150) gets this many inbound connections, this far
  * apart, each waiting this long for the greeting. */
@@ -54,11 +57,14 @@ struct scen_run {
     const struct fg_run_opts *o;
     const struct fg_scenario *sc;
     const struct fg_profile *prof;
+    struct fg_progress *prog; /* the live status line, if any */
     const char *out_dir;
     char *workdir, *pcap_path, *meta_path, *pcap_name, *profile_dir;
 
     struct fg_fault_set faults;
     struct fg_mta *mta;
+    struct fg_x400_peer *x400; /* the foreign X.400 system (Q194685) */
+    char x400_upstream[32];
     struct fg_proxy *proxy;
     struct fg_capture *cap;
     struct fg_gateway *gw;
@@ -166,6 +172,11 @@ static void close_all(struct scen_run *r)
         fg_mta_close(r->mta, closed_one, r);
         r->mta = NULL;
     }
+    if (r->x400) {
+        r->pending_closes++;
+        fg_x400_peer_close(r->x400, closed_one, r);
+        r->x400 = NULL;
+    }
     if (r->timer_open && !uv_is_closing((uv_handle_t *)&r->timer))
         uv_close((uv_handle_t *)&r->timer, timer_closed);
 }
@@ -194,6 +205,7 @@ static void gw_stopped(struct fg_gateway *g, void *ud)
 static void stop_gateway(struct scen_run *r)
 {
     r->phase = PH_STOP;
+    fg_progress_stage(r->prog, "stopping the gateway");
     uv_timer_stop(&r->timer);
     if (r->gw) {
         r->meta.gateway_running_at_end = fg_gateway_running(r->gw);
@@ -217,6 +229,7 @@ static void probe_done(struct fg_injector *inj, void *ud)
 static void start_probe(struct scen_run *r)
 {
     r->phase = PH_PROBE;
+    fg_progress_stage(r->prog, "probing the gateway");
     r->meta.probe_start_us = fg_wall_us();
     struct fg_injector_opts io = {.host = "127.0.0.1",
                                   .port = r->meta.gateway_port,
@@ -246,7 +259,8 @@ static int settled(struct scen_run *r)
     for (size_t i = 0; i < r->nmsgs; i++) {
         if (r->msgs[i].status != 0)
             continue; /* never accepted: nothing to wait for */
-        if (fg_mta_count_token(r->mta, r->msgs[i].token) == 0)
+        if (fg_mta_count_token(r->mta, r->msgs[i].token) == 0 &&
+            (!r->x400 || fg_x400_peer_count_token(r->x400, r->msgs[i].token) == 0))
             return 0;
     }
     return 1;
@@ -295,6 +309,7 @@ static void run_advance(struct scen_run *r)
             start_probe(r);
         } else if (settled(r)) {
             r->phase = PH_SETTLE;
+            fg_progress_stage(r->prog, "settling");
             r->settle_until_ms = now + SETTLE_MS;
             arm(r, SETTLE_MS);
         } else {
@@ -323,6 +338,7 @@ static void inject_done(struct fg_injector *inj, void *ud)
     if (r->phase != PH_INJECT)
         return;
     r->phase = PH_WATCH;
+    fg_progress_stage(r->prog, "watching");
     arm(r, WATCH_MS);
 }
 
@@ -341,6 +357,7 @@ static void gw_ready(struct fg_gateway *g, int status, void *ud)
         return;
     }
     r->phase = PH_INJECT;
+    fg_progress_stage(r->prog, "injecting");
     r->inject_start_ms = fg_now_ms();
     struct fg_injector_opts io = {.host = "127.0.0.1",
                                   .port = r->meta.gateway_port,
@@ -454,7 +471,7 @@ static char *abs_dir_of(const char *path)
 }
 
 static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o,
-                         const struct fg_profile *prof, const struct fg_scenario *sc,
+                         struct fg_progress *prog, const struct fg_profile *prof, const struct fg_scenario *sc,
                          const char *out_dir, const char *run_id, uint64_t seed,
                          struct fg_scenario_result *res)
 {
@@ -464,6 +481,7 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o,
     r.o = o;
     r.sc = sc;
     r.prof = prof;
+    r.prog = prog;
     r.out_dir = out_dir;
     r.workdir = fg_asprintf("%s/%s", out_dir, sc->id);
     r.pcap_name = fg_asprintf("%s.pcap", sc->id);
@@ -541,6 +559,25 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o,
     m->proxy_port = fg_proxy_port(r.proxy);
     fg_capture_add_port(r.cap, m->proxy_port);
 
+    /* Every run has a strict foreign X.400 system too, so that a gateway
+     * with an X.400 side ({x400_upstream}) has somewhere to relay. */
+    char *x400_ledger = fg_asprintf("%s/x400-ledger.jsonl", r.workdir);
+    struct fg_x400_peer_opts xo = {.host = "127.0.0.1",
+                                   .port = 0,
+                                   .ledger_path = x400_ledger,
+                                   .capture = r.cap,
+                                   .log = o->verbose ? stderr : NULL};
+    rc = fg_x400_peer_new(loop, &xo, &r.x400, err, sizeof(err));
+    free(x400_ledger);
+    if (rc < 0) {
+        r.x400 = NULL;
+        set_error(&r, rc, "fake X.400 MTA: %s", err);
+        goto teardown;
+    }
+    m->x400_port = fg_x400_peer_port(r.x400);
+    fg_capture_add_port(r.cap, m->x400_port);
+    snprintf(r.x400_upstream, sizeof(r.x400_upstream), "127.0.0.1:%d", m->x400_port);
+
     uv_timer_init(loop, &r.timer);
     r.timer.data = &r;
     r.timer_open = 1;
@@ -550,16 +587,20 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o,
     struct fg_gateway_vars v = {.gateway_port = m->gateway_port,
                                 .upstream_host = "127.0.0.1",
                                 .upstream_port = m->proxy_port,
-                                .x400_upstream = NULL,
+                                .x400_upstream = r.x400_upstream,
                                 .workdir = r.workdir,
                                 .bindir = o->bindir,
                                 .profile_dir = r.profile_dir};
     m->gateway_version = gateway_version(prof, &v);
-    r.horizon_ms = fg_expect_horizon_ms(sc, m);
+    /* The expectations measure from events a little after the injection
+     * starts (the acceptance of a message, a stall): keep watching a while
+     * past the longest window so the trace covers every window whole. */
+    r.horizon_ms = fg_expect_horizon_ms(sc, m) + HORIZON_MARGIN_MS;
     if (sc->deadline_ms && sc->deadline_ms < r.horizon_ms)
         r.horizon_ms = sc->deadline_ms;
 
     r.phase = PH_START;
+    fg_progress_stage(r.prog, "starting the gateway");
     rc = fg_gateway_start(loop, prof, &v, gw_ready, &r, &r.gw, err, sizeof(err));
     if (rc < 0) {
         r.gw = NULL;
@@ -587,6 +628,7 @@ teardown:
     }
 
 judge:;
+    fg_progress_stage(r.prog, "judging");
     char merr[FG_ERRBUF_SIZE];
     if (fg_meta_write(r.meta_path, m, merr, sizeof(merr)) < 0 && !r.errored)
         set_error(&r, FG_EINPUT, "%s", merr);
@@ -700,6 +742,8 @@ static int write_outputs(const char *out_dir, const struct fg_run_info *ri,
     int rc = fg_results_write_json(json, ri, res, n, err, sizeof(err));
     if (rc >= 0)
         rc = fg_results_write_junit(junit, ri, res, n, err, sizeof(err));
+    if (rc >= 0)
+        rc = fg_report_write_dir(out_dir, err, sizeof(err));
     if (rc < 0)
         fprintf(stderr, "faultgate: %s\n", err);
     free(json);
@@ -798,12 +842,17 @@ int fg_run_main(const struct fg_run_opts *o)
     struct fg_scenario_result *res = fg_calloc(nsc ? nsc : 1, sizeof(*res));
     uv_loop_t loop;
     uv_loop_init(&loop);
+    struct fg_progress *prog =
+        fg_progress_new(&loop, stdout, o->quiet || o->verbose ? FG_PROGRESS_OFF : FG_PROGRESS_AUTO);
     uint64_t start_us = fg_wall_us();
     for (size_t i = 0; i < nsc; i++) {
-        run_scenario(&loop, &oo, prof, scs[i], out_dir, run_id, seed, &res[i]);
+        fg_progress_begin(prog, i + 1, nsc, scs[i]->id);
+        run_scenario(&loop, &oo, prog, prof, scs[i], out_dir, run_id, seed, &res[i]);
+        fg_progress_end(prog);
         if (!o->quiet)
             print_result(&res[i], o->verbose);
     }
+    fg_progress_free(prog);
     if (uv_loop_close(&loop) != 0) {
         uv_run(&loop, UV_RUN_DEFAULT);
         uv_loop_close(&loop);

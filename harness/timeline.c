@@ -38,7 +38,19 @@ struct tstate {
 
 struct build {
     struct fg_timeline *tl;
+    const int *ports; /* keep only connections to these server ports */
+    size_t nports;    /* 0: keep every connection */
 };
+
+static int port_kept(const struct build *b, int port)
+{
+    if (!b->nports)
+        return 1;
+    for (size_t i = 0; i < b->nports; i++)
+        if (b->ports[i] == port)
+            return 1;
+    return 0;
+}
 
 const char *fg_tl_kind_name(enum fg_tl_kind k)
 {
@@ -233,6 +245,10 @@ static void t_open(void *ud, struct fg_trace_conn *tc)
 {
     struct build *b = ud;
     struct fg_timeline *tl = b->tl;
+    if (!port_kept(b, tc->server_port)) {
+        tc->user = NULL; /* not followed: no parser, no events */
+        return;
+    }
     struct fg_tl_conn *c = FG_ARRAY_PUSH(tl->conn, tl->nconn, tl->capconn);
     memset(c, 0, sizeof(*c));
     c->id = tc->id;
@@ -256,6 +272,8 @@ static void t_data(void *ud, struct fg_trace_conn *tc, enum fg_dir dir, const ui
                    size_t len, uint64_t frame, uint64_t us)
 {
     struct tstate *s = tc->user;
+    if (!s)
+        return;
     s->frame = frame;
     s->us = us;
     const char *p = (const char *)buf;
@@ -273,6 +291,8 @@ static void t_data(void *ud, struct fg_trace_conn *tc, enum fg_dir dir, const ui
 static void t_fin(void *ud, struct fg_trace_conn *tc, enum fg_dir dir, uint64_t frame, uint64_t us)
 {
     struct tstate *s = tc->user;
+    if (!s)
+        return;
     s->frame = frame;
     s->us = us;
     push_ev(s, FG_TL_FIN, dir);
@@ -281,6 +301,8 @@ static void t_fin(void *ud, struct fg_trace_conn *tc, enum fg_dir dir, uint64_t 
 static void t_rst(void *ud, struct fg_trace_conn *tc, enum fg_dir dir, uint64_t frame, uint64_t us)
 {
     struct tstate *s = tc->user;
+    if (!s)
+        return;
     s->frame = frame;
     s->us = us;
     push_ev(s, FG_TL_RST, dir);
@@ -290,6 +312,8 @@ static void t_gap(void *ud, struct fg_trace_conn *tc, enum fg_dir dir, uint64_t 
                   uint64_t frame, uint64_t us)
 {
     struct tstate *s = tc->user;
+    if (!s)
+        return;
     s->frame = frame;
     s->us = us;
     push_ev(s, FG_TL_GAP, dir)->size = missing;
@@ -298,6 +322,8 @@ static void t_gap(void *ud, struct fg_trace_conn *tc, enum fg_dir dir, uint64_t 
 static void t_close(void *ud, struct fg_trace_conn *tc)
 {
     struct tstate *s = tc->user;
+    if (!s)
+        return;
     struct fg_tl_conn *c = conn_of(s);
     if (s->open_msg != FG_TL_NONE) {
         /* A body cut short: keep what it showed. */
@@ -315,9 +341,15 @@ static void t_close(void *ud, struct fg_trace_conn *tc)
 
 int fg_timeline_build(const char *path, struct fg_timeline **out, char *err, size_t errlen)
 {
+    return fg_timeline_build_ports(path, NULL, 0, out, err, errlen);
+}
+
+int fg_timeline_build_ports(const char *path, const int *ports, size_t nports,
+                            struct fg_timeline **out, char *err, size_t errlen)
+{
     *out = NULL;
     struct fg_timeline *tl = fg_calloc(1, sizeof(*tl));
-    struct build b = {tl};
+    struct build b = {tl, ports, nports};
     static const struct fg_trace_cbs cbs = {t_open, t_data, t_fin, t_rst, t_gap, t_close};
     int rc = fg_trace_read(path, &cbs, &b, &tl->stats, err, errlen);
     if (rc < 0) {

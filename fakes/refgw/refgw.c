@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "faultgate/fake_x400.h"
 #include "faultgate/smtp.h"
 #include "faultgate/util.h"
 #include "refgw.h"
@@ -599,6 +600,7 @@ static void on_signal(uv_signal_t *s, int signum)
     while (conns)
         in_close(conns);
     refgw_out_shutdown();
+    refgw_x400_shutdown();
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
 }
@@ -665,6 +667,7 @@ static void parse_args(int argc, char **argv)
                                          {"bug", required_argument, NULL, 'b'},
                                          {"hostname", required_argument, NULL, 'H'},
                                          {"ready-file", required_argument, NULL, 'R'},
+                                         {"x400-upstream", required_argument, NULL, 'X'},
                                          {"help", no_argument, NULL, 'h'},
                                          {"version", no_argument, NULL, 'V'},
                                          {NULL, 0, NULL, 0}};
@@ -722,15 +725,28 @@ static void parse_args(int argc, char **argv)
                 c->bug = REFGW_BUG_SERIAL_INBOUND;
             else if (!strcmp(optarg, "silent-drop"))
                 c->bug = REFGW_BUG_SILENT_DROP;
-            else
+            else if (!strncmp(optarg, "bad-minor-sync=", 15)) {
+                enum fg_x400_sync_bug xb;
+                if (fg_x400_sync_bug_parse(optarg + 15, &xb) < 0 || xb == FG_X400_SYNC_OK)
+                    die_usage("--bug: unknown bad-minor-sync variant '%s' (first-serial-0, "
+                              "duplicate-serial, skipped-serial, no-reset, no-gt, window-overrun)",
+                              optarg + 15);
+                c->bug = REFGW_BUG_BAD_MINOR_SYNC;
+                c->x400_bug = (int)xb;
+            } else
                 die_usage("--bug: unknown mode '%s' (none, no-data-timeout, crash-on-ehlo-drop, "
-                          "serial-inbound, silent-drop)",
+                          "serial-inbound, silent-drop, bad-minor-sync=VARIANT)",
                           optarg);
             break;
         case 'H':
             if (!optarg[0] || strpbrk(optarg, " \t\r\n") || strlen(optarg) >= sizeof(c->hostname))
                 die_usage("--hostname: bad name '%s'", optarg);
             snprintf(c->hostname, sizeof(c->hostname), "%s", optarg);
+            break;
+        case 'X':
+            if (fg_hostport_parse(optarg, c->x400_host, sizeof(c->x400_host), &c->x400_port) < 0 ||
+                c->x400_port == 0)
+                die_usage("--x400-upstream: expected HOST:PORT, got '%s'", optarg);
             break;
         case 'R':
             free(c->ready_file);
@@ -740,7 +756,8 @@ static void parse_args(int argc, char **argv)
             printf("usage: refgw --listen HOST:PORT --upstream HOST:PORT --spool DIR\n"
                    "             [--timeout NAME=DUR[,NAME=DUR...]] [--retry DUR]\n"
                    "             [--max-retry-delay DUR] [--give-up DUR] [--max-size SIZE]\n"
-                   "             [--bug MODE] [--hostname NAME] [--ready-file PATH]\n");
+                   "             [--bug MODE] [--hostname NAME] [--ready-file PATH]\n"
+                   "             [--x400-upstream HOST:PORT]\n");
             exit(0);
         case 'V':
             printf("refgw %s (faultgate reference gateway)\n", FG_VERSION);
@@ -753,6 +770,8 @@ static void parse_args(int argc, char **argv)
         die_usage("unexpected argument '%s'", argv[optind]);
     if (!have_listen || !have_up || !c->spool)
         die_usage("--listen, --upstream and --spool are required");
+    if (c->bug == REFGW_BUG_BAD_MINOR_SYNC && !c->x400_port)
+        die_usage("--bug bad-minor-sync=... needs --x400-upstream");
     if (c->retry_ms == 0)
         c->retry_ms = 1;
     if (c->max_retry_ms < c->retry_ms)
@@ -817,8 +836,9 @@ int main(int argc, char **argv)
     uv_signal_start(&sig_int, on_signal, SIGINT);
     signal(SIGPIPE, SIG_IGN);
     refgw_out_init();
+    refgw_x400_init();
     static const char *const bugs[] = {"none", "no-data-timeout", "crash-on-ehlo-drop",
-                                       "serial-inbound", "silent-drop"};
+                                       "serial-inbound", "silent-drop", "bad-minor-sync"};
     refgw_log("listening on %s:%d, upstream %s:%d, spool %s, bug %s", refgw_cfg.listen_host, port,
               refgw_cfg.up_host, refgw_cfg.up_port, refgw_cfg.spool, bugs[refgw_cfg.bug]);
     rc = refgw_spool_load();

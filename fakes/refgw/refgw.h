@@ -17,7 +17,8 @@ enum refgw_bug {
     REFGW_BUG_NO_DATA_TIMEOUT,    /* Q129140: waits forever after the final dot */
     REFGW_BUG_CRASH_ON_EHLO_DROP, /* Q197142: abort() when the peer drops after EHLO */
     REFGW_BUG_SERIAL_INBOUND,     /* Q131150: one inbound at a time, none while relaying */
-    REFGW_BUG_SILENT_DROP         /* Q135031: accepted mail stays in the queue forever */
+    REFGW_BUG_SILENT_DROP,        /* Q135031: unroutable mail stays in the queue silently */
+    REFGW_BUG_BAD_MINOR_SYNC      /* Q194685: invalid minor sync points on the X.400 side */
 };
 
 /* Timeouts in milliseconds (RFC 5321 §4.5.3.2). */
@@ -37,6 +38,9 @@ struct refgw_config {
     enum refgw_bug bug;
     char hostname[256];
     char *ready_file;
+    char x400_host[256]; /* --x400-upstream: relay to X.400 instead of SMTP */
+    int x400_port;       /* 0: no X.400 side */
+    int x400_bug;        /* enum fg_x400_sync_bug, with REFGW_BUG_BAD_MINOR_SYNC */
 };
 
 extern struct refgw_config refgw_cfg;
@@ -97,6 +101,13 @@ void refgw_out_init(void);
 void refgw_out_kick(void);
 int refgw_out_busy(void);
 void refgw_out_shutdown(void);
+
+/* refgw_x400.c: the X.400 side (used instead of refgw_out.c's SMTP
+ * client when --x400-upstream is given) */
+void refgw_x400_init(void);
+void refgw_x400_kick(void);
+int refgw_x400_busy(void);
+void refgw_x400_shutdown(void);
 
 /* refgw.c */
 void refgw_in_outbound_idle(void);

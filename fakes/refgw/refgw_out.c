@@ -72,6 +72,8 @@ static void out_next_message(void);
 
 int refgw_out_busy(void)
 {
+    if (refgw_cfg.x400_port)
+        return refgw_x400_busy();
     return out.state != O_IDLE;
 }
 
@@ -626,6 +628,10 @@ static int upstream_addr(struct sockaddr_storage *ss)
  * arm the queue timer for the next one. */
 void refgw_out_kick(void)
 {
+    if (refgw_cfg.x400_port) {
+        refgw_x400_kick();
+        return;
+    }
     if (out.state != O_IDLE || out.shutting_down)
         return;
     uint64_t wait = UINT64_MAX;

@@ -16,6 +16,7 @@
 #include "faultgate/error.h"
 #include "faultgate/fake_mta.h"
 #include "faultgate/util.h"
+#include "faultgate/yamldoc.h"
 
 #define DEADLINE_MS 10000
 
@@ -211,7 +212,12 @@ START_TEST(ehlo_capabilities)
     ck_assert_ptr_nonnull(strstr(tc->rx, "250-PIPELINING\r\n"));
     ck_assert_ptr_nonnull(strstr(tc->rx, "250-SIZE 123456\r\n"));
     ck_assert_ptr_nonnull(strstr(tc->rx, "250-8BITMIME\r\n"));
-    ck_assert_ptr_nonnull(strstr(tc->rx, "250 ENHANCEDSTATUSCODES\r\n"));
+    ck_assert_ptr_nonnull(strstr(tc->rx, "250-ENHANCEDSTATUSCODES\r\n"));
+    ck_assert_ptr_nonnull(strstr(tc->rx, "250-SMTPUTF8\r\n"));
+    ck_assert_ptr_nonnull(strstr(tc->rx, "250-CHUNKING\r\n"));
+    ck_assert_ptr_nonnull(strstr(tc->rx, "250-DSN\r\n"));
+    ck_assert_ptr_nonnull(strstr(tc->rx, "250-STARTTLS\r\n"));
+    ck_assert_ptr_nonnull(strstr(tc->rx, "250 AUTH PLAIN LOGIN\r\n"));
     ck_assert(tc->eof);
     teardown(tc);
 }
@@ -227,7 +233,7 @@ START_TEST(helo_noop_rset_unknown)
     };
     session(tc, s, 6, 0);
     ck_assert_uint_eq(tc->ncodes, 7);
-    const int want[] = {220, 250, 250, 250, 500, 501, 502};
+    const int want[] = {220, 250, 250, 250, 500, 501, 252};
     for (unsigned i = 0; i < 7; i++)
         ck_assert_int_eq(tc->codes[i], want[i]);
     teardown(tc);
@@ -309,12 +315,22 @@ START_TEST(message_unstuffed_in_ledger)
     ck_assert_uint_eq(json_array_size(rc), 2);
     ck_assert_str_eq(json_string_value(json_array_get(rc, 1)), "c@two.test");
     json_decref(j);
-    ck_assert_ptr_nonnull(fgets(line, sizeof(line), f));
-    j = json_loads(line, 0, &jerr);
-    ck_assert_ptr_nonnull(j);
-    ck_assert_str_eq(json_string_value(json_object_get(j, "token")), "tok-43");
-    json_decref(j);
-    ck_assert_ptr_null(fgets(line, sizeof(line), f));
+    /* Violation events are lines too ("event": "violation"); skip them. */
+    int messages = 0;
+    while (fgets(line, sizeof(line), f)) {
+        j = json_loads(line, 0, &jerr);
+        ck_assert_ptr_nonnull(j);
+        const char *ev = json_string_value(json_object_get(j, "event"));
+        ck_assert_ptr_nonnull(ev);
+        if (strcmp(ev, "message") == 0) {
+            ck_assert_str_eq(json_string_value(json_object_get(j, "token")), "tok-43");
+            messages++;
+        } else {
+            ck_assert_str_eq(ev, "violation");
+        }
+        json_decref(j);
+    }
+    ck_assert_int_eq(messages, 1);
     fclose(f);
 
     /* The stored message is the un-stuffed body. */
@@ -439,6 +455,407 @@ START_TEST(bad_listen_address)
 }
 END_TEST
 
+/* --- strictness: one test per rule --------------------------------------- */
+
+static unsigned viol_count(struct tclient *tc, enum fg_mta_viol k)
+{
+    size_t n;
+    const struct fg_mta_violation *v = fg_mta_violations(tc->mta, &n);
+    unsigned c = 0;
+    for (size_t i = 0; i < n; i++)
+        if (v[i].kind == k)
+            c++;
+    return c;
+}
+
+static unsigned viol_total(struct tclient *tc)
+{
+    size_t n;
+    fg_mta_violations(tc->mta, &n);
+    return (unsigned)n;
+}
+
+/* strict - a session with PIPELINING (or without, hide) and the
+ * violation it must produce, and only that kind. */
+static void strict(const struct step *s, size_t n, unsigned hide, enum fg_mta_viol want)
+{
+    struct fg_mta_script sc;
+    fg_mta_script_init(&sc);
+    sc.caps &= ~hide;
+    sc.caps_tls &= ~hide;
+    sc.max_size = 1000;
+    char ledger[] = "/tmp/fg-mta-ledger-XXXXXX";
+    int fd = mkstemp(ledger);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    struct fg_mta_opts o = {.host = "127.0.0.1", .script = &sc, .ledger_path = ledger};
+    struct tclient *tc = setup(&o);
+    fg_mta_script_clear(&sc);
+    session(tc, s, n, 0);
+    ck_assert_msg(viol_count(tc, want) >= 1, "no %s event (%u events)", fg_mta_viol_name(want),
+                  viol_total(tc));
+    size_t nv;
+    const struct fg_mta_violation *v = fg_mta_violations(tc->mta, &nv);
+    for (size_t i = 0; i < nv; i++)
+        ck_assert_msg(v[i].kind == want, "unexpected %s: %s", fg_mta_viol_name(v[i].kind),
+                      v[i].detail);
+    ck_assert_uint_eq(v[0].conn, 1);
+    teardown(tc);
+    /* The event is in the ledger too, as a JSON line. */
+    FILE *f = fopen(ledger, "r");
+    ck_assert_ptr_nonnull(f);
+    char line[2048];
+    int found = 0;
+    while (fgets(line, sizeof(line), f)) {
+        json_error_t je;
+        json_t *o2 = json_loads(line, 0, &je);
+        ck_assert_msg(o2 != NULL, "ledger line is not JSON: %s", line);
+        const char *ev = json_string_value(json_object_get(o2, "event"));
+        const char *rule = json_string_value(json_object_get(o2, "rule"));
+        if (ev && strcmp(ev, "violation") == 0 && rule && strcmp(rule, fg_mta_viol_name(want)) == 0)
+            found = 1;
+        json_decref(o2);
+    }
+    fclose(f);
+    unlink(ledger);
+    ck_assert_msg(found, "no ledger line for %s", fg_mta_viol_name(want));
+}
+
+#define TXN                                                                                        \
+    "EHLO c\r\n", 1                                                                                \
+    }                                                                                              \
+    , {"MAIL FROM:<a@one.test>\r\n", 1},                                                           \
+    {                                                                                              \
+        "RCPT TO:<b@two.test>\r\n", 1
+
+START_TEST(strict_clean_session)
+{
+    struct fg_mta_opts o = {.host = "127.0.0.1"};
+    struct tclient *tc = setup(&o);
+    const struct step s[] = {
+        {TXN}, {"DATA\r\n", 1}, {"Subject: x\r\n\r\n.line\r\n.\r\n", 1}, {"QUIT\r\n", 1}};
+    session(tc, s, 6, 1);
+    ck_assert_uint_eq(viol_total(tc), 0);
+    teardown(tc);
+}
+END_TEST
+
+START_TEST(strict_bare_cr)
+{
+    const struct step s[] = {{TXN}, {"DATA\r\n", 1}, {"a\rb\r\n.\r\n", 1}};
+    strict(s, 5, 0, FG_MTA_V_BARE_CR);
+}
+END_TEST
+
+START_TEST(strict_bare_lf)
+{
+    const struct step s[] = {{TXN}, {"DATA\r\n", 1}, {"a\nb\r\n.\r\n", 1}};
+    strict(s, 5, 0, FG_MTA_V_BARE_LF);
+}
+END_TEST
+
+START_TEST(strict_long_line)
+{
+    static char body[1100 + 16];
+    memset(body, 'x', 1001);
+    strcpy(body + 1001, "\r\n.\r\n");
+    const struct step s[] = {{TXN}, {"DATA\r\n", 1}, {body, 1}};
+    /* 1003 octets of text are over SIZE 1000 too: count only long-line. */
+    struct fg_mta_script sc;
+    fg_mta_script_init(&sc);
+    struct fg_mta_opts o = {.host = "127.0.0.1", .script = &sc};
+    struct tclient *tc = setup(&o);
+    session(tc, s, 5, 0);
+    ck_assert_uint_eq(viol_count(tc, FG_MTA_V_LONG_LINE), 1);
+    ck_assert_uint_eq(viol_total(tc), 1);
+    teardown(tc);
+    /* 998 octets plus CRLF is the limit and is fine (RFC 5321 §4.5.3.1.6). */
+    memset(body, 'y', 998);
+    strcpy(body + 998, "\r\n.\r\n");
+    tc = setup(&o);
+    session(tc, s, 5, 0);
+    ck_assert_uint_eq(viol_total(tc), 0);
+    teardown(tc);
+}
+END_TEST
+
+START_TEST(strict_long_command)
+{
+    static char cmd[700];
+    snprintf(cmd, sizeof(cmd), "NOOP %0600d\r\n", 7);
+    const struct step s[] = {{"EHLO c\r\n", 1}, {cmd, 1}};
+    strict(s, 2, 0, FG_MTA_V_LONG_COMMAND);
+}
+END_TEST
+
+START_TEST(strict_out_of_sequence)
+{
+    const struct step s[] = {{"EHLO c\r\n", 1}, {"RCPT TO:<b@two.test>\r\n", 1}};
+    strict(s, 2, 0, FG_MTA_V_OUT_OF_SEQUENCE);
+}
+END_TEST
+
+START_TEST(strict_nested_mail)
+{
+    const struct step s[] = {{TXN}, {"MAIL FROM:<c@one.test>\r\n", 1}};
+    strict(s, 4, 0, FG_MTA_V_NESTED_MAIL);
+}
+END_TEST
+
+START_TEST(strict_data_without_354)
+{
+    /* The body goes out with DATA, before the 354 could be read. */
+    const struct step s[] = {{TXN}, {"DATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n", 2}};
+    strict(s, 4, 0, FG_MTA_V_DATA_WITHOUT_354);
+}
+END_TEST
+
+START_TEST(strict_pipelining_not_offered)
+{
+    const struct step s[] = {{"EHLO c\r\n", 1},
+                             {"MAIL FROM:<a@one.test>\r\nRCPT TO:<b@two.test>\r\n", 2}};
+    strict(s, 2, FG_MTA_CAP(PIPELINING), FG_MTA_V_PIPELINING);
+}
+END_TEST
+
+START_TEST(strict_pipelining_ehlo_not_last)
+{
+    /* RFC 2920 §3.1: EHLO may only end a group, even with PIPELINING. */
+    const struct step s[] = {{"EHLO c\r\nNOOP\r\n", 2}};
+    strict(s, 1, 0, FG_MTA_V_PIPELINING);
+}
+END_TEST
+
+START_TEST(strict_bdat_mixed_with_data)
+{
+    const struct step s[] = {{TXN}, {"BDAT 3\r\nabc", 1}, {"DATA\r\n", 1}};
+    strict(s, 5, 0, FG_MTA_V_BDAT_MIXED);
+}
+END_TEST
+
+START_TEST(strict_8bit_without_8bitmime)
+{
+    const struct step s[] = {{TXN}, {"DATA\r\n", 1}, {"caf\xc3\xa9\r\n.\r\n", 1}};
+    strict(s, 5, 0, FG_MTA_V_EIGHTBIT);
+}
+END_TEST
+
+START_TEST(strict_utf8_without_smtputf8)
+{
+    const struct step s[] = {{"EHLO c\r\n", 1}, {"MAIL FROM:<j\xc3\xb6rg@one.test>\r\n", 1}};
+    strict(s, 2, 0, FG_MTA_V_UTF8);
+}
+END_TEST
+
+START_TEST(strict_size_exceeded)
+{
+    const struct step s[] = {{"EHLO c\r\n", 1}, {"MAIL FROM:<a@one.test> SIZE=5000\r\n", 1}};
+    strict(s, 2, 0, FG_MTA_V_SIZE);
+}
+END_TEST
+
+START_TEST(strict_size_exceeded_body)
+{
+    static char body[1400];
+    size_t k = 0;
+    for (int i = 0; i < 20; i++)
+        k += (size_t)snprintf(body + k, sizeof(body) - k, "%060d\r\n", i);
+    strcpy(body + k, ".\r\n");
+    const struct step s[] = {{TXN}, {"DATA\r\n", 1}, {body, 1}};
+    strict(s, 5, 0, FG_MTA_V_SIZE);
+}
+END_TEST
+
+START_TEST(strict_unadvertised_extension)
+{
+    const struct step s[] = {{TXN}, {"BDAT 2 LAST\r\nhi", 1}};
+    strict(s, 4, FG_MTA_CAP(CHUNKING), FG_MTA_V_UNADVERTISED);
+}
+END_TEST
+
+START_TEST(strict_starttls_plaintext_after)
+{
+    const struct step s[] = {{"EHLO c\r\n", 1}, {"STARTTLS\r\nMAIL FROM:<a@one.test>\r\n", 1}};
+    strict(s, 2, 0, FG_MTA_V_STARTTLS_INJECTION);
+}
+END_TEST
+
+/* --- scripts --------------------------------------------------------------- */
+
+static void script_from(const char *yaml, struct fg_mta_script *sc, char *err, size_t errlen,
+                        int *rc)
+{
+    struct fg_yaml_doc *d = NULL;
+    *rc = fg_yaml_load_string("t.yaml", yaml, strlen(yaml), &d, err, errlen);
+    if (*rc == 0) {
+        *rc = fg_mta_script_parse_node(d, d->root, sc, err, errlen);
+        fg_yaml_free(d);
+    }
+}
+
+static struct tclient *setup_script(const char *yaml)
+{
+    struct fg_mta_script sc;
+    char err[FG_ERRBUF_SIZE] = "";
+    int rc;
+    script_from(yaml, &sc, err, sizeof(err), &rc);
+    ck_assert_msg(rc == 0, "script: %s", err);
+    struct fg_mta_opts o = {.host = "127.0.0.1", .script = &sc};
+    struct tclient *tc = setup(&o);
+    fg_mta_script_clear(&sc);
+    return tc;
+}
+
+START_TEST(script_reply_rcpt_nth_multiline)
+{
+    struct tclient *tc = setup_script(
+        "stages:\n  - {stage: rcpt, nth: 2, reply: \"452 4.5.3 Too many|try later\"}\n");
+    const struct step s[] = {
+        {TXN}, {"RCPT TO:<c@two.test>\r\n", 1}, {"RCPT TO:<d@two.test>\r\n", 1}};
+    session(tc, s, 5, 0);
+    const int want[] = {220, 250, 250, 250, 452, 250};
+    for (unsigned i = 0; i < 6; i++)
+        ck_assert_msg(tc->codes[i] == want[i], "reply %u: %d, want %d", i, tc->codes[i], want[i]);
+    ck_assert_ptr_nonnull(strstr(tc->rx, "452-4.5.3 Too many\r\n452 try later\r\n"));
+    teardown(tc);
+}
+END_TEST
+
+START_TEST(script_drop_after_dot)
+{
+    /* smtp-sink -q .: the message arrives, the reply never does (RFC 1047). */
+    struct tclient *tc = setup_script("drop: [end-of-data]\n");
+    const struct step s[] = {{TXN}, {"DATA\r\n", 1}, {"Subject: x\r\n\r\nhi\r\n.\r\n", 0}};
+    session(tc, s, 5, 1);
+    ck_assert(tc->eof);
+    ck_assert_uint_eq(tc->ncodes, 5);
+    size_t n;
+    fg_mta_ledger(tc->mta, &n);
+    ck_assert_uint_eq(n, 0);
+    teardown(tc);
+}
+END_TEST
+
+START_TEST(script_shutdown_421)
+{
+    struct tclient *tc = setup_script("shutdown: mail\n");
+    const struct step s[] = {{"EHLO c\r\n", 1}, {"MAIL FROM:<a@one.test>\r\n", 1}};
+    session(tc, s, 2, 1);
+    ck_assert(tc->eof);
+    ck_assert_int_eq(tc->codes[2], 421);
+    teardown(tc);
+}
+END_TEST
+
+START_TEST(script_soft_hard_reject)
+{
+    struct tclient *tc = setup_script("soft_reject: [rcpt]\nhard_reject: [end-of-data]\n"
+                                      "hard_reply: \"554 5.6.0 rejected\"\n");
+    const struct step s[] = {{TXN}, {"DATA\r\n", 1}, {"x\r\n.\r\n", 1}};
+    session(tc, s, 5, 0);
+    /* RCPT soft-rejected, so DATA has no recipient. */
+    ck_assert_int_eq(tc->codes[3], 450);
+    ck_assert_int_eq(tc->codes[4], 503);
+    teardown(tc);
+    tc = setup_script("hard_reject: [end-of-data]\nhard_reply: \"554 5.6.0 rejected\"\n");
+    session(tc, s, 5, 0);
+    ck_assert_int_eq(tc->codes[5], 554);
+    ck_assert_ptr_nonnull(strstr(tc->rx, "554 5.6.0 rejected\r\n"));
+    size_t n;
+    fg_mta_ledger(tc->mta, &n);
+    ck_assert_uint_eq(n, 0);
+    teardown(tc);
+}
+END_TEST
+
+START_TEST(script_no_esmtp_pix_banner)
+{
+    struct tclient *tc = setup_script("esmtp: false\nbanner: \"********\"\n");
+    const struct step s[] = {{"EHLO c\r\n", 1}, {"HELO c\r\n", 1}};
+    session(tc, s, 2, 0);
+    ck_assert(strncmp(tc->rx, "220 ********\r\n", 14) == 0);
+    ck_assert_int_eq(tc->codes[1], 500);
+    ck_assert_int_eq(tc->codes[2], 250);
+    teardown(tc);
+}
+END_TEST
+
+START_TEST(script_hide_and_delay)
+{
+    struct tclient *tc = setup_script("hide: [PIPELINING, DSN]\n"
+                                      "stages:\n  - {stage: greeting, delay: 200ms}\n");
+    uint64_t t0 = fg_now_ms();
+    const struct step s[] = {{"EHLO c\r\n", 1}};
+    session(tc, s, 1, 0);
+    /* The delay is a lower bound, never an upper one. */
+    ck_assert_uint_ge(fg_now_ms() - t0, 190);
+    ck_assert_ptr_null(strstr(tc->rx, "PIPELINING"));
+    ck_assert_ptr_null(strstr(tc->rx, "DSN"));
+    ck_assert_ptr_nonnull(strstr(tc->rx, "CHUNKING"));
+    teardown(tc);
+}
+END_TEST
+
+START_TEST(script_reset_on_mail)
+{
+    struct tclient *tc = setup_script("stages:\n  - {stage: mail, action: reset}\n");
+    const struct step s[] = {{"EHLO c\r\n", 1}, {"MAIL FROM:<a@one.test>\r\n", 0}};
+    session(tc, s, 2, 1);
+    ck_assert(tc->eof);
+    ck_assert_uint_eq(tc->ncodes, 2);
+    teardown(tc);
+}
+END_TEST
+
+START_TEST(script_errors_have_positions)
+{
+    struct fg_mta_script sc;
+    char err[FG_ERRBUF_SIZE] = "";
+    int rc;
+    script_from("stages:\n  - {stage: mial, reply: \"451 x\"}\n", &sc, err, sizeof(err), &rc);
+    ck_assert_int_lt(rc, 0);
+    ck_assert_msg(strstr(err, "t.yaml:2:") && strstr(err, "mial"), "%s", err);
+    script_from("hide: [PIPELINING, FOO]\n", &sc, err, sizeof(err), &rc);
+    ck_assert_int_lt(rc, 0);
+    ck_assert_msg(strstr(err, "t.yaml:1:20") != NULL, "%s", err);
+    script_from("stages:\n  - {stage: rcpt, reply: \"99 no\"}\n", &sc, err, sizeof(err), &rc);
+    ck_assert_int_lt(rc, 0);
+    script_from("stages:\n  - {stage: mail, read_delay: 1s}\n", &sc, err, sizeof(err), &rc);
+    ck_assert_int_lt(rc, 0);
+    script_from("bogus: 1\n", &sc, err, sizeof(err), &rc);
+    ck_assert_int_lt(rc, 0);
+    ck_assert_msg(strstr(err, "t.yaml:1:1") != NULL, "%s", err);
+}
+END_TEST
+
+START_TEST(auth_plain_login_and_dsn)
+{
+    struct fg_mta_opts o = {.host = "127.0.0.1"};
+    struct tclient *tc = setup(&o);
+    const struct step s[] = {
+        {"EHLO c\r\n", 1},
+        {"AUTH LOGIN\r\n", 1},
+        {"dXNlcg==\r\n", 1},
+        {"cGFzcw==\r\n", 1},
+        {"MAIL FROM:<a@one.test> RET=HDRS ENVID=abc+2B1\r\n", 1},
+        {"RCPT TO:<b@two.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;b@two.test\r\n", 1},
+        {"RCPT TO:<c@two.test> NOTIFY=SOMETIMES\r\n", 1},
+        {"BDAT 4 LAST\r\nhi\r\n", 1},
+    };
+    session(tc, s, 8, 0);
+    const int want[] = {220, 250, 334, 334, 235, 250, 250, 501, 250};
+    for (unsigned i = 0; i < 9; i++)
+        ck_assert_msg(tc->codes[i] == want[i], "reply %u: %d, want %d", i, tc->codes[i], want[i]);
+    size_t n;
+    const struct fg_ledger_entry *e = fg_mta_ledger(tc->mta, &n);
+    ck_assert_uint_eq(n, 1);
+    ck_assert(e[0].bdat);
+    ck_assert_uint_eq(e[0].size, 4);
+    ck_assert_uint_eq(viol_total(tc), 0);
+    teardown(tc);
+}
+END_TEST
+
 static Suite *mta_suite(void)
 {
     Suite *s = suite_create("mta");
@@ -451,6 +868,32 @@ static Suite *mta_suite(void)
     tcase_add_test(tc, out_of_sequence);
     tcase_add_test(tc, size_limits);
     tcase_add_test(tc, bad_listen_address);
+    tcase_add_test(tc, strict_clean_session);
+    tcase_add_test(tc, strict_bare_cr);
+    tcase_add_test(tc, strict_bare_lf);
+    tcase_add_test(tc, strict_long_line);
+    tcase_add_test(tc, strict_long_command);
+    tcase_add_test(tc, strict_out_of_sequence);
+    tcase_add_test(tc, strict_nested_mail);
+    tcase_add_test(tc, strict_data_without_354);
+    tcase_add_test(tc, strict_pipelining_not_offered);
+    tcase_add_test(tc, strict_pipelining_ehlo_not_last);
+    tcase_add_test(tc, strict_bdat_mixed_with_data);
+    tcase_add_test(tc, strict_8bit_without_8bitmime);
+    tcase_add_test(tc, strict_utf8_without_smtputf8);
+    tcase_add_test(tc, strict_size_exceeded);
+    tcase_add_test(tc, strict_size_exceeded_body);
+    tcase_add_test(tc, strict_unadvertised_extension);
+    tcase_add_test(tc, strict_starttls_plaintext_after);
+    tcase_add_test(tc, script_reply_rcpt_nth_multiline);
+    tcase_add_test(tc, script_drop_after_dot);
+    tcase_add_test(tc, script_shutdown_421);
+    tcase_add_test(tc, script_soft_hard_reject);
+    tcase_add_test(tc, script_no_esmtp_pix_banner);
+    tcase_add_test(tc, script_hide_and_delay);
+    tcase_add_test(tc, script_reset_on_mail);
+    tcase_add_test(tc, script_errors_have_positions);
+    tcase_add_test(tc, auth_plain_login_and_dsn);
     suite_add_tcase(s, tc);
     return s;
 }

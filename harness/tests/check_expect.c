@@ -714,7 +714,9 @@ START_TEST(verdict_order)
     ck_assert_str_eq(fg_verdict_name(FG_V_INCONC), "inconc");
     ck_assert_str_eq(fg_verdict_name(FG_V_SKIP), "skip");
     ck_assert_str_eq(fg_expect_rules[0], "closes-after-stall");
-    ck_assert_ptr_null(fg_expect_rules[3]);
+    ck_assert_str_eq(fg_expect_rules[3], "inbound-accepts-while-busy");
+    ck_assert_str_eq(fg_expect_rules[4], "retries-after-drop");
+    ck_assert_ptr_null(fg_expect_rules[5]);
     ck_assert_int_eq(fg_expect_param_known("message-fate", "fate"), 1);
     ck_assert_int_eq(fg_expect_param_known("gateway-alive", "within"), 0);
     ck_assert_int_eq(fg_expect_param_known("nope", "within"), -1);
@@ -841,6 +843,144 @@ START_TEST(meta_roundtrip)
 }
 END_TEST
 
+/* --- inbound-accepts-while-busy ------------------------------------ */
+
+/* The outbound connection stalls at t=501 ms and is closed at t=9000; an
+ * inbound connection opens at t=2000 and is greeted (or not). */
+static struct fg_outcome *busy_run(const char *name, int greet, struct fg_scenario_result *res)
+{
+    struct tw w;
+    tw_open(&w, name);
+    struct tc c = stalled_conn(&w);
+    struct tc in = conn_open(&w, 42001, GW_PORT, 2000); /* frames 14-16 */
+    if (greet)
+        say(&in, 1, "220 gw ESMTP\r\n", 2300); /* frame 17 */
+    else
+        frame(&in, 1, F_RST | F_ACK, NULL, 0, 2001); /* frame 17 */
+    fin(&c, 0, 9000);
+    tw_close(&w);
+    struct fg_meta *m = meta_new();
+    meta_decision(m, 1, "reply 354", "stall", 501);
+    static struct fg_expect_spec e;
+    e = spec("inbound-accepts-while-busy", "1s", NULL);
+    judge1(&w, m, &e, res);
+    return &res->outcomes[0];
+}
+
+START_TEST(busy_pass_and_fail)
+{
+    struct fg_scenario_result res;
+    struct fg_outcome *o = busy_run("busy-pass", 1, &res);
+    ck_assert_msg(o->verdict == FG_V_PASS, "%s: %s", o->summary, o->evidence);
+    ck_assert(has_frame(o, 14) && has_frame(o, 17));
+    ck_assert_ptr_nonnull(strstr(o->evidence, "greeted with 220 after 0.3 s"));
+    ck_assert_ptr_nonnull(strstr(o->source, "Q131150"));
+    fg_scenario_result_clear(&res);
+
+    o = busy_run("busy-fail", 0, &res);
+    ck_assert_msg(o->verdict == FG_V_FAIL, "%s: %s", o->summary, o->evidence);
+    ck_assert(has_frame(o, 17));
+    ck_assert_ptr_nonnull(strstr(o->evidence, "refused"));
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
+START_TEST(busy_inconc)
+{
+    struct tw w;
+    tw_open(&w, "busy-none");
+    struct tc c = stalled_conn(&w);
+    fin(&c, 0, 9000);
+    tw_close(&w);
+    struct fg_meta *m = meta_new();
+    meta_decision(m, 1, "reply 354", "stall", 501);
+    struct fg_expect_spec e = spec("inbound-accepts-while-busy", "1s", NULL);
+    struct fg_scenario_result res;
+    judge1(&w, m, &e, &res);
+    ck_assert_int_eq(res.outcomes[0].verdict, FG_V_INCONC);
+    ck_assert_ptr_nonnull(strstr(res.outcomes[0].summary, "no inbound connection"));
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
+/* --- retries-after-drop ------------------------------------------------ */
+
+static struct fg_outcome *retry_run(const char *name, int retry_ms, const char *verb,
+                                    uint64_t end_ms, struct fg_scenario_result *res)
+{
+    struct tw w;
+    tw_open(&w, name);
+    struct tc c = conn_open(&w, 41001, PROXY_PORT, 100);
+    say(&c, 1, "220 proxy ESMTP\r\n", 110); /* frame 4 */
+    say(&c, 0, "EHLO gw.test\r\n", 120);    /* frame 5 */
+    fin(&c, 1, 121);                        /* frame 6 */
+    fin(&c, 0, 122);                        /* frame 7 */
+    if (retry_ms >= 0) {
+        struct tc d = conn_open(&w, 41002, PROXY_PORT, (uint64_t)retry_ms); /* frames 8-10 */
+        say(&d, 1, "220 proxy ESMTP\r\n", (uint64_t)retry_ms + 10);         /* frame 11 */
+        char line[64];
+        snprintf(line, sizeof line, "%s gw.test\r\n", verb);
+        say(&d, 0, line, (uint64_t)retry_ms + 20); /* frame 12 */
+        say(&d, 1, "250 proxy\r\n", (uint64_t)retry_ms + 30);
+    }
+    struct tc x = conn_open(&w, 42001, GW_PORT, end_ms); /* the trace goes on to end_ms */
+    (void)x;
+    tw_close(&w);
+    struct fg_meta *m = meta_new();
+    static struct fg_expect_spec e;
+    e = spec("retries-after-drop", "5s", NULL);
+    judge1(&w, m, &e, res);
+    return &res->outcomes[0];
+}
+
+START_TEST(retry_rule)
+{
+    struct fg_scenario_result res;
+    struct fg_outcome *o = retry_run("retry-helo", 2121, "HELO", 3000, &res);
+    ck_assert_msg(o->verdict == FG_V_PASS, "%s: %s", o->summary, o->evidence);
+    ck_assert(has_frame(o, 5) && has_frame(o, 6) && has_frame(o, 8) && has_frame(o, 12));
+    ck_assert_ptr_nonnull(strstr(o->summary, "with HELO"));
+    ck_assert_ptr_nonnull(strstr(o->evidence, "after 2.0 s"));
+    fg_scenario_result_clear(&res);
+
+    o = retry_run("retry-late", 8121, "EHLO", 9000, &res);
+    ck_assert_msg(o->verdict == FG_V_FAIL, "%s: %s", o->summary, o->evidence);
+    ck_assert_ptr_nonnull(strstr(o->evidence, "used EHLO"));
+    fg_scenario_result_clear(&res);
+
+    o = retry_run("retry-never", -1, NULL, 20000, &res);
+    ck_assert_msg(o->verdict == FG_V_FAIL, "%s: %s", o->summary, o->evidence);
+    ck_assert_ptr_nonnull(strstr(o->summary, "did not connect again"));
+    fg_scenario_result_clear(&res);
+
+    o = retry_run("retry-short", -1, NULL, 1000, &res);
+    ck_assert_int_eq(o->verdict, FG_V_INCONC);
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
+START_TEST(meta_optional_fields)
+{
+    char dir[] = "/tmp/fgmeta-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char path[128];
+    snprintf(path, sizeof path, "%s/m.meta.json", dir);
+    struct fg_meta *m = meta_new();
+    m->x400_port = 10102;
+    m->ledger = fg_strdup("ledger.jsonl");
+    char err[FG_ERRBUF_SIZE];
+    ck_assert_int_eq(fg_meta_write(path, m, err, sizeof err), 0);
+    struct fg_meta *r = NULL;
+    ck_assert_int_eq(fg_meta_read(path, &r, err, sizeof err), 0);
+    ck_assert_int_eq(r->x400_port, 10102);
+    ck_assert_str_eq(r->ledger, "ledger.jsonl");
+    fg_meta_free(r);
+    fg_meta_free(m);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("expect");
@@ -864,6 +1004,9 @@ static Suite *suite(void)
     tcase_add_test(tc, alive_no_probe);
     tcase_add_test(tc, judge_unreadable_trace);
     tcase_add_test(tc, judge_worst_of_many);
+    tcase_add_test(tc, busy_pass_and_fail);
+    tcase_add_test(tc, busy_inconc);
+    tcase_add_test(tc, retry_rule);
     suite_add_tcase(s, tc);
     TCase *tp = tcase_create("pure");
     tcase_set_timeout(tp, 10);
@@ -871,6 +1014,7 @@ static Suite *suite(void)
     tcase_add_test(tp, validate_errors);
     tcase_add_test(tp, horizon);
     tcase_add_test(tp, meta_roundtrip);
+    tcase_add_test(tp, meta_optional_fields);
     suite_add_tcase(s, tp);
     return s;
 }

@@ -2,7 +2,9 @@
  * (judged from a synthesized trace, an error, a skip), read back with
  * jansson, checked against the required keys of
  * reports/results.schema.json, and, when the tools are installed, validated
- * with python3's jsonschema and xmllint.
+ * with python3's jsonschema and xmllint; junit.xml against
+ * reports/junit.xsd.  The reports drawn from the results document
+ * (report.html, summary.md) and the merge of shards, with its refusals.
  */
 #include <check.h>
 #include <jansson.h>
@@ -16,6 +18,7 @@
 #include "faultgate/capture.h"
 #include "faultgate/error.h"
 #include "faultgate/judge.h"
+#include "faultgate/report.h"
 #include "faultgate/results.h"
 #include "faultgate/util.h"
 
@@ -384,6 +387,285 @@ START_TEST(empty_run_and_bad_path)
 }
 END_TEST
 
+static char *source_file(const char *rel)
+{
+    const char *root = getenv("FG_SOURCE_ROOT");
+    return fg_asprintf("%s/%s", root ? root : "..", rel);
+}
+
+static void clear3(struct fg_scenario_result r[3])
+{
+    for (size_t k = 0; k < 3; k++)
+        fg_scenario_result_clear(&r[k]);
+}
+
+START_TEST(junit_validates_against_xsd)
+{
+    ck_assert_msg(have_tool("command -v xmllint >/dev/null 2>&1"),
+                  "xmllint is needed (ci/packages.txt: libxml2-utils)");
+    struct fg_scenario_result r[3];
+    uint64_t t_open;
+    make_results(r, &t_open);
+    char path[300], err[FG_ERRBUF_SIZE];
+    snprintf(path, sizeof path, "%s/junit-xsd.xml", dir);
+    ck_assert_msg(fg_results_write_junit(path, &run_info, r, 3, err, sizeof err) == 0, "%s", err);
+    char *xsd = source_file("reports/junit.xsd");
+    char *cmd = fg_asprintf("xmllint --noout --schema '%s' '%s'", xsd, path);
+    ck_assert_msg(have_tool(cmd), "junit.xml does not validate against %s", xsd);
+    free(cmd);
+    /* and the schema can fail: a testcase without its classname */
+    char bad[300];
+    snprintf(bad, sizeof bad, "%s/junit-bad.xml", dir);
+    FILE *f = fopen(bad, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("<testsuites><testsuite name=\"x\" tests=\"1\" failures=\"0\" errors=\"0\">"
+          "<testcase name=\"y\" time=\"1.0\"/></testsuite></testsuites>\n",
+          f);
+    fclose(f);
+    cmd = fg_asprintf("xmllint --noout --schema '%s' '%s' 2>/dev/null", xsd, bad);
+    ck_assert_msg(!have_tool(cmd), "the XSD accepts a testcase without classname");
+    free(cmd);
+    free(xsd);
+    unlink(bad);
+    unlink(path);
+    clear3(r);
+}
+END_TEST
+
+START_TEST(html_and_summary_from_document)
+{
+    struct fg_scenario_result r[3];
+    uint64_t t_open;
+    make_results(r, &t_open);
+    char err[FG_ERRBUF_SIZE];
+    json_t *doc = fg_results_doc(&run_info, r, 3);
+    ck_assert_str_eq(json_string_value(json_object_get(doc, "verdict")), "error");
+    char *html = fg_asprintf("%s/report.html", dir);
+    ck_assert_msg(fg_report_html_write(html, doc, "", err, sizeof err) == 0, "%s", err);
+    char *x = slurp(html);
+    /* self-contained: no script and nothing fetched */
+    ck_assert_ptr_null(strstr(x, "<script"));
+    ck_assert_ptr_null(strstr(x, "src=\"http"));
+    ck_assert_ptr_null(strstr(x, "<link"));
+    ck_assert_ptr_nonnull(strstr(x, "@media print"));
+    /* environment */
+    ck_assert_ptr_nonnull(strstr(x, "<th>Seed</th><td>42</td>"));
+    ck_assert_ptr_nonnull(strstr(x, "refgw (0.1.0)"));
+    ck_assert_ptr_nonnull(strstr(x, "<th>Host</th><td>ci-host</td>"));
+    ck_assert_ptr_nonnull(strstr(x, "synth"));
+    /* the matrix by KB article, RFC area and the group of the rest */
+    ck_assert_ptr_nonnull(strstr(x, "<th>KB Q197142</th>"));
+    ck_assert_ptr_nonnull(strstr(x, "RFC 5321 \xC2\xA7"
+                                    "4.5"));
+    ck_assert_ptr_nonnull(strstr(x, "<th>rfc5321</th>"));
+    /* the title's markup is text, not markup */
+    ck_assert_ptr_nonnull(strstr(x, "The gateway &lt;still&gt; answers &amp; greets"));
+    ck_assert_ptr_null(strstr(x, "<still>"));
+    ck_assert_ptr_nonnull(strstr(x, "&lt;bad&gt; &amp; &quot;worse&quot;"));
+    /* the ladder: lanes, the inbound greeting, and the cited frames linked
+     * to their rows */
+    ck_assert_ptr_nonnull(strstr(x, "<svg"));
+    ck_assert_ptr_nonnull(strstr(x, "Gateway under test"));
+    ck_assert_ptr_nonnull(strstr(x, "220 &lt;gw&gt; &amp;"));
+    json_t *e0 = json_array_get(
+        json_object_get(json_array_get(json_object_get(doc, "scenarios"), 0), "expectations"), 0);
+    json_int_t fr = json_integer_value(json_array_get(json_object_get(e0, "frames"), 0));
+    ck_assert_int_gt(fr, 0);
+    char want[64];
+    snprintf(want, sizeof want, "id=\"sc-0-f%" JSON_INTEGER_FORMAT "\"", fr);
+    ck_assert_msg(strstr(x, want) != NULL, "no anchor %s", want);
+    snprintf(want, sizeof want, "href=\"#sc-0-f%" JSON_INTEGER_FORMAT "\"", fr);
+    ck_assert_msg(strstr(x, want) != NULL, "no link %s", want);
+    /* the fault decision is placed on the trace's time axis as a marker */
+    ck_assert_ptr_nonnull(strstr(x, "class=\"row fault\""));
+    ck_assert_ptr_nonnull(strstr(x, "href=\"kb-alive.pcap\""));
+    if (have_tool("command -v xmllint >/dev/null 2>&1")) {
+        char *cmd = fg_asprintf("xmllint --html --noout '%s' 2>/dev/null", html);
+        ck_assert_msg(have_tool(cmd), "xmllint cannot parse report.html");
+        free(cmd);
+    }
+    free(x);
+
+    char *md = fg_asprintf("%s/summary.md", dir);
+    ck_assert_msg(fg_report_md_write(md, doc, err, sizeof err) == 0, "%s", err);
+    x = slurp(md);
+    ck_assert_ptr_nonnull(strstr(x, "faultgate: error against refgw"));
+    ck_assert_ptr_nonnull(strstr(x, "| verdict | scenario | title | duration |"));
+    ck_assert_ptr_nonnull(strstr(x, "`kb-alive`"));
+    ck_assert_ptr_nonnull(strstr(x, "### What did not pass"));
+    /* wire text cannot open markup in the table */
+    ck_assert_ptr_nonnull(strstr(x, "The gateway \\<still\\> answers"));
+    /* the rows of scenarios that did not pass come first */
+    ck_assert(strstr(x, "`kb-broken`") && strstr(x, "`r-skip`") &&
+              strstr(x, "`kb-broken`") < strstr(x, "`r-skip`"));
+    free(x);
+    ck_assert_int_eq(fg_report_status(doc), 2);
+    unlink(html);
+    unlink(md);
+    free(html);
+    free(md);
+    json_decref(doc);
+    clear3(r);
+}
+END_TEST
+
+/* Scenario ids and verdicts of a results file, and its counts, as text. */
+static char *digest(const char *path)
+{
+    json_t *doc = NULL;
+    char err[FG_ERRBUF_SIZE];
+    ck_assert_msg(fg_results_doc_read(path, &doc, err, sizeof err) == 0, "%s", err);
+    char *buf;
+    size_t len;
+    FILE *f = open_memstream(&buf, &len);
+    size_t i;
+    json_t *sc;
+    json_array_foreach(json_object_get(doc, "scenarios"), i, sc)
+    {
+        fprintf(f, "%s=%s;", json_string_value(json_object_get(sc, "id")),
+                json_string_value(json_object_get(sc, "verdict")));
+    }
+    char *c = json_dumps(json_object_get(doc, "counts"), JSON_SORT_KEYS | JSON_COMPACT);
+    fprintf(f, "%s %s", c, json_string_value(json_object_get(doc, "verdict")));
+    free(c);
+    fclose(f);
+    json_decref(doc);
+    return buf;
+}
+
+/* The lines of a junit.xml but the suite headers and the run id. */
+static char *junit_cases(const char *path)
+{
+    char *x = slurp(path);
+    char *buf;
+    size_t len;
+    FILE *f = open_memstream(&buf, &len);
+    for (char *line = strtok(x, "\n"); line; line = strtok(NULL, "\n"))
+        if (!strstr(line, "<testsuite ") && !strstr(line, "run_id"))
+            fprintf(f, "%s\n", line);
+    fclose(f);
+    free(x);
+    return buf;
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+START_TEST(merge_equals_unsharded)
+{
+    struct fg_scenario_result r[3];
+    uint64_t t_open;
+    make_results(r, &t_open);
+    char err[FG_ERRBUF_SIZE];
+    char *all = fg_asprintf("%s/all", dir), *s1 = fg_asprintf("%s/s1", dir),
+         *s2 = fg_asprintf("%s/s2", dir), *out = fg_asprintf("%s/merged", dir);
+    ck_assert_int_eq(fg_mkdir_p(all), 0);
+    ck_assert_int_eq(fg_mkdir_p(s1), 0);
+    ck_assert_int_eq(fg_mkdir_p(s2), 0);
+    char *p = fg_asprintf("%s/results.json", all);
+    ck_assert_int_eq(fg_results_write_json(p, &run_info, r, 3, err, sizeof err), 0);
+    free(p);
+    /* shard 1: the skip and the judged one; shard 2: the error.  Out of
+     * order on purpose: the merge restores the run's order (by path). */
+    struct fg_scenario_result a[2] = {r[2], r[0]};
+    struct fg_run_info ri2 = run_info;
+    ri2.run_id = "shard-2";
+    ri2.host = "other-host";
+    p = fg_asprintf("%s/results.json", s1);
+    ck_assert_int_eq(fg_results_write_json(p, &run_info, a, 2, err, sizeof err), 0);
+    free(p);
+    p = fg_asprintf("%s/results.json", s2);
+    ck_assert_int_eq(fg_results_write_json(p, &ri2, &r[1], 1, err, sizeof err), 0);
+    free(p);
+    /* the pcap is carried into the merged directory */
+    char *pc = fg_asprintf("%s/kb-alive.pcap", dir), *pc1 = fg_asprintf("%s/kb-alive.pcap", s1);
+    ck_assert_int_eq(link(pc, pc1), 0);
+
+    const char *dirs[2] = {s1, s2};
+    int status = -1;
+    ck_assert_msg(fg_report_merge(dirs, 2, out, &status, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(status, 2);
+    char *pa = fg_asprintf("%s/results.json", all), *pm = fg_asprintf("%s/results.json", out);
+    char *da = digest(pa), *dm = digest(pm);
+    ck_assert_str_eq(dm, da);
+    json_t *doc = NULL;
+    ck_assert_int_eq(fg_results_doc_read(pm, &doc, err, sizeof err), 0);
+    ck_assert_uint_eq(json_array_size(json_object_get(doc, "shards")), 2);
+    ck_assert_str_eq(json_string_value(json_object_get(doc, "host")), "ci-host, other-host");
+    json_decref(doc);
+    char *f;
+    const char *files[] = {"junit.xml", "report.html", "summary.md", "kb-alive.pcap"};
+    for (size_t i = 0; i < 4; i++) {
+        f = fg_asprintf("%s/%s", out, files[i]);
+        ck_assert_msg(access(f, R_OK) == 0, "%s missing", f);
+        free(f);
+    }
+    /* the merged junit.xml equals the unsharded one but for the run id and
+     * the hosts */
+    f = fg_asprintf("%s/junit.xml", all);
+    ck_assert_int_eq(fg_results_write_junit(f, &run_info, r, 3, err, sizeof err), 0);
+    char *ja = junit_cases(f);
+    free(f);
+    f = fg_asprintf("%s/junit.xml", out);
+    char *jm = junit_cases(f);
+    free(f);
+    ck_assert_str_eq(jm, ja);
+    ck_assert_ptr_nonnull(strstr(jm, "<testcase"));
+    free(ja);
+    free(jm);
+
+    /* the same shard twice: refused, naming both */
+    const char *twice[2] = {s1, s1};
+    ck_assert_int_eq(fg_report_merge(twice, 2, out, &status, err, sizeof err), FG_EINPUT);
+    ck_assert_ptr_nonnull(strstr(err, "kb-alive"));
+    ck_assert_ptr_nonnull(strstr(err, "also in"));
+    /* another gateway: refused */
+    struct fg_run_info ri3 = run_info;
+    ri3.profile_name = "postfix";
+    for (size_t k = 0; k < 3; k++) {
+        if (r[k].meta) {
+            free(r[k].meta->profile_name);
+            r[k].meta->profile_name = fg_strdup("postfix");
+        }
+    }
+    p = fg_asprintf("%s/results.json", s2);
+    ck_assert_int_eq(fg_results_write_json(p, &ri3, &r[1], 1, err, sizeof err), 0);
+    ck_assert_int_eq(fg_report_merge(dirs, 2, out, &status, err, sizeof err), FG_EINPUT);
+    ck_assert_ptr_nonnull(strstr(err, "postfix"));
+    /* a broken file: file:line:col */
+    write_file(p, "{\n  \"schema_version\": \"1.1\",\n  oops\n}\n");
+    ck_assert_int_eq(fg_report_merge(dirs, 2, out, &status, err, sizeof err), FG_EINPUT);
+    char want[400];
+    snprintf(want, sizeof want, "%s:3:", p);
+    ck_assert_msg(strstr(err, want) != NULL, "%s", err);
+    /* a later major version: refused rather than guessed */
+    write_file(p, "{\"schema_version\": \"2.0\", \"scenarios\": []}\n");
+    ck_assert_int_eq(fg_report_merge(dirs, 2, out, &status, err, sizeof err), FG_EINPUT);
+    ck_assert_ptr_nonnull(strstr(err, "2.0"));
+    free(p);
+
+    free(da);
+    free(dm);
+    free(pa);
+    free(pm);
+    free(pc);
+    free(pc1);
+    char *cmd = fg_asprintf("rm -rf '%s' '%s' '%s' '%s'", all, s1, s2, out);
+    ck_assert(have_tool(cmd));
+    free(cmd);
+    free(all);
+    free(s1);
+    free(s2);
+    free(out);
+    clear3(r);
+}
+END_TEST
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/fg-check-results-%ld", (long)getpid());
@@ -395,6 +677,9 @@ int main(void)
     tcase_add_test(tc, json_written_and_read_back);
     tcase_add_test(tc, junit_written);
     tcase_add_test(tc, empty_run_and_bad_path);
+    tcase_add_test(tc, junit_validates_against_xsd);
+    tcase_add_test(tc, html_and_summary_from_document);
+    tcase_add_test(tc, merge_equals_unsharded);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

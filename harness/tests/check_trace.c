@@ -173,6 +173,10 @@ static void w_seg(struct writer *w, const char *src, int sport, const char *dst,
         hl = 4;
         break;
     }
+    case DLT_LOOP: /* OpenBSD loopback: the family in network order */
+        put32(f, v6 ? 24 : 2);
+        hl = 4;
+        break;
     default: /* raw IP */
         break;
     }
@@ -535,7 +539,7 @@ END_TEST
 
 /* The same exchange through every link type, v4 and v6. */
 static const int link_types[] = {DLT_EN10MB, DLT_LINUX_SLL, DLT_LINUX_SLL2, DLT_RAW,
-                                 DLT_NULL,   DLT_IPV4,      DLT_IPV6};
+                                 DLT_NULL,   DLT_LOOP,      DLT_IPV4,       DLT_IPV6};
 
 START_TEST(link_types_loop)
 {

@@ -64,7 +64,47 @@ int fg_expect_param_known(const char *rule, const char *param);
  * KB Q129140"), or NULL for an unknown rule. */
 const char *fg_expect_source(const char *rule);
 
-/* Names of the rules, NULL-terminated, for `faultgate list --rules`. */
-extern const char *const fg_expect_rules[];
+/* Names of the rules of every table below, NULL-terminated, for the
+ * scenario loader and `faultgate list --rules` (filled before main). */
+#define FG_EXPECT_MAX_RULES 128
+extern const char *fg_expect_rules[FG_EXPECT_MAX_RULES + 1];
+
+/* --- the dispatch point for rules implemented in other files ------------
+ * A rule is a row {name, source, params, required, eval}.  Each file that
+ * implements rules defines one table ending with a row whose name is NULL,
+ * and registers it with one line in FG_EXPECT_TABLES (e.g. expect_x400.c
+ * adds XX(fg_expect_x400_rules)).  eval runs only with the metadata and
+ * the timeline present, the rule's required parameters given, and limit_ms
+ * the value of `within` (0 if the rule takes none); it fills out->verdict,
+ * summary (one line), evidence, conn and frames (out->rule and
+ * out->source are set by the caller). */
+#define FG_EXPECT_P_WITHIN 1u
+#define FG_EXPECT_P_FATE 2u
+#define FG_EXPECT_P_AFTER 4u
+
+typedef void (*fg_expect_eval_fn)(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                                  uint64_t limit_ms, struct fg_outcome *out);
+
+struct fg_expect_rule {
+    const char *name;
+    const char *source; /* "RFC 5321 §4.5.3.2 (MUST); KB Q129140" */
+    unsigned params;    /* FG_EXPECT_P_* it takes */
+    unsigned required;  /* and those it needs */
+    fg_expect_eval_fn eval;
+};
+
+#define FG_EXPECT_TABLES(XX) XX(fg_expect_core_rules)
+
+#define FG_EXPECT_XX_DECLARE(t) extern const struct fg_expect_rule t[];
+FG_EXPECT_TABLES(FG_EXPECT_XX_DECLARE)
+#undef FG_EXPECT_XX_DECLARE
+
+/* fg_expect_rule_find - the row of a rule by name, or NULL. */
+const struct fg_expect_rule *fg_expect_rule_find(const char *name);
+
+/* Helpers for rule files: record a frame as evidence (deduplicated, up to
+ * FG_MAX_FRAMES) and seconds for people ("9.0", "0.25"). */
+void fg_outcome_frame(struct fg_outcome *o, uint64_t frame);
+const char *fg_expect_secs(char *buf, size_t len, uint64_t us);
 
 #endif

@@ -12,16 +12,23 @@
  *     reply-to end-of-data, every: delay 5s
  *     command RCPT #3: reset
  *     reply 2xx, every, p 0.5, once: close c2s
+ *     byte c2s 1000: slice 1 pause 10ms
+ *     after 2s: blackhole
  *
  * Keywords are case-insensitive; the first ':' ends the trigger part, so
  * reply text may contain ':' (and ',': only a trailing `, replace` is an
- * option).
+ * option).  scenarios/FORMAT.md documents every trigger, selector and
+ * action for users; this comment is the contract for the proxy.
  *
  * Triggers: `command VERB [#N]` (the Nth VERB on the connection),
  * `reply CODE` (`250`, or a class `2xx`), `end-of-data` (CRLF.CRLF, or the
  * end of a BDAT LAST chunk), `reply-to end-of-data`, `greeting` (the
- * server's first reply), `connect` (the proxy accepted the connection; the
- * action applies once the upstream leg is up).
+ * server's first reply), `starttls` (the server's 220 to STARTTLS: the
+ * point where TLS begins, RFC 3207 §4), `connect` (the proxy accepted the
+ * connection), `byte c2s|s2c N` (N octets of that direction have been
+ * read: the action takes effect between octet N and N+1), `after D` (D
+ * after the proxy accepted the connection).  Actions on connect and after
+ * apply once the upstream leg is up.
  *
  * Selectors (connection numbers are the proxy's accept order, 1-based):
  *   every (default)  every connection
@@ -30,37 +37,84 @@
  *   from N           connections N, N+1, ...
  *   p X              fire with probability X (0..1), drawn from the run's
  *                    seed; see fg_fault_set_match
- *   once (default)   fire at most once per connection.  With first/nth the
- *                    fault applies to a single connection, so it fires at
- *                    most once per run; with every/from at most once on
- *                    each connection.
+ *   once (default)   fire at most once per connection.
  *   each             fire on every matching event.
  *
- * Actions (direction `c2s`, `s2c` or `both` after stall and close):
- *   stall          stop reading and forwarding (default both): the sender's
- *                  TCP window fills as with a hung peer; nothing is closed.
- *                  A client that gives up (FIN or RST) is still noticed and
- *                  both legs are then closed.
- *   close          FIN towards the chosen side(s) (default both), after
- *                  what was already forwarded; `c2s` = FIN to the server,
- *                  `s2c` = FIN to the client.
- *   reset          RST both sides (uv_tcp_close_reset), once the bytes
- *                  forwarded before it were handed to the kernel.
- *   reply CODE TXT inject a reply towards the client.  Lines are separated
- *                  by `|` (or the two characters `\n`):
- *                  `reply 451 a|b` sends "451-a\r\n451 b\r\n".  On a reply
- *                  trigger it goes out before the server's reply; with
- *                  `, replace` the server's reply is swallowed instead.  On
- *                  a command or end-of-data trigger it goes out right
- *                  after the server's reply to that command; with
- *                  `, replace` the client's bytes are swallowed and the
- *                  proxy answers in the server's place (after the replies
- *                  to earlier pipelined commands, RFC 2920 §3.1).
- *   delay D        hold the event's bytes for D (`250ms`, `5s`) before
- *                  forwarding; later bytes in that direction queue behind
- *                  them.  On `connect`, both directions are held.
+ * Actions.  The "trigger's direction" is that of the triggering event's
+ * bytes (a command or end-of-data: c2s; a reply: s2c; `byte DIR N`: DIR);
+ * connect and after have none, and an action that needs one then uses
+ * both (corrupt: c2s).  DIR below is c2s, s2c or both.
+ *   stall [DIR]       stop reading and forwarding (default both): the
+ *                     sender's TCP window fills as with a hung peer; its
+ *                     non-blocking writes end in EAGAIN.  A client that
+ *                     gives up (FIN or RST) is still noticed and both legs
+ *                     are then closed.
+ *   blackhole [DIR]   keep reading and discard (default both): the sender's
+ *                     writes keep succeeding, nothing arrives, nothing is
+ *                     closed.
+ *   close [DIR]       FIN towards the chosen side(s) (default both): `c2s` =
+ *                     FIN to the server, `s2c` = FIN to the client; nothing
+ *                     more is read from that direction's sender (what it
+ *                     sends stays unread, so the final close is an RST if
+ *                     it sent any, RFC 1122 §4.2.2.13).
+ *   half-close [c2s|s2c]  FIN towards one side (default c2s: the server),
+ *                     as if that direction's sender had called
+ *                     shutdown(SHUT_WR); the sender's later bytes in that
+ *                     direction are read and discarded, and the other
+ *                     direction flows on until it ends.
+ *   reset             RST both sides (uv_tcp_close_reset), once the bytes
+ *                     forwarded before it were handed to the kernel.
+ *   delay D [DIR]     from the trigger on, every octet of the direction
+ *                     (default the trigger's) is forwarded D after it was
+ *                     read: a one-way latency per read chunk, order kept;
+ *                     the triggering event's own bytes are the first held.
+ *   throttle R [DIR]  from the trigger on, forward at most R octets per
+ *                     second (`1000`, `64k`, `1MB/s`; k = 1024), token
+ *                     bucket with a burst of R/10 (at least 1), starting
+ *                     empty.  Default direction: the trigger's.
+ *   slice N [pause D] [DIR]  from the trigger on, forward in writes of at
+ *                     most N octets (TCP_NODELAY is set, so each is its own
+ *                     segment), waiting D between them.  Default direction:
+ *                     the trigger's.
+ *   limit N [DIR]     from the trigger on, forward N more octets of the
+ *                     direction (default both, each counted on its own),
+ *                     then close both ways as `close` does.
+ *   reply CODE TXT    inject a reply towards the client.  Lines are separated
+ *                     by `|` (or the two characters `\n`):
+ *                     `reply 451 a|b` sends "451-a\r\n451 b\r\n".  On a reply
+ *                     trigger it goes out before the server's reply; with
+ *                     `, replace` the server's reply is swallowed instead.  On
+ *                     a command or end-of-data trigger it goes out right
+ *                     after the server's reply to that command; with
+ *                     `, replace` the client's bytes are swallowed and the
+ *                     proxy answers in the server's place (after the replies
+ *                     to earlier pipelined commands, RFC 2920 §3.1).  On
+ *                     other triggers it is sent at once.
+ *   drop              swallow the triggering command or reply (command,
+ *                     reply, greeting and reply-to end-of-data triggers
+ *                     only).  The parser is kept in step: a dropped command
+ *                     no longer waits for a reply, so later replies still
+ *                     match their commands.
+ *   corrupt [at N] [flip|xor HH|set HH] [c2s|s2c]  change one octet: the
+ *                     Nth (0-based, default 0) counted from the first octet
+ *                     of the triggering event (or from the trigger point for
+ *                     connect, after and byte), in the trigger's direction
+ *                     (connect/after: c2s).  flip (default) XORs it with
+ *                     0xff, xor HH with the hex value HH, set HH replaces it.
+ *                     The proxy's parser has seen the original octet.
+ *   refuse            (connect only) reset the accepted connection at once:
+ *                     RST before any byte, and no upstream connection.
+ *   accept-then-close (connect only) FIN at once: the client reads EOF
+ *                     before any byte; no upstream connection.
+ *   banner-delay D    (connect only) the server's bytes (its greeting
+ *                     first) reach the client no earlier than D after the
+ *                     client connected; the client's bytes go on.
  * The bytes that complete the triggering event are forwarded before the
- * action takes effect, except for `reply` on a reply trigger and `delay`.
+ * action takes effect, except for `reply` on a reply trigger, `drop`,
+ * `delay`, `throttle`, `slice` and `corrupt`, which act on them.
+ * drop, corrupt and reply `, replace` act on the event's bytes still held
+ * by the proxy: when the sender wrote a line in pieces, a piece that
+ * arrived in an earlier read has already been forwarded.
  */
 #ifndef FAULTGATE_FAULT_H
 #define FAULTGATE_FAULT_H
@@ -77,7 +131,10 @@ enum fg_trig_kind {
     FG_TRIG_END_OF_DATA,
     FG_TRIG_REPLY_TO_EOD,
     FG_TRIG_GREETING,
-    FG_TRIG_CONNECT
+    FG_TRIG_CONNECT,
+    FG_TRIG_STARTTLS,
+    FG_TRIG_BYTE, /* byte_dir, byte_off */
+    FG_TRIG_AFTER /* after_ms */
 };
 
 enum fg_conn_sel { FG_SEL_EVERY, FG_SEL_FIRST, FG_SEL_NTH, FG_SEL_FROM };
@@ -87,7 +144,17 @@ enum fg_conn_sel { FG_SEL_EVERY, FG_SEL_FIRST, FG_SEL_NTH, FG_SEL_FROM };
     XX(CLOSE, "close")                                                                             \
     XX(RESET, "reset")                                                                             \
     XX(REPLY, "reply")                                                                             \
-    XX(DELAY, "delay")
+    XX(DELAY, "delay")                                                                             \
+    XX(BLACKHOLE, "blackhole")                                                                     \
+    XX(HALF_CLOSE, "half-close")                                                                   \
+    XX(THROTTLE, "throttle")                                                                       \
+    XX(SLICE, "slice")                                                                             \
+    XX(LIMIT, "limit")                                                                             \
+    XX(DROP, "drop")                                                                               \
+    XX(CORRUPT, "corrupt")                                                                         \
+    XX(REFUSE, "refuse")                                                                           \
+    XX(ACCEPT_THEN_CLOSE, "accept-then-close")                                                     \
+    XX(BANNER_DELAY, "banner-delay")
 
 enum fg_action {
 #define XX(name, text) FG_ACT_##name,
@@ -97,6 +164,8 @@ enum fg_action {
 };
 
 enum fg_fault_dir { FG_FDIR_DEFAULT, FG_FDIR_C2S, FG_FDIR_S2C, FG_FDIR_BOTH };
+
+enum fg_corrupt_op { FG_CORRUPT_FLIP, FG_CORRUPT_XOR, FG_CORRUPT_SET };
 
 /* A fault set holds at most this many faults (one bit each in
  * fg_fault_conn.fired). */
@@ -110,6 +179,9 @@ struct fg_fault {
     unsigned verb_seq;      /* `#N`, 0 = any */
     int code;               /* FG_TRIG_REPLY: 354, or 2 for 2xx (code_class) */
     int code_class;         /* non-zero when `code` is a class digit */
+    enum fg_dir byte_dir;   /* FG_TRIG_BYTE */
+    uint64_t byte_off;      /* FG_TRIG_BYTE: octets read in byte_dir, >= 1 */
+    uint64_t after_ms;      /* FG_TRIG_AFTER */
     enum fg_conn_sel sel;
     unsigned conn_n; /* nth / from */
     double prob;     /* 1.0 unless `p X` */
@@ -119,7 +191,14 @@ struct fg_fault {
 
     enum fg_action action;
     enum fg_fault_dir dir;
-    uint64_t delay_ms;
+    uint64_t delay_ms; /* delay, banner-delay */
+    uint64_t rate;     /* throttle: octets per second */
+    uint64_t slice;    /* slice: octets per write */
+    uint64_t pause_ms; /* slice: wait between writes */
+    uint64_t limit;    /* limit: octets */
+    uint64_t at;       /* corrupt: octet position */
+    enum fg_corrupt_op op;
+    unsigned char value; /* corrupt xor/set */
     int reply_code;
     char *reply_text; /* CRLF-terminated reply lines, ready to send */
     int replace;
@@ -183,6 +262,24 @@ struct fg_fault_conn {
     struct fg_rng rng;
     int rng_ready;
 };
+
+/* Byte and time triggers are not parser events: the proxy asks for the
+ * next point to stop at and then matches there.
+ * fg_fault_next_byte - the smallest byte_off > off of a byte trigger on
+ * direction dir that may still fire on connection c (UINT64_MAX if none).
+ * fg_fault_next_after - the smallest after_ms > elapsed_ms of an after
+ * trigger that may still fire on c (UINT64_MAX if none).
+ * fg_fault_match_byte / fg_fault_match_after - as fg_fault_set_match, for
+ * the byte trigger at exactly off octets of dir, or for after triggers
+ * with after_ms <= elapsed_ms. */
+uint64_t fg_fault_next_byte(const struct fg_fault_set *fs, const struct fg_fault_conn *c,
+                            enum fg_dir dir, uint64_t off);
+uint64_t fg_fault_next_after(const struct fg_fault_set *fs, const struct fg_fault_conn *c,
+                             uint64_t elapsed_ms);
+int fg_fault_match_byte(struct fg_fault_set *fs, struct fg_fault_conn *c, enum fg_dir dir,
+                        uint64_t off, size_t from);
+int fg_fault_match_after(struct fg_fault_set *fs, struct fg_fault_conn *c, uint64_t elapsed_ms,
+                         size_t from);
 
 /* fg_fault_set_match - the first fault (index >= from) whose trigger
  * matches ev on connection c and whose selectors and probability say fire

@@ -29,6 +29,9 @@ struct fg_meta {
     int gateway_port;   /* inbound leg: injector -> gateway */
     int proxy_port;     /* outbound leg: gateway -> proxy */
     int mta_port;       /* outbound leg: proxy -> fake MTA */
+    int x400_port;      /* X.400 leg (RFC 1006): the gateway's peer port; 0 if none */
+    char *ledger;       /* the fake MTA's delivery ledger (JSON lines), relative to
+                           the meta file; NULL if none */
     char *profile_name;
     char *gateway_version;
     struct fg_timeout *timeouts;

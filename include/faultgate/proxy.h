@@ -9,7 +9,7 @@
  * 1-based.  Backpressure: when a side's pending writes (plus bytes held
  * by a delay) pass the high-water mark the proxy stops reading from the
  * other side until they drain below half of it, so memory per connection
- * stays near 2 x (high_water + one 64 KiB read).
+ * stays near 2 x (high_water + one 256 KiB read).
  *
  * Closing: a FIN from one side is relayed (half-close) once everything
  * before it was forwarded; the pair is closed when both directions are

@@ -87,11 +87,18 @@ struct fg_timeline {
 
 /* fg_timeline_build - read the capture at path.  Returns 0 or an error
  * (FG_ETRACE) with the reason in err.  Connections are in order of
- * appearance (tl->conn[i].id == i + 1); events of a connection are in
+ * appearance (tl->conn[i].id == i + 1 when every connection is kept); events of a connection are in
  * capture order; each carries the frame and time of the segment that
  * completed it.  The stats are the trace reader's (stats.truncated: the
  * file was cut short, what it held is in the timeline). */
 int fg_timeline_build(const char *path, struct fg_timeline **out, char *err, size_t errlen);
+/* fg_timeline_build_ports - the same, keeping only the connections whose
+ * server port is one of ports (nports 0: all).  Connections keep their
+ * number in the whole trace (id), so tl->conn[i].id may exceed i + 1.
+ * The judge follows only the run's ports: a run's legs inside a large
+ * capture cost memory for those legs alone. */
+int fg_timeline_build_ports(const char *path, const int *ports, size_t nports,
+                            struct fg_timeline **out, char *err, size_t errlen);
 void fg_timeline_free(struct fg_timeline *tl);
 
 /* Connections whose server side has port `port`, in order: stores up to

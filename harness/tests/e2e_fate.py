@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""End-to-end checks of message fate: for each fate, `faultgate run` of the
+scenario under scenarios/fate/ against a refgw profile whose behaviour
+produces it, and the verdict and evidence of the message-fate expectation
+name that fate.  Also `faultgate fake-mta` under a stdlib SMTP client:
+STARTTLS against the run-time test CA, the capabilities after TLS, AUTH,
+and a violation in the ledger.
+
+Usage: e2e_fate.py BUILD_DIR SOURCE_DIR [TEST...]
+Every child has a timeout; the harness itself bounds every wait inside.
+"""
+import json
+import re
+import os
+import shutil
+import smtplib
+import ssl
+import subprocess
+import sys
+import tempfile
+import unittest
+
+BUILD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build"
+SRC = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else "."
+FG = os.path.join(BUILD, "faultgate")
+FATE = os.path.join(SRC, "scenarios", "fate")
+GW = os.path.join(SRC, "scenarios", "gateways")
+CAPTURE = os.environ.get("FG_E2E_CAPTURE", "auto")
+
+# fate -> (scenario, profile, expected scenario verdict)
+CASES = {
+    "delivered-once": ("fate-delivered-once.yaml", "refgw.yaml", "pass"),
+    "duplicated": ("fate-duplicated.yaml", "refgw.yaml", "pass"),
+    "bounced": ("fate-bounced.yaml", "refgw.yaml", "pass"),
+    "deferred": ("fate-deferred.yaml", "refgw.yaml", "inconc"),
+    "lost": ("fate-lost.yaml", "refgw-silent-drop.yaml", "fail"),
+}
+
+
+def fg(*args, timeout=180):
+    return subprocess.run([FG, *args], capture_output=True, text=True, timeout=timeout)
+
+
+class Fate(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="fg-e2e-fate-")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def run_fate(self, fate):
+        scen, prof, verdict = CASES[fate]
+        out = os.path.join(self.tmp, fate)
+        p = fg("run", "-q", "--capture", CAPTURE, "--seed", "11", "-g", os.path.join(GW, prof),
+               "-o", out, os.path.join(FATE, scen))
+        with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+            res = json.load(f)
+        self.assertEqual(len(res["scenarios"]), 1, p.stdout + p.stderr)
+        sc = res["scenarios"][0]
+        dump = p.stdout + p.stderr + json.dumps(sc, indent=1)[:6000]
+        self.assertEqual(sc["verdict"], verdict, dump)
+        self.assertEqual(p.returncode, {"pass": 0, "fail": 1, "inconc": 1}[verdict], dump)
+        mf = [o for o in sc["expectations"] if o["rule"] == "message-fate"]
+        self.assertEqual(len(mf), 1, dump)
+        ev = mf[0].get("evidence") or ""
+        # The evidence names the fate per message ("...: lost: neither ...").
+        want = r"\bdelivered once\b" if fate == "delivered-once" else r"\b%s: " % re.escape(fate)
+        self.assertRegex(ev, want, dump)
+        if verdict != "pass":
+            self.assertIn(fate, mf[0]["summary"], dump)
+        self.assertTrue(os.path.exists(os.path.join(out, sc["id"] + ".pcap")), dump)
+        return sc, ev, out
+
+    def test_delivered_once(self):
+        sc, ev, out = self.run_fate("delivered-once")
+        # Three messages, three ledger entries at the fake MTA, one each.
+        tokens = []
+        with open(os.path.join(out, sc["id"], "ledger.jsonl"), encoding="utf-8") as f:
+            for line in f:
+                o = json.loads(line)
+                if o.get("event", "message") == "message":
+                    tokens.append(o["token"])
+        self.assertEqual(len(tokens), 3, tokens)
+        self.assertEqual(len(set(tokens)), 3, tokens)
+
+    def test_duplicated(self):
+        sc, ev, out = self.run_fate("duplicated")
+        self.assertIn("RFC 1047", ev)
+
+    def test_bounced(self):
+        sc, ev, out = self.run_fate("bounced")
+        self.assertIn("<>", ev)
+
+    def test_deferred(self):
+        self.run_fate("deferred")
+
+    def test_lost(self):
+        sc, ev, out = self.run_fate("lost")
+        self.assertIn("0 deliveries", ev)
+
+
+class FakeMta(unittest.TestCase):
+    """`faultgate fake-mta` with a script, under Python's smtplib."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="fg-e2e-mta-")
+        self.ledger = os.path.join(self.tmp, "ledger.jsonl")
+        self.ca = os.path.join(self.tmp, "ca.pem")
+        script = os.path.join(self.tmp, "script.yaml")
+        with open(script, "w", encoding="utf-8") as f:
+            f.write("hide_after_tls: [PIPELINING, SIZE]\n"
+                    "stages:\n  - {stage: rcpt, nth: 2, reply: \"452 4.5.3 no more|really\"}\n")
+        self.p = subprocess.Popen([FG, "fake-mta", "--listen", "127.0.0.1:0", "--script", script,
+                                   "--ledger", self.ledger, "--ca-out", self.ca],
+                                  stderr=subprocess.PIPE, text=True)
+        line = self.p.stderr.readline()  # the process prints its port first
+        self.assertIn("listening on", line)
+        self.port = int(line.rsplit(":", 1)[1])
+
+    def tearDown(self):
+        self.p.terminate()
+        try:
+            self.p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait(timeout=10)
+        self.p.stderr.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_starttls_auth_script_and_violation(self):
+        s = smtplib.SMTP("127.0.0.1", self.port, timeout=10)
+        code, caps = s.ehlo("client.test")
+        self.assertEqual(code, 250)
+        for cap in (b"PIPELINING", b"SIZE", b"8BITMIME", b"SMTPUTF8", b"CHUNKING", b"DSN",
+                    b"ENHANCEDSTATUSCODES", b"STARTTLS", b"AUTH PLAIN LOGIN"):
+            self.assertIn(cap, caps)
+        ctx = ssl.create_default_context(cafile=self.ca)
+        ctx.check_hostname = False  # the certificate names mta.faultgate.test
+        self.assertEqual(s.starttls(context=ctx)[0], 220)
+        code, caps = s.ehlo("client.test")
+        self.assertNotIn(b"PIPELINING", caps)  # capabilities after TLS differ
+        self.assertNotIn(b"STARTTLS", caps)
+        self.assertEqual(s.login("user", "secret")[0], 235)
+        self.assertEqual(s.mail("a@one.test")[0], 250)
+        self.assertEqual(s.rcpt("b@two.test")[0], 250)
+        code, text = s.rcpt("c@two.test")
+        self.assertEqual((code, text), (452, b"4.5.3 no more\nreally"))
+        self.assertEqual(s.data(b"Subject: t\r\nX-Faultgate-Token: e2e-1\r\n\r\nbare\nlf\r\n")[0],
+                         250)
+        s.quit()
+        self.p.terminate()
+        self.p.wait(timeout=10)
+        events = [json.loads(l) for l in open(self.ledger, encoding="utf-8")]
+        msgs = [e for e in events if e["event"] == "message"]
+        self.assertEqual(len(msgs), 1, events)
+        self.assertTrue(msgs[0]["tls"])
+        self.assertEqual(msgs[0]["token"], "e2e-1")
+        self.assertEqual(msgs[0]["rcpt"], ["b@two.test"])
+        self.assertIn("bare-lf", msgs[0]["violations"])
+        self.assertTrue(any(e["event"] == "violation" and e["rule"] == "bare-lf" for e in events))
+
+    def test_bad_script_is_exit_2_with_position(self):
+        bad = os.path.join(self.tmp, "bad.yaml")
+        with open(bad, "w", encoding="utf-8") as f:
+            f.write("stages:\n  - {stage: rcpt, action: explode}\n")
+        p = fg("fake-mta", "--listen", "127.0.0.1:0", "--script", bad, timeout=30)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("bad.yaml:2:", p.stderr)
+        self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main(argv=[sys.argv[0], "-v"] + sys.argv[3:])
