@@ -494,6 +494,7 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o,
     m->scenario_id = fg_strdup(sc->id);
     m->seed = seed;
     m->pcap = fg_strdup(r.pcap_name);
+    m->ledger = fg_asprintf("%s/ledger.jsonl", sc->id); /* relative to the meta file */
     m->start_us = fg_wall_us();
     m->gateway_running_at_end = 1;
     meta_from_profile(m, prof);
@@ -669,6 +670,7 @@ judge:;
     free(m->scenario_id);
     free(m->capture_mode);
     free(m->pcap);
+    free(m->ledger);
     free(m->profile_name);
     free(m->gateway_version);
     fg_fault_set_free(&r.faults);
