@@ -668,6 +668,7 @@ static void parse_args(int argc, char **argv)
                                          {"hostname", required_argument, NULL, 'H'},
                                          {"ready-file", required_argument, NULL, 'R'},
                                          {"x400-upstream", required_argument, NULL, 'X'},
+                                         {"x400-domain", required_argument, NULL, 'D'},
                                          {"help", no_argument, NULL, 'h'},
                                          {"version", no_argument, NULL, 'V'},
                                          {NULL, 0, NULL, 0}};
@@ -748,6 +749,12 @@ static void parse_args(int argc, char **argv)
                 c->x400_port == 0)
                 die_usage("--x400-upstream: expected HOST:PORT, got '%s'", optarg);
             break;
+        case 'D':
+            if (!optarg[0] || strpbrk(optarg, " \t\r\n@") ||
+                strlen(optarg) >= sizeof(c->x400_domain))
+                die_usage("--x400-domain: bad domain '%s'", optarg);
+            snprintf(c->x400_domain, sizeof(c->x400_domain), "%s", optarg);
+            break;
         case 'R':
             free(c->ready_file);
             c->ready_file = fg_strdup(optarg);
@@ -757,7 +764,7 @@ static void parse_args(int argc, char **argv)
                    "             [--timeout NAME=DUR[,NAME=DUR...]] [--retry DUR]\n"
                    "             [--max-retry-delay DUR] [--give-up DUR] [--max-size SIZE]\n"
                    "             [--bug MODE] [--hostname NAME] [--ready-file PATH]\n"
-                   "             [--x400-upstream HOST:PORT]\n");
+                   "             [--x400-upstream HOST:PORT [--x400-domain DOMAIN]]\n");
             exit(0);
         case 'V':
             printf("refgw %s (faultgate reference gateway)\n", FG_VERSION);
@@ -837,8 +844,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     refgw_out_init();
     refgw_x400_init();
-    static const char *const bugs[] = {"none", "no-data-timeout", "crash-on-ehlo-drop",
-                                       "serial-inbound", "silent-drop", "bad-minor-sync"};
+    static const char *const bugs[] = {"none",           "no-data-timeout", "crash-on-ehlo-drop",
+                                       "serial-inbound", "silent-drop",     "bad-minor-sync"};
     refgw_log("listening on %s:%d, upstream %s:%d, spool %s, bug %s", refgw_cfg.listen_host, port,
               refgw_cfg.up_host, refgw_cfg.up_port, refgw_cfg.spool, bugs[refgw_cfg.bug]);
     rc = refgw_spool_load();

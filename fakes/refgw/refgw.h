@@ -38,9 +38,10 @@ struct refgw_config {
     enum refgw_bug bug;
     char hostname[256];
     char *ready_file;
-    char x400_host[256]; /* --x400-upstream: relay to X.400 instead of SMTP */
-    int x400_port;       /* 0: no X.400 side */
-    int x400_bug;        /* enum fg_x400_sync_bug, with REFGW_BUG_BAD_MINOR_SYNC */
+    char x400_host[256];   /* --x400-upstream: relay to X.400 instead of SMTP */
+    char x400_domain[256]; /* --x400-domain: only mail for this domain goes via X.400 */
+    int x400_port;         /* 0: no X.400 side */
+    int x400_bug;          /* enum fg_x400_sync_bug, with REFGW_BUG_BAD_MINOR_SYNC */
 };
 
 extern struct refgw_config refgw_cfg;
@@ -86,7 +87,10 @@ int refgw_spool_write(struct refgw_msg *m);
 void refgw_spool_remove(const struct refgw_msg *m);
 int refgw_spool_load(void);
 void refgw_queue_add(struct refgw_msg *m);
-struct refgw_msg *refgw_queue_next_due(uint64_t now, uint64_t *wait_ms);
+/* route: REFGW_ROUTE_SMTP or REFGW_ROUTE_X400 - only messages for that side. */
+enum { REFGW_ROUTE_SMTP, REFGW_ROUTE_X400 };
+int refgw_msg_route(const struct refgw_msg *m);
+struct refgw_msg *refgw_queue_next_due(uint64_t now, uint64_t *wait_ms, int route);
 /* The attempt on m ended; reason describes the last transient failure (or
  * NULL).  Bounces failed recipients, reschedules pending ones, removes the
  * message once nothing is left. */

@@ -72,9 +72,7 @@ static void out_next_message(void);
 
 int refgw_out_busy(void)
 {
-    if (refgw_cfg.x400_port)
-        return refgw_x400_busy();
-    return out.state != O_IDLE;
+    return out.state != O_IDLE || (refgw_cfg.x400_port && refgw_x400_busy());
 }
 
 static void stage_timeout_cb(uv_timer_t *t);
@@ -298,7 +296,8 @@ static void start_message(struct refgw_msg *m)
 static void out_next_message(void)
 {
     uint64_t wait;
-    struct refgw_msg *m = out.shutting_down ? NULL : refgw_queue_next_due(fg_now_ms(), &wait);
+    struct refgw_msg *m =
+        out.shutting_down ? NULL : refgw_queue_next_due(fg_now_ms(), &wait, REFGW_ROUTE_SMTP);
     if (m) {
         begin_attempt(m);
         start_message(m);
@@ -628,14 +627,12 @@ static int upstream_addr(struct sockaddr_storage *ss)
  * arm the queue timer for the next one. */
 void refgw_out_kick(void)
 {
-    if (refgw_cfg.x400_port) {
+    if (refgw_cfg.x400_port)
         refgw_x400_kick();
-        return;
-    }
     if (out.state != O_IDLE || out.shutting_down)
         return;
     uint64_t wait = UINT64_MAX;
-    struct refgw_msg *m = refgw_queue_next_due(fg_now_ms(), &wait);
+    struct refgw_msg *m = refgw_queue_next_due(fg_now_ms(), &wait, REFGW_ROUTE_SMTP);
     if (!m) {
         uv_timer_stop(&out.qtimer);
         if (wait != UINT64_MAX)

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -231,10 +232,39 @@ static void queue_unlink(struct refgw_msg *m)
 
 /* refgw_queue_next_due - the oldest message whose retry time has come, or
  * NULL with *wait_ms set to the time until the next one (UINT64_MAX: none). */
-struct refgw_msg *refgw_queue_next_due(uint64_t now, uint64_t *wait_ms)
+/* refgw_msg_route - which side relays m: X.400 when there is an X.400
+ * upstream and either no --x400-domain was given or every recipient is in
+ * that domain (or below it); SMTP otherwise.  Bounces go back by SMTP. */
+int refgw_msg_route(const struct refgw_msg *m)
+{
+    if (!refgw_cfg.x400_port)
+        return REFGW_ROUTE_SMTP;
+    if (!refgw_cfg.x400_domain[0])
+        return REFGW_ROUTE_X400;
+    if (!m->sender[0] || m->nrcpts == 0)
+        return REFGW_ROUTE_SMTP;
+    size_t dl = strlen(refgw_cfg.x400_domain);
+    for (size_t i = 0; i < m->nrcpts; i++) {
+        const char *at = strrchr(m->rcpts[i].addr, '@');
+        if (!at)
+            return REFGW_ROUTE_SMTP;
+        const char *dom = at + 1;
+        size_t l = strlen(dom);
+        int match = (l == dl && strcasecmp(dom, refgw_cfg.x400_domain) == 0) ||
+                    (l > dl && dom[l - dl - 1] == '.' &&
+                     strcasecmp(dom + l - dl, refgw_cfg.x400_domain) == 0);
+        if (!match)
+            return REFGW_ROUTE_SMTP;
+    }
+    return REFGW_ROUTE_X400;
+}
+
+struct refgw_msg *refgw_queue_next_due(uint64_t now, uint64_t *wait_ms, int route)
 {
     uint64_t best = UINT64_MAX;
     for (struct refgw_msg *m = queue_head; m; m = m->next) {
+        if (refgw_msg_route(m) != route)
+            continue;
         if (m->next_ms <= now)
             return m;
         if (m->next_ms - now < best)

@@ -68,7 +68,7 @@ void refgw_x400_kick(void)
     if (xo.snd || xo.shutting_down)
         return;
     uint64_t wait = UINT64_MAX;
-    struct refgw_msg *m = refgw_queue_next_due(fg_now_ms(), &wait);
+    struct refgw_msg *m = refgw_queue_next_due(fg_now_ms(), &wait, REFGW_ROUTE_X400);
     uv_timer_stop(&xo.qtimer);
     if (!m) {
         if (wait != UINT64_MAX)
