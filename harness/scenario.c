@@ -57,6 +57,9 @@ void fg_scenario_free(struct fg_scenario *s)
         free(s->expects[i].within);
         free(s->expects[i].fate);
         free(s->expects[i].after);
+        free(s->expects[i].stage);
+        free(s->expects[i].min);
+        free(s->expects[i].leg);
     }
     free(s->expects);
     free(s);
@@ -307,7 +310,8 @@ static int rule_known(const char *name)
 static int load_expect(const struct fg_yaml_doc *d, const struct fg_yaml_node *n,
                        struct fg_scenario *s, struct fg_expect_spec *e, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"rule", "within", "fate", "after", NULL};
+    static const char *const keys[] = {"rule", "within", "fate", "after",
+                                       "stage", "min", "leg", NULL};
     int rc;
     if ((rc = fg_yaml_expect(d, n, FG_YAML_MAP, "an expectation", err, errlen)))
         return rc;
@@ -373,6 +377,20 @@ static int load_expect(const struct fg_yaml_doc *d, const struct fg_yaml_node *n
             return rc;
         e->after = fg_strdup(v->scalar);
     }
+    /* Plain scalars the catalog checks (expect.c). */
+    struct {
+        const char *key;
+        char **dst;
+    } more[] = {{"stage", &e->stage}, {"min", &e->min}, {"leg", &e->leg}};
+    for (size_t i = 0; i < sizeof more / sizeof more[0]; i++) {
+        if (!(v = fg_yaml_get(n, more[i].key)))
+            continue;
+        char what[16];
+        snprintf(what, sizeof what, "'%s'", more[i].key);
+        if ((rc = scalar(d, v, what, err, errlen)))
+            return rc;
+        *more[i].dst = fg_strdup(v->scalar);
+    }
     char msg[FG_ERRBUF_SIZE] = "";
     if ((rc = fg_expect_validate(s, e, msg, sizeof(msg)))) {
         /* The catalog's message names the file and position already. */
@@ -431,9 +449,11 @@ static int load_scenario(const struct fg_yaml_doc *d, struct fg_scenario *s, cha
             s->leg = FG_LEG_OUTBOUND;
         else if (strcmp(v->scalar, "inbound") == 0)
             s->leg = FG_LEG_INBOUND;
+        else if (strcmp(v->scalar, "x400") == 0)
+            s->leg = FG_LEG_X400;
         else
-            return fg_yaml_errf(d, v, err, errlen, FG_EINPUT, "bad leg '%s' (outbound or inbound)",
-                                v->scalar);
+            return fg_yaml_errf(d, v, err, errlen, FG_EINPUT,
+                                "bad leg '%s' (outbound, inbound or x400)", v->scalar);
     }
     if ((v = fg_yaml_get(root, "deadline"))) {
         if ((rc = scalar(d, v, "'deadline'", err, errlen)))

@@ -11,7 +11,9 @@
 
 #include "faultgate/fault.h"
 
-enum fg_leg { FG_LEG_OUTBOUND, FG_LEG_INBOUND };
+/* FG_LEG_X400: the gateway takes SMTP in and relays it over X.400
+ * (RFC 1006) to the run's fake X.400 MTA ({x400_upstream}). */
+enum fg_leg { FG_LEG_OUTBOUND, FG_LEG_INBOUND, FG_LEG_X400 };
 
 struct fg_msg_spec {
     char *from;
@@ -28,6 +30,9 @@ struct fg_expect_spec {
     char *within;  /* expression, e.g. "timeouts.data_done + 5s"; may be NULL */
     char *fate;    /* message-fate */
     char *after;   /* closes-after-stall: which fault (index as text); may be NULL */
+    char *stage;   /* timeout-at-least: greeting, ehlo, mail, ...; may be NULL */
+    char *min;     /* timeout-at-least: expression like `within`; may be NULL */
+    char *leg;     /* rules judging either leg: "outbound" or "inbound"; may be NULL */
     int line, col; /* where it was written */
     int within_line, within_col;
     /* Positions of the rule's and fate's values (0 when absent), and the
