@@ -1,12 +1,25 @@
 /* client.c - the injector: submits token-stamped messages over SMTP.
  *
- * A strict, sequential SMTP client on libuv and the shared SMTP parser.
- * All messages go over one connection: greeting, EHLO (HELO if EHLO is
- * refused with 5xx, RFC 5321 §3.2), then per message MAIL, RCPT for each
- * recipient, DATA, the dot-stuffed body (§4.5.2), and finally QUIT.  A
- * message whose connection fails or whose reply does not come within the
- * deadline is marked failed, and the next one gets a new connection.  With
- * no messages it is a liveness probe: connect, greeting, QUIT.
+ * A strict SMTP client on libuv and the shared SMTP parser.  Messages are
+ * handed out in order to up to `concurrency` connections at once (the next
+ * message's own setting); each connection runs greeting, EHLO (HELO if
+ * EHLO is refused with 5xx, RFC 5321 §3.2), then per message MAIL, RCPT for
+ * each recipient, DATA and the dot-stuffed body (§4.5.2) or BDAT chunks
+ * (RFC 3030), and takes the next message until none is left; then QUIT.
+ *
+ * Options per message (struct fg_inject_msg.flags): PIPELINING sends MAIL,
+ * the RCPTs and DATA (or the BDAT chunks) as one group in one write when
+ * the server offers it (RFC 2920 §3.1, DATA last); BDAT when CHUNKING is
+ * offered; an 8-bit body with BODY=8BITMIME (RFC 6152: never sent to a
+ * server that does not offer 8BITMIME); SIZE= when SIZE is offered
+ * (RFC 1870).  Without pipelining each command waits for its reply.
+ *
+ * Every reply awaited is queued as what it answers, so that pipelined and
+ * lock-step sessions go through the same code.  A message whose connection
+ * fails or whose reply does not come within the deadline is marked failed;
+ * when a connection closes, new ones are opened while messages remain.
+ * With no messages the injector is a liveness probe: connect, greeting,
+ * QUIT.
  *
  * Every write and read is reported to the capture (synth mode) so that the
  * injector's leg appears in the run's pcap even without live capture.
@@ -15,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "faultgate/error.h"
 #include "faultgate/injector.h"
@@ -22,20 +36,51 @@
 
 #define INJ_READ_BUF (64u * 1024)
 #define INJ_DEFAULT_TIMEOUT_MS 30000u
+/* Commands per pipelined group: a proxy or analyzer that tracks a bounded
+ * number of outstanding commands (FG_SMTP_PENDING_MAX) keeps up. */
+#define INJ_GROUP_MAX 100u
+#define INJ_BDAT_CHUNK (64u * 1024)
+#define NONE ((size_t)-1)
 
-enum inj_state {
-    ST_IDLE,
-    ST_CONNECTING,
-    ST_GREETING,
-    ST_EHLO,
-    ST_HELO,
-    ST_MAIL,
-    ST_RCPT,
-    ST_DATA,
-    ST_EOD,
-    ST_RSET,
-    ST_QUIT,
-    ST_FINISHED
+/* Server capabilities the injector uses (from the EHLO reply). */
+#define CAP_PIPELINING 0x1u
+#define CAP_CHUNKING 0x2u
+#define CAP_8BITMIME 0x4u
+#define CAP_SIZE 0x8u
+
+/* What an awaited reply answers. */
+enum inj_exp { X_GREETING, X_EHLO, X_HELO, X_MAIL, X_RCPT, X_DATA, X_EOD, X_BDAT, X_RSET, X_QUIT };
+
+struct inj_sess {
+    struct fg_injector *inj;
+    struct inj_sess *next; /* in inj->sessions */
+    uv_tcp_t tcp;
+    uv_connect_t creq;
+    uv_timer_t timer;
+    int handles; /* open handles (tcp, timer) whose close callback has not run */
+    int closing; /* uv_close called on tcp */
+    int retired; /* closing or quitting: takes no more messages */
+    struct fg_synth_conn *sc;
+    struct fg_smtp_parser p;
+    int have_reply, reply_code;
+    int probe_ok;
+    unsigned caps;
+    int helo_only; /* no ESMTP: no extension and no parameter (RFC 5321 §4.1.1.1) */
+
+    /* awaited replies, oldest first */
+    unsigned char *exp;
+    size_t exp_head, exp_len, exp_cap;
+
+    /* the message being submitted */
+    size_t cur;
+    char *body;       /* its text, not dot-stuffed */
+    size_t body_len;
+    int pipe, bdat;   /* how it goes on this connection */
+    int mail_sent, data_sent, body_sent;
+    int mail_failed, failed; /* a refusal seen; the first code */
+    int fail_code;
+    size_t rcpt_sent, rcpt_replied, rcpt_ok;
+    size_t bdat_off; /* body octets sent in BDAT chunks */
 };
 
 struct fg_injector {
@@ -50,353 +95,632 @@ struct fg_injector {
     fg_injector_done_cb done_cb;
     void *ud;
 
-    uv_timer_t timer;
-    int timer_open;
-    uv_tcp_t tcp;
-    uv_connect_t creq;
-    int tcp_open;    /* initialised and its close callback not yet run */
-    int tcp_closing; /* uv_close called */
-    struct fg_synth_conn *sc;
-    struct fg_smtp_parser p;
+    struct inj_sess *sessions;
+    unsigned nsess; /* sessions not yet freed */
+    unsigned nopen; /* sessions that may take another message */
+    uv_timer_t timer; /* the done callback, and the close callback, from the loop */
     unsigned nconns;
-
-    enum inj_state st;
-    size_t idx; /* message being (or next to be) submitted */
-    size_t rcpt_i;
-    size_t rcpt_ok;
+    size_t next; /* the next message to hand out */
     int probe_status;
-
-    /* The reply the parser stopped on. */
-    int have_reply;
-    int reply_code;
+    int finished;
 
     int closing;
     void (*close_cb)(void *ud);
     void *close_ud;
 
+    /* One read buffer for every connection: a read is parsed completely
+     * before the loop reads again. */
     char rbuf[INJ_READ_BUF];
 };
 
 struct inj_write {
     uv_write_t req;
-    struct fg_injector *inj;
+    struct inj_sess *s;
+    size_t len, cap;
     char data[];
 };
 
-static void inj_connect(struct fg_injector *inj);
-static void conn_close(struct fg_injector *inj);
+static void sess_new(struct fg_injector *inj);
+static void sess_close(struct inj_sess *s);
+static void take_next(struct inj_sess *s);
 
-/* --- deadlines -------------------------------------------------------- */
-
-static void on_timeout(uv_timer_t *t);
-
-static void arm(struct fg_injector *inj)
+static void retire(struct inj_sess *s)
 {
-    uv_timer_start(&inj->timer, on_timeout, inj->timeout_ms, 0);
-}
-
-/* --- failures --------------------------------------------------------- */
-
-static int in_message(const struct fg_injector *inj)
-{
-    return inj->st >= ST_MAIL && inj->st <= ST_EOD;
-}
-
-/* msg_fail - the current message failed (or the session it was to use
- * did); the next one is tried after it. */
-static void msg_fail(struct fg_injector *inj, int err, int code)
-{
-    if (inj->nmsgs == 0) {
-        if (inj->probe_status != 0)
-            inj->probe_status = err;
-        return;
+    if (!s->retired) {
+        s->retired = 1;
+        s->inj->nopen--;
     }
-    if (inj->idx >= inj->nmsgs)
-        return;
-    struct fg_inject_msg *m = &inj->msgs[inj->idx];
-    m->status = err;
-    if (code)
-        m->reply_code = code;
-    inj->idx++;
 }
 
-/* conn_fail - the connection broke or a deadline passed: whatever was in
- * progress failed with err, and the connection is closed. */
-static void conn_fail(struct fg_injector *inj, int err)
+static void send_quit(struct inj_sess *s);
+
+/* --- output ------------------------------------------------------------ */
+
+static struct inj_write *wbuf_new(size_t cap)
 {
-    if (inj->st != ST_RSET && inj->st != ST_QUIT)
-        msg_fail(inj, err, 0);
-    conn_close(inj);
+    struct inj_write *w = fg_malloc(sizeof(*w) + cap);
+    w->len = 0;
+    w->cap = cap;
+    return w;
 }
 
-static void on_timeout(uv_timer_t *t)
+static void wbuf_reserve(struct inj_write **wp, size_t more)
 {
-    struct fg_injector *inj = t->data;
-    if (inj->tcp_open && !inj->tcp_closing)
-        conn_fail(inj, FG_ETIMEOUT);
+    struct inj_write *w = *wp;
+    if (w->len + more <= w->cap)
+        return;
+    size_t cap = w->cap * 2 + more;
+    w = fg_realloc(w, sizeof(*w) + cap);
+    w->cap = cap;
+    *wp = w;
 }
 
-/* --- writing ---------------------------------------------------------- */
-
-static void on_write(uv_write_t *req, int status)
-{
-    struct inj_write *w = (struct inj_write *)req;
-    struct fg_injector *inj = w->inj;
-    free(w);
-    if (inj->tcp_closing || !inj->tcp_open)
-        return;
-    if (status < 0) {
-        conn_fail(inj, status);
-        return;
-    }
-    /* The reply deadline runs from when the kernel has all we sent: a
-     * large body to a slow reader must not eat the wait for its reply. */
-    arm(inj);
-}
-
-static void send_buf(struct fg_injector *inj, struct inj_write *w, size_t len)
-{
-    w->inj = inj;
-    fg_smtp_parser_feed(&inj->p, FG_C2S, w->data, len);
-    if (inj->sc)
-        fg_capture_conn_data(inj->sc, FG_C2S, w->data, len);
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
-    int r = uv_write(&w->req, (uv_stream_t *)&inj->tcp, &b, 1, on_write);
-    if (r < 0) {
-        free(w);
-        conn_fail(inj, r);
-        return;
-    }
-    arm(inj);
-}
-
-static void send_cmd(struct fg_injector *inj, enum inj_state next, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void send_cmd(struct fg_injector *inj, enum inj_state next, const char *fmt, ...)
+static void wbuf_printf(struct inj_write **wp, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void wbuf_printf(struct inj_write **wp, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    struct inj_write *w = fg_malloc(sizeof(*w) + (size_t)n + 1);
+    wbuf_reserve(wp, (size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf((*wp)->data + (*wp)->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    (*wp)->len += (size_t)n;
+}
+
+static void wbuf_put(struct inj_write **wp, const char *d, size_t n)
+{
+    wbuf_reserve(wp, n);
+    memcpy((*wp)->data + (*wp)->len, d, n);
+    (*wp)->len += n;
+}
+
+static void expect(struct inj_sess *s, enum inj_exp e)
+{
+    if (s->exp_head + s->exp_len == s->exp_cap) {
+        if (s->exp_head > 0) {
+            memmove(s->exp, s->exp + s->exp_head, s->exp_len);
+            s->exp_head = 0;
+        } else {
+            s->exp_cap = s->exp_cap ? s->exp_cap * 2 : 16;
+            s->exp = fg_realloc(s->exp, s->exp_cap);
+        }
+    }
+    s->exp[s->exp_head + s->exp_len++] = (unsigned char)e;
+}
+
+/* --- deadlines ----------------------------------------------------------- */
+
+static void on_timeout(uv_timer_t *t);
+
+static void arm(struct inj_sess *s)
+{
+    uv_timer_start(&s->timer, on_timeout, s->inj->timeout_ms, 0);
+}
+
+/* --- messages ------------------------------------------------------------ */
+
+static struct fg_inject_msg *cur_msg(struct inj_sess *s)
+{
+    return s->cur != NONE ? &s->inj->msgs[s->cur] : NULL;
+}
+
+/* msg_end - the current message is over: accepted (status 0) or failed. */
+static void msg_end(struct inj_sess *s, int status, int code)
+{
+    struct fg_inject_msg *m = cur_msg(s);
+    if (!m)
+        return;
+    m->status = status;
+    if (code)
+        m->reply_code = code;
+    if (status == 0)
+        m->accepted_us = fg_wall_us();
+    free(s->body);
+    s->body = NULL;
+    s->cur = NONE;
+}
+
+/* refuse - a refusal of part of the transaction; the first code is the
+ * message's (a pipelined 554 to DATA after a refused RCPT says less). */
+static void refuse(struct inj_sess *s, int code)
+{
+    if (!s->failed)
+        s->fail_code = code;
+    s->failed = 1;
+}
+
+/* conn_fail - the connection broke or a deadline passed: the message in
+ * progress failed with err (or with the refusal already seen). */
+static void conn_fail(struct inj_sess *s, int err)
+{
+    if (s->inj->nmsgs == 0 && s->inj->probe_status != 0)
+        s->inj->probe_status = err;
+    if (cur_msg(s)) {
+        if (s->failed)
+            msg_end(s, FG_EPROTO, s->fail_code);
+        else
+            msg_end(s, err, 0);
+    }
+    sess_close(s);
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    struct inj_sess *s = t->data;
+    if (!s->closing)
+        conn_fail(s, FG_ETIMEOUT);
+}
+
+/* --- writing ------------------------------------------------------------- */
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct inj_write *w = (struct inj_write *)req;
+    struct inj_sess *s = w->s;
+    free(w);
+    if (s->closing)
+        return;
+    if (status < 0) {
+        conn_fail(s, status);
+        return;
+    }
+    /* The reply deadline runs from when the kernel has all we sent: a
+     * large body to a slow reader must not eat the wait for its reply. */
+    arm(s);
+}
+
+static void flush(struct inj_sess *s, struct inj_write *w)
+{
+    if (w->len == 0) {
+        free(w);
+        return;
+    }
+    w->s = s;
+    /* Only the replies are parsed: what we send is known already, and the
+     * parser reads replies the same without it (no STARTTLS here). */
+    if (s->sc)
+        fg_capture_conn_data(s->sc, FG_C2S, w->data, w->len);
+    /* Try the write at once: a group that fits in the socket buffer then
+     * costs one write(2) and no request (through uv_write, libuv 1.44 also
+     * re-arms the poll watcher: one more epoll_ctl(2) per command).  It is
+     * refused while earlier writes are queued, so the order is kept. */
+    size_t off = 0;
+    int r = uv_try_write((uv_stream_t *)&s->tcp, &(uv_buf_t){.base = w->data, .len = w->len}, 1);
+    if (r == (int)w->len) {
+        free(w);
+        arm(s);
+        return;
+    }
+    if (r > 0)
+        off = (size_t)r;
+    else if (r != UV_EAGAIN) {
+        free(w);
+        conn_fail(s, r);
+        return;
+    }
+    uv_buf_t b = uv_buf_init(w->data + off, (unsigned)(w->len - off));
+    r = uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, on_write);
+    if (r < 0) {
+        free(w);
+        conn_fail(s, r);
+        return;
+    }
+    arm(s);
+}
+
+static void send_cmd(struct inj_sess *s, enum inj_exp e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void send_cmd(struct inj_sess *s, enum inj_exp e, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    struct inj_write *w = wbuf_new((size_t)n + 1);
     va_start(ap, fmt);
     vsnprintf(w->data, (size_t)n + 1, fmt, ap);
     va_end(ap);
-    inj->st = next;
-    send_buf(inj, w, (size_t)n);
+    w->len = (size_t)n;
+    expect(s, e);
+    flush(s, w);
 }
 
-/* send_body - the message, dot-stuffed (a '.' added to every line that
+static int line_start(const char *b, size_t i)
+{
+    return i == 0 || (i >= 2 && b[i - 1] == '\n' && b[i - 2] == '\r');
+}
+
+/* put_body - the message, dot-stuffed (a '.' added to every line that
  * begins with one, RFC 5321 §4.5.2), then CRLF.CRLF. */
-static void send_body(struct fg_injector *inj, const struct fg_inject_msg *m)
+static void put_body(struct inj_write **wp, const char *body, size_t len)
 {
-    size_t len;
-    char *body = fg_injector_body(m, &len);
-    size_t dots = 0;
-    for (size_t i = 0; i < len; i++)
-        if (body[i] == '.' && (i == 0 || (i >= 2 && body[i - 1] == '\n' && body[i - 2] == '\r')))
-            dots++;
-    struct inj_write *w = fg_malloc(sizeof(*w) + len + dots + 5);
-    char *o = w->data;
-    for (size_t i = 0; i < len; i++) {
-        if (body[i] == '.' && (i == 0 || (i >= 2 && body[i - 1] == '\n' && body[i - 2] == '\r')))
-            *o++ = '.';
-        *o++ = body[i];
+    wbuf_reserve(wp, len + len / 64 + 8);
+    size_t i = 0;
+    while (i < len) {
+        /* copy up to the next line start that is a dot */
+        size_t j = i;
+        if (body[j] == '.' && line_start(body, j)) {
+            wbuf_put(wp, ".", 1);
+            j++;
+        }
+        const char *p = j < len ? memmem(body + j, len - j, "\r\n.", 3) : NULL;
+        size_t end = p ? (size_t)(p - body) + 2 : len;
+        wbuf_put(wp, body + i, end - i);
+        i = end;
     }
-    if (len < 2 || body[len - 2] != '\r' || body[len - 1] != '\n') {
-        *o++ = '\r';
-        *o++ = '\n';
-    }
-    *o++ = '.';
-    *o++ = '\r';
-    *o++ = '\n';
-    free(body);
-    inj->st = ST_EOD;
-    send_buf(inj, w, (size_t)(o - w->data));
+    if (len < 2 || body[len - 2] != '\r' || body[len - 1] != '\n')
+        wbuf_put(wp, "\r\n", 2);
+    wbuf_put(wp, ".\r\n", 3);
 }
 
-/* --- the session ------------------------------------------------------ */
-
-static int has_crlf(const char *s)
+/* put_chunk - one BDAT chunk: the command and its octets (not stuffed). */
+static void put_chunk(struct inj_sess *s, struct inj_write **wp)
 {
-    return s && strpbrk(s, "\r\n") != NULL;
+    size_t n = s->body_len - s->bdat_off;
+    if (n > INJ_BDAT_CHUNK)
+        n = INJ_BDAT_CHUNK;
+    int last = s->bdat_off + n == s->body_len;
+    wbuf_printf(wp, "BDAT %zu%s\r\n", n, last ? " LAST" : "");
+    wbuf_put(wp, s->body + s->bdat_off, n);
+    s->bdat_off += n;
+    if (last)
+        s->data_sent = 1;
+    expect(s, X_BDAT);
+}
+
+/* send_group - the next commands of the transaction: one when not
+ * pipelining, else up to INJ_GROUP_MAX ending with DATA or the last BDAT
+ * (RFC 2920 §3.1: DATA ends a group; RFC 3030 §4.2: BDAT may be
+ * pipelined). */
+static void send_group(struct inj_sess *s)
+{
+    struct fg_inject_msg *m = cur_msg(s);
+    unsigned limit = s->pipe ? INJ_GROUP_MAX : 1, n = 0;
+    struct inj_write *w = wbuf_new(256);
+    while (n < limit) {
+        if (!s->mail_sent) {
+            wbuf_printf(&w, "MAIL FROM:<%s>", m->from);
+            if (s->caps & CAP_SIZE)
+                wbuf_printf(&w, " SIZE=%zu", s->body_len);
+            if ((m->flags & FG_INJ_8BIT) && (s->caps & CAP_8BITMIME))
+                wbuf_printf(&w, " BODY=8BITMIME");
+            wbuf_put(&w, "\r\n", 2);
+            s->mail_sent = 1;
+            expect(s, X_MAIL);
+        } else if (s->rcpt_sent < m->nto) {
+            wbuf_printf(&w, "RCPT TO:<%s>\r\n", m->to[s->rcpt_sent++]);
+            expect(s, X_RCPT);
+        } else if (!s->data_sent && s->bdat) {
+            put_chunk(s, &w);
+            if (s->data_sent)
+                break;
+        } else if (!s->data_sent) {
+            wbuf_put(&w, "DATA\r\n", 6);
+            s->data_sent = 1;
+            expect(s, X_DATA);
+            break;
+        } else {
+            break;
+        }
+        n++;
+    }
+    flush(s, w);
+}
+
+static void send_rset(struct inj_sess *s)
+{
+    send_cmd(s, X_RSET, "RSET\r\n");
+}
+
+/* advance - every awaited reply is in: what comes next. */
+static void advance(struct inj_sess *s)
+{
+    struct fg_inject_msg *m = cur_msg(s);
+    if (!m) {
+        take_next(s);
+        return;
+    }
+    /* Without pipelining the client stops at the first refusal; when
+     * pipelining, the group's replies are all in now (RFC 2920 §3.1). */
+    int no_rcpt = s->rcpt_replied == m->nto && s->rcpt_ok == 0;
+    if (s->mail_failed || (s->failed && s->bdat) || (no_rcpt && !s->data_sent)) {
+        msg_end(s, FG_EPROTO, s->fail_code);
+        send_rset(s);
+        return;
+    }
+    if (s->failed && s->data_sent) {
+        /* a DATA refused (not 354) */
+        msg_end(s, FG_EPROTO, s->fail_code);
+        send_rset(s);
+        return;
+    }
+    send_group(s);
+}
+
+/* start_message - the session's current message begins; 1 if it cannot
+ * go on this connection at all (it is failed, nothing was sent). */
+static int start_message(struct inj_sess *s)
+{
+    struct fg_inject_msg *m = cur_msg(s);
+    s->mail_sent = s->data_sent = s->body_sent = 0;
+    s->mail_failed = s->failed = s->fail_code = 0;
+    s->rcpt_sent = s->rcpt_replied = s->rcpt_ok = 0;
+    s->bdat_off = 0;
+    if ((m->flags & FG_INJ_8BIT) && !(s->caps & CAP_8BITMIME)) {
+        /* RFC 6152 §3: 8-bit data only to a server that offers 8BITMIME;
+         * the injector does not downgrade.  Not sent. */
+        msg_end(s, FG_EPROTO, 0);
+        return 1;
+    }
+    s->pipe = (m->flags & FG_INJ_PIPELINING) && (s->caps & CAP_PIPELINING);
+    s->bdat = (m->flags & FG_INJ_BDAT) && (s->caps & CAP_CHUNKING);
+    m->used = (s->pipe ? FG_INJ_PIPELINING : 0) | (s->bdat ? FG_INJ_BDAT : 0) |
+              (m->flags & (FG_INJ_8BIT | FG_INJ_NO_DOTS));
+    s->body = fg_injector_body(m, &s->body_len);
+    send_group(s);
+    return 0;
 }
 
 static int msg_valid(const struct fg_inject_msg *m)
 {
-    if (!m->from || has_crlf(m->from) || m->nto == 0 || !m->to)
+    if (!m->from || strpbrk(m->from, "\r\n") || m->nto == 0 || !m->to)
         return 0;
     for (size_t i = 0; i < m->nto; i++)
-        if (!m->to[i] || has_crlf(m->to[i]))
+        if (!m->to[i] || strpbrk(m->to[i], "\r\n"))
             return 0;
     return 1;
 }
 
-static void next_message(struct fg_injector *inj)
+/* reserve - the next valid message for s, if the next message's
+ * concurrency allows as many connections as are open; NONE otherwise. */
+static size_t reserve(struct fg_injector *inj, unsigned open)
 {
-    while (inj->idx < inj->nmsgs && !msg_valid(&inj->msgs[inj->idx])) {
-        inj->msgs[inj->idx].status = FG_EINPUT;
-        inj->idx++;
-    }
-    if (inj->idx >= inj->nmsgs) {
-        send_cmd(inj, ST_QUIT, "QUIT\r\n");
-        return;
-    }
-    send_cmd(inj, ST_MAIL, "MAIL FROM:<%s>\r\n", inj->msgs[inj->idx].from);
+    while (inj->next < inj->nmsgs && !msg_valid(&inj->msgs[inj->next]))
+        inj->msgs[inj->next++].status = FG_EINPUT;
+    if (inj->next >= inj->nmsgs)
+        return NONE;
+    unsigned conc = inj->msgs[inj->next].concurrency;
+    if (open > (conc ? conc : 1))
+        return NONE;
+    return inj->next++;
 }
 
-static void on_reply(struct fg_injector *inj, int code)
+static void send_quit(struct inj_sess *s)
 {
+    retire(s);
+    send_cmd(s, X_QUIT, "QUIT\r\n");
+}
+
+/* take_next - the next message for s, or QUIT.  A loop, not recursion:
+ * thousands of messages may be refused before anything is sent. */
+static void take_next(struct inj_sess *s)
+{
+    for (;;) {
+        s->cur = reserve(s->inj, s->inj->nopen);
+        if (s->cur == NONE) {
+            send_quit(s);
+            return;
+        }
+        if (start_message(s) == 0)
+            return;
+    }
+}
+
+/* --- replies ------------------------------------------------------------- */
+
+static void on_reply(struct inj_sess *s, int code)
+{
+    struct fg_injector *inj = s->inj;
     int ok = code / 100 == 2;
-    struct fg_inject_msg *m = inj->idx < inj->nmsgs ? &inj->msgs[inj->idx] : NULL;
-    if (m && in_message(inj))
-        m->reply_code = code;
-    if (code == 421 && inj->st != ST_QUIT) {
-        /* The server is closing the channel (RFC 5321 §3.8). */
-        int attributed = inj->st != ST_RSET;
-        conn_fail(inj, FG_EPROTO);
-        if (m && attributed)
-            m->reply_code = code;
+    struct fg_inject_msg *m = cur_msg(s);
+    if (s->exp_len == 0) {
+        /* Unsolicited: a 421 on an idle connection (RFC 5321 §3.8). */
+        if (code == 421)
+            conn_fail(s, FG_EPROTO);
         return;
     }
-    switch (inj->st) {
-    case ST_GREETING:
+    enum inj_exp e = (enum inj_exp)s->exp[s->exp_head];
+    s->exp_head++;
+    s->exp_len--;
+    if (code == 421 && e != X_QUIT) {
+        /* The server is closing the channel (RFC 5321 §3.8). */
+        if (m)
+            refuse(s, code);
+        conn_fail(s, FG_EPROTO);
+        return;
+    }
+    switch (e) {
+    case X_GREETING:
         if (!ok) {
-            msg_fail(inj, FG_EPROTO, code);
-            send_cmd(inj, ST_QUIT, "QUIT\r\n"); /* RFC 5321 §3.1 */
+            if (m)
+                msg_end(s, FG_EPROTO, code);
+            if (inj->nmsgs == 0)
+                inj->probe_status = FG_EPROTO;
+            send_quit(s); /* RFC 5321 §3.1 */
         } else if (inj->nmsgs == 0) {
             inj->probe_status = 0;
-            send_cmd(inj, ST_QUIT, "QUIT\r\n");
+            send_quit(s);
         } else {
-            send_cmd(inj, ST_EHLO, "EHLO %s\r\n", inj->helo);
+            send_cmd(s, X_EHLO, "EHLO %s\r\n", inj->helo);
         }
-        break;
-    case ST_EHLO:
-        if (ok)
-            next_message(inj);
-        else if (code / 100 == 5) /* RFC 5321 §3.2: fall back to HELO */
-            send_cmd(inj, ST_HELO, "HELO %s\r\n", inj->helo);
-        else {
-            msg_fail(inj, FG_EPROTO, code);
-            send_cmd(inj, ST_QUIT, "QUIT\r\n");
-        }
-        break;
-    case ST_HELO:
-        if (ok)
-            next_message(inj);
-        else {
-            msg_fail(inj, FG_EPROTO, code);
-            send_cmd(inj, ST_QUIT, "QUIT\r\n");
-        }
-        break;
-    case ST_MAIL:
+        return;
+    case X_EHLO:
+    case X_HELO:
         if (ok) {
-            inj->rcpt_i = 0;
-            inj->rcpt_ok = 0;
-            send_cmd(inj, ST_RCPT, "RCPT TO:<%s>\r\n", m->to[0]);
+            s->helo_only = e == X_HELO;
+            if (s->helo_only)
+                s->caps = 0;
+            if (!m || start_message(s))
+                take_next(s);
+        } else if (e == X_EHLO && code / 100 == 5) {
+            /* RFC 5321 §3.2: fall back to HELO */
+            send_cmd(s, X_HELO, "HELO %s\r\n", inj->helo);
         } else {
-            msg_fail(inj, FG_EPROTO, code);
-            send_cmd(inj, ST_RSET, "RSET\r\n");
+            if (m)
+                msg_end(s, FG_EPROTO, code);
+            send_quit(s);
+        }
+        return;
+    case X_MAIL:
+        if (m)
+            m->reply_code = code;
+        if (!ok) {
+            s->mail_failed = 1;
+            refuse(s, code);
         }
         break;
-    case ST_RCPT:
+    case X_RCPT:
+        if (m)
+            m->reply_code = code;
+        s->rcpt_replied++;
         if (ok)
-            inj->rcpt_ok++;
-        if (++inj->rcpt_i < m->nto)
-            send_cmd(inj, ST_RCPT, "RCPT TO:<%s>\r\n", m->to[inj->rcpt_i]);
-        else if (inj->rcpt_ok)
-            send_cmd(inj, ST_DATA, "DATA\r\n");
-        else {
-            msg_fail(inj, FG_EPROTO, code);
-            send_cmd(inj, ST_RSET, "RSET\r\n");
+            s->rcpt_ok++;
+        else if (m && s->rcpt_replied == m->nto && s->rcpt_ok == 0)
+            refuse(s, code); /* every recipient refused */
+        break;
+    case X_DATA:
+        if (m)
+            m->reply_code = code;
+        if (code != 354) {
+            refuse(s, code);
+            break;
+        }
+        if (m) {
+            struct inj_write *w = wbuf_new(s->body_len + 64);
+            if (s->failed || s->rcpt_ok == 0) {
+                /* RFC 2920 §3.1: a 354 after the recipients were all
+                 * refused still needs the end of data; send none. */
+                refuse(s, s->fail_code ? s->fail_code : code);
+                put_body(&w, "", 0);
+            } else {
+                put_body(&w, s->body, s->body_len);
+            }
+            expect(s, X_EOD);
+            s->body_sent = 1;
+            flush(s, w);
+            return;
         }
         break;
-    case ST_DATA:
-        if (code == 354)
-            send_body(inj, m);
-        else {
-            msg_fail(inj, FG_EPROTO, code);
-            send_cmd(inj, ST_RSET, "RSET\r\n");
-        }
-        break;
-    case ST_EOD:
+    case X_EOD:
         /* The transaction is over either way (RFC 5321 §4.1.1.4). */
-        if (ok) {
-            m->status = 0;
-            m->accepted_us = fg_wall_us();
-            inj->idx++;
-        } else {
-            msg_fail(inj, FG_EPROTO, code);
+        if (m) {
+            if (ok && !s->failed)
+                msg_end(s, 0, code);
+            else
+                msg_end(s, FG_EPROTO, s->failed ? s->fail_code : code);
         }
-        next_message(inj);
         break;
-    case ST_RSET:
-        next_message(inj);
+    case X_BDAT:
+        if (m)
+            m->reply_code = code;
+        if (!ok) {
+            refuse(s, code);
+        } else if (s->exp_len == 0 && s->data_sent && m) {
+            /* the reply to the LAST chunk */
+            if (!s->failed)
+                msg_end(s, 0, code);
+        }
         break;
-    case ST_QUIT:
-        conn_close(inj);
+    case X_RSET:
         break;
-    default:
-        break;
+    case X_QUIT:
+        sess_close(s);
+        return;
     }
+    if (s->closing)
+        return;
+    if (s->exp_len > 0) {
+        arm(s);
+        return;
+    }
+    advance(s);
 }
 
 static int on_event(void *ud, const struct fg_smtp_event *ev)
 {
-    struct fg_injector *inj = ud;
-    if (ev->type == FG_SMTP_EV_REPLY) {
-        inj->have_reply = 1;
-        inj->reply_code = ev->code;
-        return 1; /* act on it before the parser reads further */
+    struct inj_sess *s = ud;
+    if (ev->type != FG_SMTP_EV_REPLY)
+        return 0;
+    s->have_reply = 1;
+    s->reply_code = ev->code;
+    if (s->exp_len && s->exp[s->exp_head] == X_EHLO && ev->code / 100 == 2) {
+        /* The extensions offered: one keyword per line after the first
+         * (RFC 5321 §4.1.1.1). */
+        static const struct {
+            const char *kw;
+            unsigned cap;
+        } kws[] = {{"PIPELINING", CAP_PIPELINING},
+                   {"CHUNKING", CAP_CHUNKING},
+                   {"8BITMIME", CAP_8BITMIME},
+                   {"SIZE", CAP_SIZE}};
+        s->caps = 0;
+        const char *t = ev->text, *end = ev->text + ev->text_len;
+        unsigned line = 0;
+        while (t < end) {
+            const char *nl = memchr(t, '\n', (size_t)(end - t));
+            const char *le = nl ? nl : end;
+            if (line++ > 0 && le - t > 4) {
+                const char *k = t + 4;
+                size_t kl = 0;
+                while (k + kl < le && k[kl] != ' ' && k[kl] != '\r')
+                    kl++;
+                for (size_t i = 0; i < sizeof kws / sizeof kws[0]; i++)
+                    if (strlen(kws[i].kw) == kl && strncasecmp(k, kws[i].kw, kl) == 0)
+                        s->caps |= kws[i].cap;
+            }
+            t = nl ? nl + 1 : end;
+        }
     }
-    return 0;
+    return 1; /* act on it before the parser reads further */
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    struct fg_injector *inj = h->data;
-    *buf = uv_buf_init(inj->rbuf, sizeof(inj->rbuf));
+    struct inj_sess *s = h->data;
+    *buf = uv_buf_init(s->inj->rbuf, sizeof(s->inj->rbuf));
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
-    struct fg_injector *inj = s->data;
-    if (inj->tcp_closing)
+    struct inj_sess *s = st->data;
+    if (s->closing)
         return;
     if (nread < 0) {
-        if (inj->sc) {
+        if (s->sc) {
             if (nread == UV_EOF)
-                fg_capture_conn_fin(inj->sc, FG_S2C);
+                fg_capture_conn_fin(s->sc, FG_S2C);
             else if (nread == UV_ECONNRESET)
-                fg_capture_conn_rst(inj->sc, FG_S2C);
+                fg_capture_conn_rst(s->sc, FG_S2C);
         }
-        conn_fail(inj, (int)nread);
+        conn_fail(s, (int)nread);
         return;
     }
-    if (inj->sc && nread > 0)
-        fg_capture_conn_data(inj->sc, FG_S2C, buf->base, (size_t)nread);
+    if (s->sc && nread > 0)
+        fg_capture_conn_data(s->sc, FG_S2C, buf->base, (size_t)nread);
     size_t off = 0, len = (size_t)nread;
     /* Held events come with the next feed, even an empty one. */
-    while (!inj->tcp_closing && (off < len || fg_smtp_parser_queued(&inj->p, FG_S2C))) {
-        unsigned q0 = fg_smtp_parser_queued(&inj->p, FG_S2C);
-        size_t n =
-            fg_smtp_parser_feed(&inj->p, FG_S2C, off < len ? buf->base + off : NULL, len - off);
+    while (!s->closing && (off < len || fg_smtp_parser_queued(&s->p, FG_S2C))) {
+        unsigned q0 = fg_smtp_parser_queued(&s->p, FG_S2C);
+        size_t n = fg_smtp_parser_feed(&s->p, FG_S2C, off < len ? buf->base + off : NULL, len - off);
         off += n;
-        if (inj->have_reply) {
-            inj->have_reply = 0;
-            uv_timer_stop(&inj->timer);
-            on_reply(inj, inj->reply_code);
-        } else if (n == 0 && (off < len || fg_smtp_parser_queued(&inj->p, FG_S2C) >= q0)) {
+        if (s->have_reply) {
+            s->have_reply = 0;
+            uv_timer_stop(&s->timer);
+            on_reply(s, s->reply_code);
+        } else if (n == 0 && (off < len || fg_smtp_parser_queued(&s->p, FG_S2C) >= q0)) {
             break;
         }
     }
 }
 
-/* --- connections ------------------------------------------------------ */
+/* --- connections --------------------------------------------------------- */
 
 static void maybe_free(struct fg_injector *inj)
 {
-    if (!inj->closing || inj->tcp_open || inj->timer_open)
+    if (!inj->closing || inj->nsess || inj->timer.data)
         return;
     void (*cb)(void *) = inj->close_cb;
     void *ud = inj->close_ud;
@@ -407,91 +731,126 @@ static void maybe_free(struct fg_injector *inj)
         cb(ud);
 }
 
-static void on_tcp_closed(uv_handle_t *h)
+static void on_finished(uv_timer_t *t)
 {
-    struct fg_injector *inj = h->data;
-    inj->tcp_open = 0;
-    inj->tcp_closing = 0;
-    if (inj->sc) {
-        fg_capture_conn_free(inj->sc);
-        inj->sc = NULL;
-    }
-    if (inj->closing) {
-        maybe_free(inj);
-        return;
-    }
-    if (inj->idx < inj->nmsgs) {
-        inj_connect(inj);
-        return;
-    }
-    inj->st = ST_FINISHED;
-    if (inj->done_cb)
+    struct fg_injector *inj = t->data;
+    if (!inj->closing && inj->done_cb)
         inj->done_cb(inj, inj->ud);
 }
 
-static void conn_close(struct fg_injector *inj)
+/* spawn - open connections while messages wait and their concurrency
+ * allows; the done callback once nothing is open and nothing is left. */
+static void spawn(struct fg_injector *inj)
 {
-    if (!inj->tcp_open || inj->tcp_closing)
+    if (inj->closing || inj->finished)
         return;
-    inj->tcp_closing = 1;
-    if (inj->timer_open)
-        uv_timer_stop(&inj->timer);
-    if (inj->sc)
-        fg_capture_conn_fin(inj->sc, FG_C2S);
-    uv_close((uv_handle_t *)&inj->tcp, on_tcp_closed);
+    for (;;) {
+        size_t k = reserve(inj, inj->nopen + 1);
+        if (k == NONE)
+            break;
+        inj->next = k; /* handed to the new session */
+        sess_new(inj);
+    }
+    if (inj->nsess == 0) {
+        inj->finished = 1;
+        uv_timer_start(&inj->timer, on_finished, 0, 0);
+    }
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct inj_sess *s = h->data;
+    if (--s->handles > 0)
+        return;
+    struct fg_injector *inj = s->inj;
+    for (struct inj_sess **pp = &inj->sessions; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    if (s->sc)
+        fg_capture_conn_free(s->sc);
+    free(s->exp);
+    free(s->body);
+    free(s);
+    inj->nsess--;
+    if (inj->closing)
+        maybe_free(inj);
+    else
+        spawn(inj);
+}
+
+static void sess_close(struct inj_sess *s)
+{
+    if (s->closing)
+        return;
+    s->closing = 1;
+    retire(s);
+    if (s->sc)
+        fg_capture_conn_fin(s->sc, FG_C2S);
+    uv_close((uv_handle_t *)&s->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&s->tcp, on_handle_closed);
 }
 
 static void on_connect(uv_connect_t *req, int status)
 {
-    struct fg_injector *inj = req->data;
-    if (status == UV_ECANCELED || inj->tcp_closing)
+    struct inj_sess *s = req->data;
+    if (status == UV_ECANCELED || s->closing)
         return;
     if (status < 0) {
-        conn_fail(inj, status);
+        conn_fail(s, status);
         return;
     }
-    if (inj->capture) {
+    if (s->inj->capture) {
         struct sockaddr_storage cl, sv;
         int cl_len = sizeof(cl), sv_len = sizeof(sv);
-        if (uv_tcp_getsockname(&inj->tcp, (struct sockaddr *)&cl, &cl_len) == 0 &&
-            uv_tcp_getpeername(&inj->tcp, (struct sockaddr *)&sv, &sv_len) == 0)
-            inj->sc =
-                fg_capture_conn_open(inj->capture, (struct sockaddr *)&cl, (struct sockaddr *)&sv);
+        if (uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&cl, &cl_len) == 0 &&
+            uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&sv, &sv_len) == 0)
+            s->sc = fg_capture_conn_open(s->inj->capture, (struct sockaddr *)&cl,
+                                         (struct sockaddr *)&sv);
     }
-    uv_tcp_nodelay(&inj->tcp, 1);
-    inj->st = ST_GREETING;
-    int r = uv_read_start((uv_stream_t *)&inj->tcp, on_alloc, on_read);
+    uv_tcp_nodelay(&s->tcp, 1);
+    expect(s, X_GREETING);
+    int r = uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
     if (r < 0) {
-        conn_fail(inj, r);
+        conn_fail(s, r);
         return;
     }
-    arm(inj);
+    arm(s);
 }
 
-static void inj_connect(struct fg_injector *inj)
+/* sess_new - a connection for message inj->next (NONE-free; the probe has
+ * no message). */
+static void sess_new(struct fg_injector *inj)
 {
-    struct sockaddr_storage ss;
-    int r = strchr(inj->host, ':') ? uv_ip6_addr(inj->host, inj->port, (struct sockaddr_in6 *)&ss)
-                                   : uv_ip4_addr(inj->host, inj->port, (struct sockaddr_in *)&ss);
-    uv_tcp_init(inj->loop, &inj->tcp);
-    inj->tcp.data = inj;
-    inj->tcp_open = 1;
-    inj->tcp_closing = 0;
+    struct inj_sess *s = fg_calloc(1, sizeof(*s));
+    s->inj = inj;
+    s->cur = inj->next < inj->nmsgs ? inj->next++ : NONE;
+    s->next = inj->sessions;
+    inj->sessions = s;
+    inj->nsess++;
+    inj->nopen++;
     inj->nconns++;
-    inj->st = ST_CONNECTING;
-    fg_smtp_parser_init(&inj->p, on_event, inj);
-    inj->have_reply = 0;
-    inj->creq.data = inj;
+    uv_tcp_init(inj->loop, &s->tcp);
+    uv_timer_init(inj->loop, &s->timer);
+    s->tcp.data = s->timer.data = s;
+    s->handles = 2;
+    fg_smtp_parser_init(&s->p, on_event, s);
+    s->creq.data = s;
+    struct sockaddr_storage ss;
+    int r = strchr(inj->host, ':')
+                ? uv_ip6_addr(inj->host, inj->port, (struct sockaddr_in6 *)&ss)
+                : uv_ip4_addr(inj->host, inj->port, (struct sockaddr_in *)&ss);
     if (r == 0)
-        r = uv_tcp_connect(&inj->creq, &inj->tcp, (struct sockaddr *)&ss, on_connect);
+        r = uv_tcp_connect(&s->creq, &s->tcp, (struct sockaddr *)&ss, on_connect);
     if (r < 0) {
-        conn_fail(inj, r);
+        conn_fail(s, r);
         return;
     }
-    arm(inj);
+    arm(s);
 }
 
-/* --- public ----------------------------------------------------------- */
+/* --- public -------------------------------------------------------------- */
 
 int fg_injector_start(uv_loop_t *loop, const struct fg_injector_opts *o, fg_injector_done_cb cb,
                       void *ud, struct fg_injector **out)
@@ -514,12 +873,15 @@ int fg_injector_start(uv_loop_t *loop, const struct fg_injector_opts *o, fg_inje
         inj->msgs[i].status = FG_ENOTAVAIL; /* not attempted (yet) */
         inj->msgs[i].reply_code = 0;
         inj->msgs[i].accepted_us = 0;
+        inj->msgs[i].used = 0;
     }
     uv_timer_init(loop, &inj->timer);
     inj->timer.data = inj;
-    inj->timer_open = 1;
-    inj_connect(inj);
     *out = inj;
+    if (inj->nmsgs == 0)
+        sess_new(inj); /* the probe */
+    else
+        spawn(inj);
     return 0;
 }
 
@@ -536,7 +898,7 @@ unsigned fg_injector_connections(const struct fg_injector *inj)
 static void on_timer_closed(uv_handle_t *h)
 {
     struct fg_injector *inj = h->data;
-    inj->timer_open = 0;
+    inj->timer.data = NULL;
     maybe_free(inj);
 }
 
@@ -547,21 +909,25 @@ void fg_injector_close(struct fg_injector *inj, void (*cb)(void *ud), void *ud)
     inj->closing = 1;
     inj->close_cb = cb;
     inj->close_ud = ud;
-    if (in_message(inj) && inj->idx < inj->nmsgs)
-        inj->msgs[inj->idx].status = UV_ECANCELED;
-    conn_close(inj);
+    for (struct inj_sess *s = inj->sessions; s; s = s->next) {
+        if (cur_msg(s))
+            msg_end(s, UV_ECANCELED, 0);
+        sess_close(s);
+    }
     uv_close((uv_handle_t *)&inj->timer, on_timer_closed);
 }
 
-/* --- the message ------------------------------------------------------ */
+/* --- the message --------------------------------------------------------- */
 
 /* fg_injector_body - a pure function of the message (no clock, no random
  * source), so that anyone can recompute its SHA-256 and compare it with
- * what a peer stored.  Body lines are printable ASCII; some begin with '.'
- * (one is a lone '.') so that every submission exercises dot-stuffing. */
+ * what a peer stored.  Body lines are printable ASCII (UTF-8 text with
+ * FG_INJ_8BIT); some begin with '.' (one is a lone '.') so that every
+ * submission exercises dot-stuffing, unless FG_INJ_NO_DOTS. */
 char *fg_injector_body(const struct fg_inject_msg *m, size_t *len)
 {
     const char *from = m->from ? m->from : "";
+    int eight = (m->flags & FG_INJ_8BIT) != 0, dots = !(m->flags & FG_INJ_NO_DOTS);
     size_t cap = 1024 + (size_t)m->size + strlen(from);
     for (size_t i = 0; i < m->nto; i++)
         cap += strlen(m->to[i]) + 4;
@@ -570,15 +936,28 @@ char *fg_injector_body(const struct fg_inject_msg *m, size_t *len)
 #define PUT(...) (n += (size_t)snprintf(b + n, cap - n, __VA_ARGS__))
     PUT("From: <%s>\r\n", from);
     PUT("To: ");
-    for (size_t i = 0; i < m->nto; i++)
-        PUT("%s<%s>", i ? ", " : "", m->to[i]);
+    for (size_t i = 0; i < m->nto; i++) {
+        if (n + strlen(m->to[i]) + 8 > cap) {
+            cap = cap * 2 + strlen(m->to[i]) + 8;
+            b = fg_realloc(b, cap);
+        }
+        /* folded (RFC 5322 §2.2.3) so that many recipients keep lines short */
+        PUT("%s<%s>", i == 0 ? "" : (i % 8 ? ", " : ",\r\n "), m->to[i]);
+    }
+    if (cap - n < 1024) {
+        cap = n + 1024 + (size_t)m->size;
+        b = fg_realloc(b, cap);
+    }
     PUT("\r\n");
     PUT("Subject: faultgate test message %s\r\n", m->token);
     /* A fixed date keeps the text reproducible (see above). */
     PUT("Date: Thu, 01 Jan 2026 00:00:00 +0000\r\n");
     PUT("Message-ID: <%s@injector.faultgate.test>\r\n", m->token);
     PUT("MIME-Version: 1.0\r\n");
-    PUT("Content-Type: text/plain; charset=us-ascii\r\n");
+    if (eight)
+        PUT("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n");
+    else
+        PUT("Content-Type: text/plain; charset=us-ascii\r\n");
     PUT(FG_TOKEN_HEADER ": %s\r\n", m->token);
     PUT("\r\n");
     static const char fill[] = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -587,26 +966,41 @@ char *fg_injector_body(const struct fg_inject_msg *m, size_t *len)
     do {
         char ln[96];
         int k;
-        switch (line % 9) {
+        unsigned kind = line % 9;
+        if (!dots && (kind == 3 || kind == 6))
+            kind = 0;
+        switch (kind) {
         case 3:
             k = snprintf(ln, sizeof(ln), ".dotted line %u of %s", line, m->token);
             break;
         case 6:
             k = snprintf(ln, sizeof(ln), "%s", line % 18 == 6 ? "." : "..");
             break;
+        case 1:
+        case 5:
+            if (eight) {
+                /* UTF-8: two-, three- and four-octet sequences */
+                k = snprintf(ln, sizeof(ln), "Gr\xc3\xbc\xc3\x9f" "e %u \xe2\x82\xac \xf0\x9f\x93\xa8 ",
+                             line);
+                break;
+            }
+            /* fall through */
         default:
             k = snprintf(ln, sizeof(ln), "line %u of %s ", line, m->token);
             break;
         }
         if (k < 0 || (size_t)k > 76)
             k = 76;
-        for (; k < 76 && line % 9 != 6; k++)
+        for (; k < 76 && kind != 6; k++)
             ln[k] = fill[(line * 7u + (unsigned)k) % (sizeof(fill) - 1)];
         /* Trim the last line so that the text is about size octets; it
-         * keeps at least one character. */
+         * keeps at least one character, and no UTF-8 sequence is cut. */
         size_t room = m->size > n + 2 ? (size_t)(m->size - n - 2) : 1;
-        if ((size_t)k > room)
+        if ((size_t)k > room) {
             k = (int)(room ? room : 1);
+            while (k > 1 && ((unsigned char)ln[k] & 0xc0) == 0x80)
+                k--;
+        }
         if (n + (size_t)k + 3 > cap) {
             cap = cap * 2 + (size_t)k + 3;
             b = fg_realloc(b, cap);

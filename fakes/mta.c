@@ -81,6 +81,10 @@ struct mta_conn {
     char *in;
     size_t in_len, in_off, in_cap;
     uint64_t in_stream; /* client stream offset of in[in_off] */
+    /* Client octets received when the last 4xx/5xx reply went out (0:
+     * none yet): a command within them was sent before the client could
+     * see that refusal. */
+    uint64_t refusal_recv;
 
     /* The event the parser stopped on. */
     enum pend_kind pk;
@@ -119,8 +123,6 @@ struct mta_conn {
     uint64_t body_total; /* octets after un-stuffing, stored or not */
     int line_start;
     int prev_cr;
-
-    char rbuf[MTA_READ_BUF];
 };
 
 struct fg_mta {
@@ -145,6 +147,10 @@ struct fg_mta {
     int closing;
     void (*close_cb)(void *ud);
     void *close_ud;
+    /* One read buffer for every connection: a read is consumed (or its
+     * rest copied into the connection's own buffer) before the next one,
+     * so a connection costs no 64 KiB of its own. */
+    char rbuf[MTA_READ_BUF];
 };
 
 struct mta_write {
@@ -411,6 +417,21 @@ static void on_write(uv_write_t *req, int status)
 /* raw_send - octets to the socket as they are (ciphertext under TLS). */
 static void raw_send(struct mta_conn *c, const char *d, size_t len)
 {
+    /* Try the write at once: a reply that fits in the socket buffer (nearly
+     * all do) then costs one write(2) and no request.  Through uv_write,
+     * libuv (1.44) would also re-arm the connection's poll watcher after
+     * each write, one more epoll_ctl(2) per reply.  uv_try_write refuses
+     * while earlier writes are queued, so the order is kept. */
+    int n = getenv("FGNOTRY") ? UV_EAGAIN : uv_try_write((uv_stream_t *)&c->tcp, &(uv_buf_t){.base = (char *)d, .len = len}, 1);
+    if (n == (int)len)
+        return;
+    if (n > 0) {
+        d += n;
+        len -= (size_t)n;
+    } else if (n != UV_EAGAIN) {
+        conn_close(c, 0);
+        return;
+    }
     struct mta_write *w = fg_malloc(sizeof(*w) + len);
     memcpy(w->data, d, len);
     w->c = c;
@@ -439,6 +460,8 @@ static void send_reply(struct mta_conn *c, const char *d, size_t len)
 {
     if (c->closing || len == 0)
         return;
+    if (d[0] == '4' || d[0] == '5')
+        c->refusal_recv = c->in_stream + (c->in_len - c->in_off);
     fg_smtp_parser_feed(&c->p, FG_S2C, d, len);
     if (c->tls) {
         if (fg_tls_write(c->tls, d, len) < 0) {
@@ -452,6 +475,16 @@ static void send_reply(struct mta_conn *c, const char *d, size_t len)
 }
 
 static void reply(struct mta_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* blind - the command being handled (it ends at in_stream) had all come in
+ * before a refusal went out: a client pipelining under PIPELINING sent it
+ * without knowing, so "RCPT without MAIL" or "DATA without an accepted
+ * RCPT" is the server's to answer (503/554), not the client's violation
+ * (RFC 2920 §3.1). */
+static int blind(const struct mta_conn *c)
+{
+    return (c->ehlo_caps & FG_MTA_CAP(PIPELINING)) && c->in_stream <= c->refusal_recv;
+}
 
 /* rule_reply - the script's reply: lines separated by '\n' become a
  * multi-line reply (RFC 5321 §4.2.1). */
@@ -866,7 +899,8 @@ static void cmd_mail(struct mta_conn *c, const char *arg)
 static void cmd_rcpt(struct mta_conn *c, const char *arg)
 {
     if (!c->in_mail) {
-        violation(c, FG_MTA_V_OUT_OF_SEQUENCE, "RCPT without MAIL");
+        if (!blind(c))
+            violation(c, FG_MTA_V_OUT_OF_SEQUENCE, "RCPT without MAIL");
         reply(c, "503 5.5.1 Error: need MAIL command\r\n");
         return;
     }
@@ -936,12 +970,14 @@ static void cmd_data(struct mta_conn *c, const char *arg)
         return;
     }
     if (!c->in_mail) {
-        violation(c, FG_MTA_V_OUT_OF_SEQUENCE, "DATA without MAIL");
+        if (!blind(c))
+            violation(c, FG_MTA_V_OUT_OF_SEQUENCE, "DATA without MAIL");
         reply(c, "503 5.5.1 Error: need MAIL command\r\n");
         return;
     }
     if (!c->nrcpt) {
-        violation(c, FG_MTA_V_OUT_OF_SEQUENCE, "DATA without an accepted RCPT");
+        if (!blind(c))
+            violation(c, FG_MTA_V_OUT_OF_SEQUENCE, "DATA without an accepted RCPT");
         reply(c, "503 5.5.1 Error: need RCPT command\r\n");
         return;
     }
@@ -971,7 +1007,9 @@ static void cmd_bdat(struct mta_conn *c, const char *arg)
         return;
     }
     if (!c->in_mail || !c->nrcpt) {
-        violation(c, FG_MTA_V_OUT_OF_SEQUENCE, "BDAT without %s", c->in_mail ? "RCPT" : "MAIL");
+        if (!blind(c))
+            violation(c, FG_MTA_V_OUT_OF_SEQUENCE, "BDAT without %s",
+                      c->in_mail ? "RCPT" : "MAIL");
         snprintf(c->bdat_reply, sizeof(c->bdat_reply), "503 5.5.1 Error: need %s command\r\n",
                  c->in_mail ? "RCPT" : "MAIL");
         return;
@@ -1292,6 +1330,9 @@ static void do_command(struct mta_conn *c)
     case FG_VERB_QUIT:
         reply(c, "221 2.0.0 Bye\r\n");
         c->quitting = 1;
+        /* written already (raw_send): nothing left for on_write to close on */
+        if (!c->closing && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0)
+            conn_close(c, 0);
         break;
     case FG_VERB_STARTTLS:
         cmd_starttls(c, arg);
@@ -1581,7 +1622,7 @@ static void tls_input(struct mta_conn *c, const char *d, size_t n)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct mta_conn *c = h->data;
-    *buf = uv_buf_init(c->rbuf, sizeof(c->rbuf));
+    *buf = uv_buf_init(c->m->rbuf, sizeof(c->m->rbuf));
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)

@@ -67,7 +67,10 @@ int fg_cmd_x400_timeline(int argc, char **argv)
     err[0] = '\0';
     int rc = fg_x400_timeline_build(pcap, ports, nports, &tl, err, sizeof err);
     if (rc != 0) {
-        fprintf(stderr, "faultgate x400-timeline: %s: %s\n", pcap, err[0] ? err : fg_strerror(rc));
+        if (err[0])
+            fprintf(stderr, "faultgate x400-timeline: %s\n", err);
+        else
+            fprintf(stderr, "faultgate x400-timeline: %s: %s\n", pcap, fg_strerror(rc));
         return 2;
     }
     if (json)

@@ -413,7 +413,10 @@ static int header_has_identity(const struct cst *s)
 static void body_add(struct cst *s, const char *p, size_t n)
 {
     s->body_octets += n;
-    size_t room = BODY_KEEP - s->body_len;
+    /* Past the header only a bounce's text is looked at (it quotes the
+     * original's header); other messages keep their header alone, which
+     * spares copying and scanning every body. */
+    size_t room = s->hdr_done && !s->mail_null ? 0 : BODY_KEEP - s->body_len;
     memcpy(s->body + s->body_len, p, n < room ? n : room);
     s->body_len += n < room ? n : room;
     if (s->hdr_done) {

@@ -29,6 +29,9 @@
 #define P_WITHIN FG_EXPECT_P_WITHIN
 #define P_FATE FG_EXPECT_P_FATE
 #define P_AFTER FG_EXPECT_P_AFTER
+#define P_STAGE FG_EXPECT_P_STAGE
+#define P_MIN FG_EXPECT_P_MIN
+#define P_LEG FG_EXPECT_P_LEG
 
 static void eval_stall(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
                        uint64_t limit_ms, struct fg_outcome *o);
@@ -40,6 +43,30 @@ static void eval_busy(const struct fg_expect_spec *e, const struct fg_judge_ctx 
                       uint64_t limit_ms, struct fg_outcome *o);
 static void eval_retry(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
                        uint64_t limit_ms, struct fg_outcome *o);
+static void eval_timeout(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                         uint64_t limit_ms, struct fg_outcome *o);
+static void eval_crlf(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                      uint64_t limit_ms, struct fg_outcome *o);
+static void eval_dots(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                      uint64_t limit_ms, struct fg_outcome *o);
+static void eval_length(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                        uint64_t limit_ms, struct fg_outcome *o);
+static void eval_fallback(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                          uint64_t limit_ms, struct fg_outcome *o);
+static void eval_data354(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                         uint64_t limit_ms, struct fg_outcome *o);
+static void eval_nested(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                        uint64_t limit_ms, struct fg_outcome *o);
+static void eval_pipelining(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                            uint64_t limit_ms, struct fg_outcome *o);
+static void eval_retry4(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                        uint64_t limit_ms, struct fg_outcome *o);
+static void eval_noretry5(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                          uint64_t limit_ms, struct fg_outcome *o);
+static void eval_421(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                     uint64_t limit_ms, struct fg_outcome *o);
+static void eval_quit(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                      uint64_t limit_ms, struct fg_outcome *o);
 
 const struct fg_expect_rule fg_expect_core_rules[] = {
     {"closes-after-stall", "RFC 5321 §4.5.3.2 (MUST), §4.5.3.2.5-§4.5.3.2.6 (SHOULD); KB Q129140",
@@ -51,6 +78,20 @@ const struct fg_expect_rule fg_expect_core_rules[] = {
      P_WITHIN, eval_busy},
     {"retries-after-drop", "RFC 5321 §3.8 (SHOULD: as 451), §4.5.4.1 (MUST retry); KB Q197142",
      P_WITHIN, P_WITHIN, eval_retry},
+    {"timeout-at-least", "RFC 5321 §4.5.3.2 (SHOULD); the gateway profile's timeouts",
+     P_STAGE | P_MIN, P_STAGE, eval_timeout},
+    {"crlf-only", "RFC 5321 §2.3.8 (MUST)", P_LEG, 0, eval_crlf},
+    {"dot-stuffing", "RFC 5321 §4.5.2 (MUST)", 0, 0, eval_dots},
+    {"line-length", "RFC 5321 §4.5.3.1.4-§4.5.3.1.6 (MUST)", P_LEG, 0, eval_length},
+    {"ehlo-helo-fallback", "RFC 5321 §3.2, §4.1.4 (SHOULD)", 0, 0, eval_fallback},
+    {"no-data-without-354", "RFC 5321 §3.3, §4.1.1.4 (MUST); RFC 2920 §3.1", 0, 0, eval_data354},
+    {"no-nested-mail", "RFC 5321 §4.1.4 (MUST NOT)", 0, 0, eval_nested},
+    {"pipelining-only-if-advertised", "RFC 2920 §3.1 (MUST); RFC 3207 §4.2", 0, 0, eval_pipelining},
+    {"retry-after-4xx", "RFC 5321 §4.2.1, §4.5.4.1 (MUST)", P_WITHIN, P_WITHIN, eval_retry4},
+    {"no-retry-after-5xx", "RFC 5321 §4.2.5, §6.1 (MUST)", P_WITHIN, P_WITHIN, eval_noretry5},
+    {"handles-421", "RFC 5321 §3.8, §4.2.2 (421: transient, SHOULD close)", P_WITHIN, P_WITHIN,
+     eval_421},
+    {"quit-at-end", "RFC 5321 §4.1.1.10 (MUST)", 0, 0, eval_quit},
     {NULL, NULL, 0, 0, NULL},
 };
 
@@ -101,6 +142,12 @@ static unsigned param_bit(const char *param)
         return P_FATE;
     if (strcmp(param, "after") == 0)
         return P_AFTER;
+    if (strcmp(param, "stage") == 0)
+        return P_STAGE;
+    if (strcmp(param, "min") == 0)
+        return P_MIN;
+    if (strcmp(param, "leg") == 0)
+        return P_LEG;
     return 0;
 }
 
@@ -225,8 +272,9 @@ int fg_expect_validate(const struct fg_scenario *sc, const struct fg_expect_spec
         unsigned bit;
         const char *name;
         const char *value;
-    } given[] = {
-        {P_WITHIN, "within", e->within}, {P_FATE, "fate", e->fate}, {P_AFTER, "after", e->after}};
+    } given[] = {{P_WITHIN, "within", e->within}, {P_FATE, "fate", e->fate},
+                 {P_AFTER, "after", e->after},    {P_STAGE, "stage", e->stage},
+                 {P_MIN, "min", e->min},          {P_LEG, "leg", e->leg}};
     for (size_t i = 0; i < sizeof given / sizeof given[0]; i++) {
         if (given[i].value && !(r->params & given[i].bit))
             return fg_errf(err, errlen, FG_EINPUT, "%s:%d:%d: rule %s takes no parameter `%s`",
@@ -246,6 +294,37 @@ int fg_expect_validate(const struct fg_scenario *sc, const struct fg_expect_spec
                            "%s:%d:%d: unknown fate \"%s\" (one of delivered-once, delivered, "
                            "duplicated, bounced, lost)",
                            file, e->line, e->col, e->fate);
+    }
+
+    if (e->stage) {
+        static const char *const st[] = {"greeting",  "ehlo",       "mail",      "rcpt",
+                                         "data_init", "data_block", "data_done", "idle"};
+        size_t i;
+        for (i = 0; i < sizeof st / sizeof st[0] && strcmp(st[i], e->stage) != 0; i++)
+            ;
+        if (i == sizeof st / sizeof st[0])
+            return fg_errf(err, errlen, FG_EINPUT,
+                           "%s:%d:%d: unknown stage \"%s\" (one of greeting, ehlo, mail, rcpt, "
+                           "data_init, data_block, data_done, idle)",
+                           file, e->line, e->col, e->stage);
+    }
+    if (e->leg && strcmp(e->leg, "outbound") != 0 && strcmp(e->leg, "inbound") != 0)
+        return fg_errf(err, errlen, FG_EINPUT, "%s:%d:%d: `leg` is outbound or inbound, not \"%s\"",
+                       file, e->line, e->col, e->leg);
+    if (e->min) {
+        struct fg_timeout t[NTIMEOUTS];
+        for (size_t i = 0; i < NTIMEOUTS; i++) {
+            t[i].name = (char *)timeout_names[i];
+            t[i].ms = 1000;
+        }
+        struct fg_profile p;
+        timeouts_profile(&p, t, NTIMEOUTS);
+        uint64_t ms;
+        char msg[FG_ERRBUF_SIZE] = "";
+        int rc = fg_within_eval(e->min, &p, &ms, msg, sizeof msg, NULL);
+        if (rc != 0)
+            return fg_errf(err, errlen, rc, "%s:%d:%d: min \"%s\": %s", file, e->line, e->col,
+                           e->min, msg[0] ? msg : fg_strerror(rc));
     }
 
     if (e->after) {
@@ -1276,6 +1355,1014 @@ static void eval_retry(const struct fg_expect_spec *e, const struct fg_judge_ctx
     free(pc);
     free(lim.s);
     o->evidence = sb_take(&ev);
+}
+
+/* --- the conformance catalog: per-connection checks ------------------------
+ *
+ * These rules judge how the gateway speaks SMTP, from the wire alone.  Each
+ * looks at the connections of one leg: outbound (the gateway is the client,
+ * connections to meta->proxy_port) or, for the rules about what the
+ * gateway sends whichever role it plays (crlf-only, line-length), inbound
+ * (the gateway is the server, connections to meta->gateway_port).  A
+ * connection is OK, BAD (evidence says where), NA (the rule had nothing
+ * to judge there) or UNSURE (a gap in the capture, or the trace ends before
+ * the rule can decide).  Verdict: any BAD -> fail; else any UNSURE ->
+ * inconc; else any OK -> pass; else inconc (not exercised). */
+
+enum cres { C_NA, C_OK, C_BAD, C_UNSURE };
+
+struct cctx {
+    const struct fg_judge_ctx *ctx;
+    const struct fg_expect_spec *e;
+    uint64_t limit_ms;
+    enum fg_dir gw;          /* the gateway's direction on this leg */
+    struct fg_tl_conn **all; /* every connection of the leg, in order */
+    size_t nall;
+    size_t idx;          /* this connection's index in all */
+    uint64_t run_end_us; /* the gateway's own behaviour ends here */
+    struct sb *ev;
+    struct fg_outcome *o;
+    char why[200]; /* the first BAD's one-line reason */
+};
+
+typedef enum cres (*conn_check_fn)(const struct fg_tl_conn *c, struct cctx *x);
+
+static void cbad(struct cctx *x, const struct fg_tl_conn *c, uint64_t frame, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void cbad(struct cctx *x, const struct fg_tl_conn *c, uint64_t frame, const char *fmt, ...)
+{
+    char msg[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    char t[32];
+    uint64_t us = 0;
+    for (size_t i = 0; i < c->nev; i++)
+        if (c->ev[i].frame == frame) {
+            us = c->ev[i].us;
+            break;
+        }
+    sb_printf(x->ev, "connection #%zu (%s -> %s), frame %llu, t=+%s s: %s\n", x->idx + 1, c->client,
+              c->server, (unsigned long long)frame,
+              secs(t, sizeof t, since(us, x->ctx->tl->stats.first_us)), msg);
+    frame_add(x->o, frame);
+    if (!x->o->conn)
+        x->o->conn = c->id;
+    if (!x->why[0])
+        snprintf(x->why, sizeof x->why, "%s", msg);
+}
+
+static int conn_gap(const struct fg_tl_conn *c, int dir)
+{
+    for (size_t i = 0; i < c->nev; i++)
+        if (c->ev[i].kind == FG_TL_GAP && (dir < 0 || (int)c->ev[i].dir == dir))
+            return 1;
+    return 0;
+}
+
+static int leg_inbound(const struct fg_expect_spec *e)
+{
+    return e->leg && strcmp(e->leg, "inbound") == 0;
+}
+
+static void eval_per_conn(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                          uint64_t limit_ms, struct fg_outcome *o, conn_check_fn fn,
+                          const char *what)
+{
+    const struct fg_meta *m = ctx->meta;
+    int inb = leg_inbound(e);
+    int port = inb ? m->gateway_port : m->proxy_port;
+    struct cctx x;
+    struct sb ev = {0};
+    memset(&x, 0, sizeof x);
+    x.ctx = ctx;
+    x.e = e;
+    x.limit_ms = limit_ms;
+    x.gw = inb ? FG_S2C : FG_C2S;
+    x.ev = &ev;
+    x.o = o;
+    x.run_end_us = ctx->tl->stats.last_us;
+    if (m->probe_start_us && m->probe_start_us < x.run_end_us)
+        x.run_end_us = m->probe_start_us;
+    x.nall = conns_to(ctx->tl, port, &x.all);
+    size_t n[4] = {0};
+    for (size_t i = 0; i < x.nall; i++) {
+        /* the liveness probe's connections are faultgate's, not the run's */
+        if (inb && m->probe_start_us && conn_open_us(x.all[i]) >= m->probe_start_us)
+            continue;
+        x.idx = i;
+        enum cres r = fn(x.all[i], &x);
+        n[r]++;
+        if (r == C_UNSURE && !x.o->conn)
+            x.o->conn = x.all[i]->id;
+    }
+    const char *legname = inb ? "inbound" : "outbound";
+    size_t judged = n[C_OK] + n[C_BAD] + n[C_UNSURE];
+    sb_printf(&ev,
+              "%zu %s connection%s (port %d): %zu ok, %zu failing, %zu undecided, %zu not "
+              "concerned",
+              x.nall, legname, x.nall == 1 ? "" : "s", port, n[C_OK], n[C_BAD], n[C_UNSURE],
+              n[C_NA]);
+    if (n[C_BAD])
+        set_result(o, FG_V_FAIL,
+                   fg_asprintf("%zu of %zu %s connection%s: %s", n[C_BAD], judged, legname,
+                               judged == 1 ? "" : "s", x.why));
+    else if (n[C_UNSURE])
+        set_result(o, FG_V_INCONC,
+                   fg_asprintf("%zu %s connection%s undecided (a gap in the capture or the "
+                               "trace ends first)%s%s",
+                               n[C_UNSURE], legname, n[C_UNSURE] == 1 ? "" : "s",
+                               x.why[0] ? ": " : "", x.why));
+    else if (n[C_OK])
+        set_result(o, FG_V_PASS,
+                   fg_asprintf("%zu %s connection%s: %s", n[C_OK], legname, n[C_OK] == 1 ? "" : "s",
+                               what));
+    else
+        set_result(o, FG_V_INCONC,
+                   fg_asprintf("not exercised: no %s connection where the rule applies", legname));
+    free(x.all);
+    o->evidence = sb_take(&ev);
+}
+
+/* crlf-only: RFC 5321 §2.3.8 (MUST): lines end in CRLF, no bare CR or LF. */
+static enum cres chk_crlf(const struct fg_tl_conn *c, struct cctx *x)
+{
+    enum cres r = C_NA;
+    for (size_t i = 0; i < c->nev; i++) {
+        const struct fg_tl_event *v = &c->ev[i];
+        if (v->dir != x->gw)
+            continue;
+        if (v->kind == FG_TL_VIOLATION && v->text &&
+            (strcmp(v->text, "bare-lf") == 0 || strcmp(v->text, "bare-cr") == 0)) {
+            cbad(x, c, v->frame, "the gateway sent a %s (RFC 5321 §2.3.8)",
+                 strcmp(v->text, "bare-lf") == 0 ? "bare LF" : "bare CR");
+            return C_BAD;
+        }
+        if (v->kind == FG_TL_GAP)
+            r = C_UNSURE;
+        else if (r == C_NA && (v->kind == FG_TL_COMMAND || v->kind == FG_TL_REPLY))
+            r = C_OK;
+    }
+    return r;
+}
+
+/* line-length: RFC 5321 §4.5.3.1.4-6 (MUST accept, so senders keep to):
+ * command lines 512, reply lines 512, text lines 1000 octets with CRLF. */
+static enum cres chk_length(const struct fg_tl_conn *c, struct cctx *x)
+{
+    enum cres r = C_NA;
+    for (size_t i = 0; i < c->nev; i++) {
+        const struct fg_tl_event *v = &c->ev[i];
+        if (v->dir != x->gw)
+            continue;
+        if (v->kind == FG_TL_VIOLATION && v->text &&
+            (strcmp(v->text, "long-command") == 0 || strcmp(v->text, "long-text") == 0 ||
+             strcmp(v->text, "long-reply") == 0)) {
+            const char *what =
+                strcmp(v->text, "long-command") == 0 ? "a command line over 512 octets (§4.5.3.1.4)"
+                : strcmp(v->text, "long-reply") == 0 ? "a reply line over 512 octets (§4.5.3.1.5)"
+                                                     : "a text line over 1000 octets (§4.5.3.1.6)";
+            cbad(x, c, v->frame, "the gateway sent %s", what);
+            return C_BAD;
+        }
+        if (v->kind == FG_TL_GAP)
+            r = C_UNSURE;
+        else if (r == C_NA && (v->kind == FG_TL_COMMAND || v->kind == FG_TL_REPLY))
+            r = C_OK;
+    }
+    return r;
+}
+
+/* dot-stuffing: RFC 5321 §4.5.2 (MUST).  Precisely: (a) no body line the
+ * gateway sent begins with a single "." followed by anything else (a line
+ * the receiver would shorten; the terminator is not a body line), and
+ * (b) a relayed message (matched by its token with the copy the gateway
+ * accepted inbound) has as many lines beginning with ".." as that copy:
+ * fewer means content lines beginning with "." were not stuffed (the dot
+ * lost, or ".\r\n" ending the data early). */
+static enum cres chk_dots(const struct fg_tl_conn *c, struct cctx *x)
+{
+    enum cres r = C_NA;
+    struct fg_tl_conn **in = NULL;
+    size_t nin = 0;
+    for (size_t j = 0; j < c->nmsg; j++) {
+        const struct fg_tl_msg *mm = &c->msg[j];
+        if (mm->data_event >= c->nev || c->ev[mm->data_event].kind != FG_TL_DATA)
+            continue; /* BDAT chunks are not stuffed (RFC 3030 §2) */
+        if (mm->unstuffed_lines) {
+            cbad(x, c, mm->unstuffed_frame,
+                 "a body line begins with a single '.' (%llu such line%s): not dot-stuffed "
+                 "(RFC 5321 §4.5.2)",
+                 (unsigned long long)mm->unstuffed_lines, mm->unstuffed_lines == 1 ? "" : "s");
+            free(in);
+            return C_BAD;
+        }
+        if (r == C_NA)
+            r = C_OK;
+        if (!mm->token[0] || null_sender(mm->mail_from))
+            continue;
+        if (!in)
+            nin = conns_to(x->ctx->tl, x->ctx->meta->gateway_port, &in);
+        for (size_t i = 0; i < nin; i++)
+            for (size_t k = 0; k < in[i]->nmsg; k++) {
+                const struct fg_tl_msg *im = &in[i]->msg[k];
+                if (strcmp(im->token, mm->token) != 0 || !im->complete)
+                    continue;
+                if (im->dot_lines > mm->dot_lines && mm->complete) {
+                    uint64_t f = mm->eod_event < c->nev ? c->ev[mm->eod_event].frame
+                                                        : c->ev[mm->data_event].frame;
+                    cbad(x, c, f,
+                         "message %s: %llu line%s beginning with \"..\" inbound, %llu relayed: "
+                         "lines beginning with '.' were not stuffed (RFC 5321 §4.5.2)",
+                         mm->token, (unsigned long long)im->dot_lines,
+                         im->dot_lines == 1 ? "" : "s", (unsigned long long)mm->dot_lines);
+                    free(in);
+                    return C_BAD;
+                }
+            }
+    }
+    free(in);
+    if (r == C_OK && conn_gap(c, FG_C2S))
+        r = C_UNSURE;
+    return r;
+}
+
+static int verb_is(const struct fg_tl_event *v, enum fg_smtp_verb verb)
+{
+    return v->kind == FG_TL_COMMAND && v->verb == verb;
+}
+
+static int is_reply_to(const struct fg_tl_event *v, enum fg_smtp_verb verb)
+{
+    return v->kind == FG_TL_REPLY && v->answers == FG_ANS_COMMAND && v->verb == verb;
+}
+
+/* ehlo-helo-fallback: RFC 5321 §3.2, §4.1.4 (SHOULD): a server that does
+ * not know EHLO answers 500/502, and the client then sends HELO.  Only
+ * RSET and NOOP may come between. */
+static enum cres chk_fallback(const struct fg_tl_conn *c, struct cctx *x)
+{
+    enum cres r = C_NA;
+    for (size_t i = 0; i < c->nev; i++) {
+        const struct fg_tl_event *v = &c->ev[i];
+        if (!(is_reply_to(v, FG_VERB_EHLO) && (v->code == 500 || v->code == 502)))
+            continue;
+        size_t k;
+        for (k = i + 1; k < c->nev; k++) {
+            const struct fg_tl_event *w = &c->ev[k];
+            if (w->kind == FG_TL_GAP)
+                return C_UNSURE;
+            if (w->dir == FG_S2C && (w->kind == FG_TL_FIN || w->kind == FG_TL_RST))
+                break; /* the server left first: nothing to judge */
+            if (w->kind == FG_TL_COMMAND && (w->verb == FG_VERB_RSET || w->verb == FG_VERB_NOOP))
+                continue;
+            if (w->kind == FG_TL_COMMAND) {
+                if (w->verb == FG_VERB_HELO) {
+                    r = C_OK;
+                } else {
+                    cbad(x, c, w->frame,
+                         "after %d to EHLO (frame %llu) the gateway sent %.40s, "
+                         "not HELO (RFC 5321 §3.2, §4.1.4)",
+                         v->code, (unsigned long long)v->frame, w->text ? w->text : "?");
+                    return C_BAD;
+                }
+                break;
+            }
+            if (w->dir == FG_C2S && (w->kind == FG_TL_FIN || w->kind == FG_TL_RST)) {
+                if (w->us >= x->run_end_us)
+                    return C_UNSURE;
+                cbad(x, c, w->frame,
+                     "after %d to EHLO (frame %llu) the gateway closed without trying HELO "
+                     "(RFC 5321 §3.2, §4.1.4)",
+                     v->code, (unsigned long long)v->frame);
+                return C_BAD;
+            }
+        }
+        if (k == c->nev)
+            return C_UNSURE;
+    }
+    return r;
+}
+
+/* no-data-without-354: RFC 5321 §3.3, §4.1.1.4; RFC 2920 §3.1 (DATA ends
+ * a group): nothing follows DATA before its reply, and no body follows a
+ * reply other than 354 (the parser reads such lines as unknown commands). */
+static enum cres chk_data354(const struct fg_tl_conn *c, struct cctx *x)
+{
+    enum cres r = C_NA;
+    int waiting = 0, refused = 0;
+    uint64_t data_frame = 0;
+    for (size_t i = 0; i < c->nev; i++) {
+        const struct fg_tl_event *v = &c->ev[i];
+        if (v->kind == FG_TL_GAP && v->dir == FG_C2S && r != C_NA)
+            return C_UNSURE;
+        if (verb_is(v, FG_VERB_DATA)) {
+            waiting = 1;
+            refused = 0;
+            data_frame = v->frame;
+            r = r == C_NA ? C_OK : r;
+            continue;
+        }
+        if (is_reply_to(v, FG_VERB_DATA)) {
+            waiting = 0;
+            refused = v->code != 354 ? v->code : 0;
+            continue;
+        }
+        if (v->kind != FG_TL_COMMAND)
+            continue;
+        if (waiting) {
+            cbad(x, c, v->frame,
+                 "\"%.40s\" sent after DATA (frame %llu) before its reply (RFC 5321 §3.3; RFC "
+                 "2920 §3.1)",
+                 v->text ? v->text : "?", (unsigned long long)data_frame);
+            return C_BAD;
+        }
+        if (refused && v->verb == FG_VERB_OTHER) {
+            cbad(x, c, v->frame,
+                 "message text \"%.40s\" sent after %d to DATA, not 354 (RFC 5321 §3.3)",
+                 v->text ? v->text : "?", refused);
+            return C_BAD;
+        }
+        refused = 0;
+    }
+    return r;
+}
+
+/* no-nested-mail: RFC 5321 §4.1.4 (MUST NOT): no MAIL while a transaction
+ * is open.  The transaction opens at MAIL and ends at its end of data
+ * (the "." or the BDAT LAST chunk), a refused MAIL, a refused DATA, RSET,
+ * EHLO or HELO. */
+static enum cres chk_nested(const struct fg_tl_conn *c, struct cctx *x)
+{
+    enum cres r = C_NA;
+    int open = 0;
+    uint64_t mail_frame = 0;
+    for (size_t i = 0; i < c->nev; i++) {
+        const struct fg_tl_event *v = &c->ev[i];
+        if (v->kind == FG_TL_GAP && v->dir == FG_C2S)
+            return r == C_NA ? C_NA : C_UNSURE;
+        if (verb_is(v, FG_VERB_MAIL)) {
+            if (open) {
+                cbad(x, c, v->frame,
+                     "MAIL while the transaction opened at frame %llu was still open (RFC 5321 "
+                     "§4.1.4)",
+                     (unsigned long long)mail_frame);
+                return C_BAD;
+            }
+            open = 1;
+            mail_frame = v->frame;
+            r = C_OK;
+        } else if ((is_reply_to(v, FG_VERB_MAIL) && v->code / 100 != 2) ||
+                   (is_reply_to(v, FG_VERB_DATA) && v->code != 354) ||
+                   v->kind == FG_TL_END_OF_DATA || (v->kind == FG_TL_BDAT_END && v->last) ||
+                   verb_is(v, FG_VERB_RSET) || verb_is(v, FG_VERB_EHLO) ||
+                   verb_is(v, FG_VERB_HELO)) {
+            open = 0;
+        }
+    }
+    return r;
+}
+
+/* pipelining-only-if-advertised: RFC 2920 §3.1 (MUST): a client sends a
+ * command before the previous one's reply only if the last EHLO reply
+ * listed PIPELINING, and never after an unanswered EHLO, DATA, VRFY, EXPN,
+ * TURN, QUIT or NOOP (they end a group); HELO, STARTTLS (RFC 3207 §4.2)
+ * and AUTH (RFC 4954 §4) likewise change the session's state. */
+static int ends_group(enum fg_smtp_verb v, const char *text)
+{
+    switch (v) {
+    case FG_VERB_EHLO:
+    case FG_VERB_HELO:
+    case FG_VERB_DATA:
+    case FG_VERB_VRFY:
+    case FG_VERB_EXPN:
+    case FG_VERB_QUIT:
+    case FG_VERB_NOOP:
+    case FG_VERB_STARTTLS:
+    case FG_VERB_AUTH:
+        return 1;
+    default:
+        return text && strncasecmp(text, "TURN", 4) == 0 && (text[4] == '\0' || text[4] == ' ');
+    }
+}
+
+static int lists_pipelining(const char *text)
+{
+    for (const char *l = text; l && *l;) {
+        if (strlen(l) >= 14 && strncasecmp(l + 4, "PIPELINING", 10) == 0 &&
+            (l[14] == '\0' || l[14] == '\r' || l[14] == ' '))
+            return 1;
+        const char *nl = strchr(l, '\n');
+        l = nl ? nl + 1 : NULL;
+    }
+    return 0;
+}
+
+#define PIPE_TRACK 64
+
+static enum cres chk_pipelining(const struct fg_tl_conn *c, struct cctx *x)
+{
+    enum cres r = C_NA;
+    int advertised = 0;
+    size_t outstanding = 0, head = 0;
+    struct {
+        enum fg_smtp_verb verb;
+        uint64_t frame;
+        const char *text;
+    } q[PIPE_TRACK];
+    size_t restricted = 0; /* unanswered group-ending commands */
+    for (size_t i = 0; i < c->nev; i++) {
+        const struct fg_tl_event *v = &c->ev[i];
+        if (v->kind == FG_TL_GAP)
+            return r == C_NA ? C_NA : C_UNSURE;
+        if (v->kind == FG_TL_TLS)
+            break;
+        if (v->kind == FG_TL_REPLY &&
+            (v->answers == FG_ANS_COMMAND || v->answers == FG_ANS_END_OF_DATA ||
+             v->answers == FG_ANS_BDAT) &&
+            outstanding > 0) {
+            size_t h = head % PIPE_TRACK;
+            if (ends_group(q[h].verb, q[h].text) && restricted)
+                restricted--;
+            head++;
+            outstanding--;
+            if (is_reply_to(v, FG_VERB_EHLO))
+                advertised = v->code / 100 == 2 && lists_pipelining(v->text);
+            continue;
+        }
+        int is_cmd = v->kind == FG_TL_COMMAND, is_eod = v->kind == FG_TL_END_OF_DATA;
+        if (!is_cmd && !is_eod)
+            continue;
+        if (is_cmd && r == C_NA)
+            r = C_OK;
+        if (is_cmd && outstanding > 0) {
+            if (restricted) {
+                /* the newest unanswered group-ender */
+                size_t k = head + outstanding;
+                while (k > head &&
+                       !ends_group(q[(k - 1) % PIPE_TRACK].verb, q[(k - 1) % PIPE_TRACK].text))
+                    k--;
+                size_t h = (k - 1) % PIPE_TRACK;
+                cbad(x, c, v->frame,
+                     "\"%.30s\" sent while %s (frame %llu), which must end a group, was "
+                     "unanswered (RFC 2920 §3.1)",
+                     v->text ? v->text : "?", fg_smtp_verb_name(q[h].verb),
+                     (unsigned long long)q[h].frame);
+                return C_BAD;
+            }
+            if (!advertised) {
+                cbad(x, c, v->frame,
+                     "\"%.30s\" pipelined (%zu command%s unanswered) but PIPELINING was not "
+                     "advertised (RFC 2920 §3.1)",
+                     v->text ? v->text : "?", outstanding, outstanding == 1 ? "" : "s");
+                return C_BAD;
+            }
+        }
+        if (is_cmd && (v->verb == FG_VERB_EHLO || v->verb == FG_VERB_HELO))
+            advertised = 0;
+        if (outstanding < PIPE_TRACK) {
+            size_t t = (head + outstanding) % PIPE_TRACK;
+            q[t].verb = is_eod ? FG_VERB_OTHER : v->verb;
+            q[t].frame = v->frame;
+            q[t].text = is_eod ? NULL : v->text;
+            if (ends_group(q[t].verb, q[t].text))
+                restricted++;
+            outstanding++;
+        }
+    }
+    return r;
+}
+
+/* quit-at-end: RFC 5321 §4.1.1.10 (MUST: the connection is ended by QUIT
+ * and its reply).  Judged on connections the gateway closed itself with
+ * every command answered and no 421: a close with a command unanswered
+ * is a timeout (closes-after-stall and timeout-at-least judge those). */
+static enum cres chk_quit(const struct fg_tl_conn *c, struct cctx *x)
+{
+    size_t outstanding = 0;
+    int quit = 0, saw421 = 0, cmds = 0;
+    for (size_t i = 0; i < c->nev; i++) {
+        const struct fg_tl_event *v = &c->ev[i];
+        if (v->kind == FG_TL_GAP)
+            return C_UNSURE;
+        if (v->kind == FG_TL_TLS)
+            return C_NA; /* the QUIT is inside TLS */
+        if (v->kind == FG_TL_COMMAND || v->kind == FG_TL_END_OF_DATA) {
+            outstanding++;
+            cmds += v->kind == FG_TL_COMMAND;
+            if (verb_is(v, FG_VERB_QUIT))
+                quit = 1;
+        } else if (v->kind == FG_TL_REPLY) {
+            if (v->code == 421)
+                saw421 = 1;
+            if (v->answers != FG_ANS_GREETING && v->answers != FG_ANS_UNSOLICITED && outstanding)
+                outstanding--;
+        } else if (v->kind == FG_TL_FIN || v->kind == FG_TL_RST) {
+            if (v->dir == FG_S2C || saw421 || v->us >= x->run_end_us)
+                return C_NA;
+            if (quit)
+                return C_OK;
+            if (outstanding || !cmds)
+                return C_NA;
+            cbad(x, c, v->frame, "the gateway %s the connection without QUIT (RFC 5321 §4.1.1.10)",
+                 v->kind == FG_TL_RST ? "reset" : "closed");
+            return C_BAD;
+        }
+    }
+    return quit ? C_OK : C_NA;
+}
+
+/* The stages of timeout-at-least and RFC 5321 §4.5.3.2's minimums in
+ * seconds.  §4.5.3.2 gives none for EHLO (5 min, as for MAIL, is used) nor
+ * a client idle time (the server's 5 min of §4.5.3.2.7 is used). */
+static const struct {
+    const char *name;
+    uint64_t rfc_s;
+} stages[] = {{"greeting", 300},  {"ehlo", 300},       {"mail", 300},      {"rcpt", 300},
+              {"data_init", 120}, {"data_block", 180}, {"data_done", 600}, {"idle", 300}};
+#define NSTAGES (sizeof stages / sizeof stages[0])
+
+static const char *cmd_stage(enum fg_smtp_verb v)
+{
+    switch (v) {
+    case FG_VERB_EHLO:
+    case FG_VERB_HELO:
+        return "ehlo";
+    case FG_VERB_MAIL:
+        return "mail";
+    case FG_VERB_RCPT:
+        return "rcpt";
+    case FG_VERB_DATA:
+        return "data_init";
+    default:
+        return "other";
+    }
+}
+
+/* timeout-at-least: RFC 5321 §4.5.3.2 (SHOULD: the client's timeouts are
+ * at least these; the profile says what this gateway is configured to).
+ * On each outbound connection, where the peer fell silent the gateway
+ * waited from its last octet (the SYN for the greeting, the command, the
+ * last body octet for data_block, the "." for data_done, the last reply
+ * for idle) until it closed or reset; that wait must be >= min.  A gateway
+ * still waiting when the run ends has waited at least that long. */
+static enum cres chk_timeout(const struct fg_tl_conn *c, struct cctx *x)
+{
+    const char *want = x->e->stage;
+    const char *stage = "greeting";
+    uint64_t since_us = c->nev ? c->ev[0].us : 0, since_frame = c->nev ? c->ev[0].frame : 0;
+    size_t outstanding = 0;
+    int greeted = 0;
+    uint64_t min_us = x->limit_ms * 1000;
+    char a[32], b[32];
+    for (size_t i = 0; i < c->nev; i++) {
+        const struct fg_tl_event *v = &c->ev[i];
+        if (v->kind == FG_TL_GAP)
+            return strcmp(stage, want) == 0 ? C_UNSURE : C_NA;
+        if (v->kind == FG_TL_TLS)
+            return C_NA;
+        if (v->kind == FG_TL_REPLY) {
+            if (v->answers == FG_ANS_GREETING)
+                greeted = 1;
+            else if (outstanding && v->answers != FG_ANS_UNSOLICITED)
+                outstanding--;
+            if (!outstanding && greeted) {
+                stage = "idle";
+                since_us = v->us;
+                since_frame = v->frame;
+            }
+        } else if (v->kind == FG_TL_COMMAND) {
+            outstanding++;
+            stage = cmd_stage(v->verb);
+            since_us = v->us;
+            since_frame = v->frame;
+        } else if (v->kind == FG_TL_DATA) {
+            stage = "data_block";
+            since_us = v->us;
+            since_frame = v->frame;
+            for (size_t k = 0; k < c->nmsg; k++)
+                if (c->msg[k].data_event == i && c->msg[k].last_us) {
+                    since_us = c->msg[k].last_us;
+                    since_frame = c->msg[k].last_frame;
+                }
+        } else if (v->kind == FG_TL_END_OF_DATA) {
+            outstanding++;
+            stage = "data_done";
+            since_us = v->us;
+            since_frame = v->frame;
+        } else if (v->kind == FG_TL_FIN || v->kind == FG_TL_RST) {
+            if (v->dir == FG_S2C)
+                return C_NA; /* the peer was not silent: it closed */
+            if (strcmp(stage, want) != 0)
+                return C_NA;
+            if (v->us >= x->run_end_us)
+                break; /* faultgate ended the run: still waiting then */
+            uint64_t w = since(v->us, since_us);
+            if (w >= min_us) {
+                sb_printf(x->ev, "connection #%zu: waited %s s at %s (frame %llu to %llu)\n",
+                          x->idx + 1, secs(a, sizeof a, w), want, (unsigned long long)since_frame,
+                          (unsigned long long)v->frame);
+                return C_OK;
+            }
+            cbad(x, c, v->frame,
+                 "the gateway gave up at %s after %s s (from frame %llu), less than %s s", want,
+                 secs(a, sizeof a, w), (unsigned long long)since_frame, secs(b, sizeof b, min_us));
+            return C_BAD;
+        }
+    }
+    if (strcmp(stage, want) != 0)
+        return C_NA;
+    uint64_t w = since(x->run_end_us, since_us);
+    if (w >= min_us) {
+        sb_printf(x->ev, "connection #%zu: still waiting at %s after %s s (from frame %llu)\n",
+                  x->idx + 1, want, secs(a, sizeof a, w), (unsigned long long)since_frame);
+        return C_OK;
+    }
+    return C_UNSURE;
+}
+
+static void eval_crlf(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                      uint64_t limit_ms, struct fg_outcome *o)
+{
+    eval_per_conn(e, ctx, limit_ms, o, chk_crlf, "no bare CR or LF");
+}
+
+static void eval_length(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                        uint64_t limit_ms, struct fg_outcome *o)
+{
+    eval_per_conn(e, ctx, limit_ms, o, chk_length, "no line over its limit");
+}
+
+static void eval_dots(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                      uint64_t limit_ms, struct fg_outcome *o)
+{
+    eval_per_conn(e, ctx, limit_ms, o, chk_dots, "bodies correctly dot-stuffed");
+}
+
+static void eval_fallback(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                          uint64_t limit_ms, struct fg_outcome *o)
+{
+    eval_per_conn(e, ctx, limit_ms, o, chk_fallback, "HELO after EHLO was refused");
+}
+
+static void eval_data354(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                         uint64_t limit_ms, struct fg_outcome *o)
+{
+    eval_per_conn(e, ctx, limit_ms, o, chk_data354, "no message text before 354");
+}
+
+static void eval_nested(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                        uint64_t limit_ms, struct fg_outcome *o)
+{
+    eval_per_conn(e, ctx, limit_ms, o, chk_nested, "no MAIL inside a transaction");
+}
+
+static void eval_pipelining(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                            uint64_t limit_ms, struct fg_outcome *o)
+{
+    eval_per_conn(e, ctx, limit_ms, o, chk_pipelining,
+                  "pipelined only after PIPELINING, group ends respected");
+}
+
+static void eval_quit(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                      uint64_t limit_ms, struct fg_outcome *o)
+{
+    eval_per_conn(e, ctx, limit_ms, o, chk_quit, "ended with QUIT");
+}
+
+/* The minimum for timeout-at-least: `min`, else the profile's value for
+ * the stage, else RFC 5321 §4.5.3.2's. */
+static int timeout_min_ms(const struct fg_expect_spec *e, const struct fg_meta *m, uint64_t *ms,
+                          char *err, size_t errlen)
+{
+    if (e->min)
+        return within_meta(e->min, m, ms, err, errlen);
+    int64_t v = fg_meta_timeout(m, e->stage);
+    if (v >= 0) {
+        *ms = (uint64_t)v;
+        return 0;
+    }
+    for (size_t i = 0; i < NSTAGES; i++)
+        if (strcmp(stages[i].name, e->stage) == 0) {
+            *ms = stages[i].rfc_s * 1000;
+            return 0;
+        }
+    return fg_errf(err, errlen, FG_EINPUT, "unknown stage \"%s\"", e->stage);
+}
+
+static void eval_timeout(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                         uint64_t limit_ms, struct fg_outcome *o)
+{
+    (void)limit_ms;
+    char err[FG_ERRBUF_SIZE] = "";
+    uint64_t min_ms = 0;
+    if (timeout_min_ms(e, ctx->meta, &min_ms, err, sizeof err) != 0) {
+        set_result(o, FG_V_ERROR, fg_asprintf("min cannot be evaluated: %s", err));
+        o->evidence = fg_strdup(o->summary);
+        return;
+    }
+    char t[32];
+    char *what =
+        fg_asprintf("waited at least %s s at %s", secs(t, sizeof t, min_ms * 1000), e->stage);
+    eval_per_conn(e, ctx, min_ms, o, chk_timeout, what);
+    free(what);
+}
+
+/* --- retry-after-4xx, no-retry-after-5xx, handles-421 ----------------------
+ * A failed attempt is a 4xx/5xx reply on an outbound connection to the end
+ * of data (the message is known by its token), or to MAIL, RCPT or DATA
+ * (known by the MAIL reverse-path, since no body was sent).  A later
+ * attempt of the same message: a transaction with the same token and a
+ * non-null reverse-path, or a MAIL with the same reverse-path.  A bounce:
+ * a later message from <> (RFC 5321 §4.5.5) carrying the token, or, for a
+ * failure before the body, any later message from <>. */
+
+struct failure {
+    size_t ci, ei; /* connection index on the leg, event index */
+    const struct fg_tl_event *ev;
+    char token[FG_TOKEN_MAX];
+    char path[256];
+};
+
+static void mail_path(const char *cmd, char *out, size_t len)
+{
+    out[0] = '\0';
+    const char *lt = cmd ? strchr(cmd, '<') : NULL;
+    const char *gt = lt ? strchr(lt, '>') : NULL;
+    if (gt)
+        snprintf(out, len, "%.*s", (int)(gt - lt + 1), lt);
+}
+
+static size_t failures(struct fg_tl_conn **pc, size_t npc, int cls, int code, struct failure **out)
+{
+    size_t n = 0, cap = 0;
+    *out = NULL;
+    for (size_t ci = 0; ci < npc; ci++) {
+        const struct fg_tl_conn *c = pc[ci];
+        const char *mail = NULL;
+        for (size_t i = 0; i < c->nev; i++) {
+            const struct fg_tl_event *v = &c->ev[i];
+            if (verb_is(v, FG_VERB_MAIL))
+                mail = v->text;
+            if (v->kind != FG_TL_REPLY || (!code && v->answers == FG_ANS_GREETING))
+                continue;
+            if (code ? v->code != code : v->code / 100 != cls)
+                continue;
+            int eod = v->answers == FG_ANS_END_OF_DATA || v->answers == FG_ANS_BDAT;
+            int pre =
+                v->answers == FG_ANS_COMMAND &&
+                (v->verb == FG_VERB_MAIL || v->verb == FG_VERB_RCPT || v->verb == FG_VERB_DATA);
+            if (!code && !eod && !pre)
+                continue;
+            struct failure *f = FG_ARRAY_PUSH(*out, n, cap);
+            memset(f, 0, sizeof *f);
+            f->ci = ci;
+            f->ei = i;
+            f->ev = v;
+            for (size_t k = 0; k < c->nmsg; k++)
+                if (c->msg[k].reply_event == i ||
+                    (code && c->msg[k].eod_event < i && c->msg[k].reply_event == FG_TL_NONE))
+                    snprintf(f->token, sizeof f->token, "%s", c->msg[k].token);
+            if (!f->token[0])
+                mail_path(mail, f->path, sizeof f->path);
+        }
+    }
+    return n;
+}
+
+/* The first later attempt (*retry) and bounce (*bounce) of f's message:
+ * times in microseconds, 0 if none; frames beside. */
+static void later(struct fg_tl_conn **pc, size_t npc, const struct failure *f, uint64_t *retry,
+                  uint64_t *rframe, uint64_t *bounce, uint64_t *bframe)
+{
+    *retry = *bounce = *rframe = *bframe = 0;
+    uint64_t t = f->ev->us;
+    for (size_t ci = 0; ci < npc; ci++) {
+        const struct fg_tl_conn *c = pc[ci];
+        for (size_t k = 0; k < c->nmsg; k++) {
+            const struct fg_tl_msg *m = &c->msg[k];
+            if (m->data_event >= c->nev)
+                continue;
+            const struct fg_tl_event *d = &c->ev[m->data_event];
+            if (d->us < t || (ci == f->ci && m->data_event <= f->ei))
+                continue;
+            int same = f->token[0] && strcmp(m->token, f->token) == 0;
+            if (null_sender(m->mail_from)) {
+                if ((same || !f->token[0]) && (!*bounce || d->us < *bounce))
+                    *bounce = d->us, *bframe = d->frame;
+            } else if (same && (!*retry || d->us < *retry)) {
+                *retry = d->us, *rframe = d->frame;
+            }
+        }
+        if (f->token[0] || !f->path[0])
+            continue;
+        for (size_t i = 0; i < c->nev; i++) {
+            const struct fg_tl_event *v = &c->ev[i];
+            char p[256];
+            if (!verb_is(v, FG_VERB_MAIL) || v->us < t || (ci == f->ci && i <= f->ei))
+                continue;
+            mail_path(v->text, p, sizeof p);
+            if (strcmp(p, f->path) == 0 && strcmp(p, "<>") != 0 && (!*retry || v->us < *retry))
+                *retry = v->us, *rframe = v->frame;
+        }
+    }
+}
+
+static void fail_ctx(struct cctx *x, const struct fg_judge_ctx *ctx, const struct fg_expect_spec *e,
+                     uint64_t limit_ms, struct fg_outcome *o, struct sb *ev)
+{
+    memset(x, 0, sizeof *x);
+    x->ctx = ctx;
+    x->e = e;
+    x->limit_ms = limit_ms;
+    x->gw = FG_C2S;
+    x->ev = ev;
+    x->o = o;
+    x->run_end_us = ctx->tl->stats.last_us;
+    if (ctx->meta->probe_start_us && ctx->meta->probe_start_us < x->run_end_us)
+        x->run_end_us = ctx->meta->probe_start_us;
+    x->nall = conns_to(ctx->tl, ctx->meta->proxy_port, &x->all);
+}
+
+static void fail_result(struct cctx *x, struct fg_outcome *o, struct sb *ev, size_t n[4],
+                        const char *what, const char *none)
+{
+    size_t judged = n[C_OK] + n[C_BAD] + n[C_UNSURE];
+    if (n[C_BAD])
+        set_result(o, FG_V_FAIL, fg_asprintf("%zu of %zu: %s", n[C_BAD], judged, x->why));
+    else if (n[C_UNSURE])
+        set_result(o, FG_V_INCONC,
+                   fg_asprintf("%zu undecided: the trace ends before the limit", n[C_UNSURE]));
+    else if (n[C_OK])
+        set_result(o, FG_V_PASS, fg_asprintf("%zu of %zu: %s", n[C_OK], judged, what));
+    else
+        set_result(o, FG_V_INCONC, fg_strdup(none));
+    free(x->all);
+    o->evidence = sb_take(ev);
+}
+
+static const char *fail_what(const struct failure *f, char *buf, size_t len)
+{
+    if (f->token[0])
+        snprintf(buf, len, "message %s", f->token);
+    else
+        snprintf(buf, len, "the transaction from %s", f->path[0] ? f->path : "?");
+    return buf;
+}
+
+/* retry-after-4xx: RFC 5321 §4.2.1, §4.5.4.1 (MUST retry; SHOULD wait).
+ * A 4xx is transient: the message is tried again (within `within`), and
+ * not bounced before that. */
+static void eval_retry4(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                        uint64_t limit_ms, struct fg_outcome *o)
+{
+    struct cctx x;
+    struct sb ev = {0};
+    size_t n[4] = {0};
+    char a[32], b[320];
+    fail_ctx(&x, ctx, e, limit_ms, o, &ev);
+    struct failure *fs;
+    size_t nf = failures(x.all, x.nall, 4, 0, &fs);
+    for (size_t i = 0; i < nf; i++) {
+        struct failure *f = &fs[i];
+        const struct fg_tl_conn *c = x.all[f->ci];
+        uint64_t r, rf, bo, bf;
+        later(x.all, x.nall, f, &r, &rf, &bo, &bf);
+        x.idx = f->ci;
+        fail_what(f, b, sizeof b);
+        frame_add(o, f->ev->frame);
+        if (bo && (!r || bo < r)) {
+            frame_add(o, bf);
+            cbad(&x, c, f->ev->frame,
+                 "%s: %d, then a bounce from <> at frame %llu instead of a "
+                 "retry (RFC 5321 §4.2.1)",
+                 b, f->ev->code, (unsigned long long)bf);
+            n[C_BAD]++;
+        } else if (r && r - f->ev->us <= limit_ms * 1000) {
+            frame_add(o, rf);
+            sb_printf(&ev, "%s: %d at frame %llu, tried again %s s later at frame %llu\n", b,
+                      f->ev->code, (unsigned long long)f->ev->frame,
+                      secs(a, sizeof a, r - f->ev->us), (unsigned long long)rf);
+            n[C_OK]++;
+        } else if (r || since(x.run_end_us, f->ev->us) >= limit_ms * 1000) {
+            cbad(&x, c, f->ev->frame, "%s: %d, %s within %s s (RFC 5321 §4.5.4.1)", b, f->ev->code,
+                 r ? "tried again only later" : "not tried again",
+                 secs(a, sizeof a, limit_ms * 1000));
+            n[C_BAD]++;
+        } else {
+            n[C_UNSURE]++;
+        }
+    }
+    free(fs);
+    fail_result(&x, o, &ev, n, "tried again after a 4xx",
+                "not exercised: no 4xx reply to a "
+                "transaction on the outbound leg");
+}
+
+/* no-retry-after-5xx: RFC 5321 §4.2.5, §6.1 (MUST): a 5xx is permanent:
+ * no identical retry, and a bounce from <> (within `within`). */
+static void eval_noretry5(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                          uint64_t limit_ms, struct fg_outcome *o)
+{
+    struct cctx x;
+    struct sb ev = {0};
+    size_t n[4] = {0};
+    char a[32], b[320];
+    fail_ctx(&x, ctx, e, limit_ms, o, &ev);
+    struct failure *fs;
+    size_t nf = failures(x.all, x.nall, 5, 0, &fs);
+    for (size_t i = 0; i < nf; i++) {
+        struct failure *f = &fs[i];
+        const struct fg_tl_conn *c = x.all[f->ci];
+        uint64_t r, rf, bo, bf;
+        later(x.all, x.nall, f, &r, &rf, &bo, &bf);
+        x.idx = f->ci;
+        fail_what(f, b, sizeof b);
+        frame_add(o, f->ev->frame);
+        if (r) {
+            frame_add(o, rf);
+            cbad(&x, c, f->ev->frame, "%s: %d, then tried again at frame %llu (RFC 5321 §4.2.5)", b,
+                 f->ev->code, (unsigned long long)rf);
+            n[C_BAD]++;
+        } else if (bo && bo - f->ev->us <= limit_ms * 1000) {
+            frame_add(o, bf);
+            sb_printf(&ev, "%s: %d at frame %llu, bounce from <> %s s later at frame %llu\n", b,
+                      f->ev->code, (unsigned long long)f->ev->frame,
+                      secs(a, sizeof a, bo - f->ev->us), (unsigned long long)bf);
+            n[C_OK]++;
+        } else if (bo || since(x.run_end_us, f->ev->us) >= limit_ms * 1000) {
+            cbad(&x, c, f->ev->frame, "%s: %d, no bounce from <> within %s s (RFC 5321 §6.1)", b,
+                 f->ev->code, secs(a, sizeof a, limit_ms * 1000));
+            n[C_BAD]++;
+        } else {
+            n[C_UNSURE]++;
+        }
+    }
+    free(fs);
+    fail_result(&x, o, &ev, n, "no retry, bounced",
+                "not exercised: no 5xx reply to a "
+                "transaction on the outbound leg");
+}
+
+/* handles-421: RFC 5321 §3.8, §4.2.2 (421 is transient and the server
+ * closes): after a 421 the gateway sends nothing but QUIT on that
+ * connection, connects again within `within`, and does not bounce the
+ * interrupted message first. */
+static void eval_421(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
+                     uint64_t limit_ms, struct fg_outcome *o)
+{
+    struct cctx x;
+    struct sb ev = {0};
+    size_t n[4] = {0};
+    char a[32];
+    fail_ctx(&x, ctx, e, limit_ms, o, &ev);
+    struct failure *fs;
+    size_t nf = failures(x.all, x.nall, 4, 421, &fs);
+    for (size_t i = 0; i < nf; i++) {
+        struct failure *f = &fs[i];
+        const struct fg_tl_conn *c = x.all[f->ci];
+        x.idx = f->ci;
+        frame_add(o, f->ev->frame);
+        long more = -1;
+        for (size_t k = f->ei + 1; k < c->nev && more < 0; k++)
+            if (c->ev[k].kind == FG_TL_COMMAND && c->ev[k].verb != FG_VERB_QUIT)
+                more = (long)k;
+        if (more >= 0) {
+            cbad(&x, c, c->ev[more].frame,
+                 "\"%.30s\" sent after 421 (frame %llu): the session is over (RFC 5321 §3.8)",
+                 c->ev[more].text ? c->ev[more].text : "?", (unsigned long long)f->ev->frame);
+            n[C_BAD]++;
+            continue;
+        }
+        uint64_t rc = 0, rcf = 0, r, rf, bo, bf;
+        for (size_t k = f->ci + 1; k < x.nall && !rc; k++)
+            if (conn_open_us(x.all[k]) >= f->ev->us)
+                rc = conn_open_us(x.all[k]), rcf = x.all[k]->ev[0].frame;
+        later(x.all, x.nall, f, &r, &rf, &bo, &bf);
+        if (f->token[0] && bo && (!r || bo < r)) {
+            cbad(&x, c, bf, "message %s bounced after 421 (frame %llu) instead of a retry",
+                 f->token, (unsigned long long)f->ev->frame);
+            n[C_BAD]++;
+        } else if (rc && rc - f->ev->us <= limit_ms * 1000) {
+            frame_add(o, rcf);
+            sb_printf(&ev,
+                      "421 at frame %llu (connection #%zu), connected again %s s later "
+                      "(frame %llu)\n",
+                      (unsigned long long)f->ev->frame, f->ci + 1,
+                      secs(a, sizeof a, rc - f->ev->us), (unsigned long long)rcf);
+            n[C_OK]++;
+        } else if (rc || since(x.run_end_us, f->ev->us) >= limit_ms * 1000) {
+            cbad(&x, c, f->ev->frame, "after 421 the gateway did not connect again within %s s",
+                 secs(a, sizeof a, limit_ms * 1000));
+            n[C_BAD]++;
+        } else {
+            n[C_UNSURE]++;
+        }
+    }
+    free(fs);
+    fail_result(&x, o, &ev, n, "421 treated as transient",
+                "not exercised: no 421 on the outbound leg");
 }
 
 /* --- evaluation ---------------------------------------------------------- */

@@ -34,11 +34,11 @@ const struct fg_expect_rule fg_expect_x400_rules[] = {
      "size); KB Q194685",
      0, 0, eval_sync},
     {"x400-association-completed",
-     "X.225 §7.9 (S-P-ABORT), §7.25 (activity end); X.410 §4 (RT-TRANSFER); KB Q194685", 0, 0,
-     eval_completed},
+     "X.225 §7.9 (S-P-ABORT), §7.25 (activity end); X.410 §4 (RT-TRANSFER); KB Q194685",
+     FG_EXPECT_P_WITHIN, FG_EXPECT_P_WITHIN, eval_completed},
     {"x400-recovers-after-abort",
-     "X.410 §4 (RT-TRANSFER, RT-OPEN after abort); X.228 §7.1; KB Q194685", FG_EXPECT_P_WITHIN, 0,
-     eval_recovers},
+     "X.410 §4 (RT-TRANSFER, RT-OPEN after abort); X.228 §7.1; KB Q194685", FG_EXPECT_P_WITHIN,
+     FG_EXPECT_P_WITHIN, eval_recovers},
     {NULL, NULL, 0, 0, NULL},
 };
 
@@ -66,11 +66,14 @@ int fg_expect_x400_validate(const struct fg_scenario *sc, const struct fg_expect
         return fg_errf(err, errlen, FG_EINPUT, "%s:%d:%d: rule %s takes no parameter `fate`", file,
                        e->line, e->col, r->name);
     if (e->after)
-        return fg_errf(err, errlen, FG_EINPUT, "%s:%d:%d: rule %s takes no parameter `after`",
-                       file, e->line, e->col, r->name);
+        return fg_errf(err, errlen, FG_EINPUT, "%s:%d:%d: rule %s takes no parameter `after`", file,
+                       e->line, e->col, r->name);
     if (e->within && !(r->params & FG_EXPECT_P_WITHIN))
         return fg_errf(err, errlen, FG_EINPUT, "%s:%d:%d: rule %s takes no parameter `within`",
                        file, e->line, e->col, r->name);
+    if (!e->within && (r->required & FG_EXPECT_P_WITHIN))
+        return fg_errf(err, errlen, FG_EINPUT, "%s:%d:%d: rule %s needs `within`", file, e->line,
+                       e->col, r->name);
     return 0;
 }
 
@@ -219,9 +222,8 @@ static void violation_text(struct sb *b, struct fg_outcome *o, const struct fg_x
     const struct fg_x4_event *e = &c->ev[i];
     char d[96], t[48];
     fg_outcome_frame(o, e->frame);
-    sb_printf(b, "frame %llu at %s: %s %s broke rule %s (%s): %s",
-              (unsigned long long)e->frame, at(t, sizeof t, tl, e->us),
-              e->dir == FG_C2S ? "the gateway's" : "the X.400 peer's",
+    sb_printf(b, "frame %llu at %s: %s %s broke rule %s (%s): %s", (unsigned long long)e->frame,
+              at(t, sizeof t, tl, e->us), e->dir == FG_C2S ? "the gateway's" : "the X.400 peer's",
               fg_x4_event_describe(c, i, d, sizeof d), e->rule, e->source, e->text ? e->text : "");
 }
 
@@ -250,6 +252,10 @@ static void eval_sync(const struct fg_expect_spec *e, const struct fg_judge_ctx 
         assoc += c->accepted;
         for (size_t i = 0; i < c->nev; i++) {
             const struct fg_x4_event *x = &c->ev[i];
+            /* What the gateway sent after the association ended (SPDUs in
+             * flight when the peer's AB arrived) is not judged again. */
+            if (c->end_event != FG_TL_NONE && i > c->end_event)
+                break;
             if (x->kind != FG_X4_SPDU || x->dir != FG_C2S)
                 continue;
             cmips += x->spdu == FG_SPDU_MIP;
@@ -278,8 +284,9 @@ static void eval_sync(const struct fg_expect_spec *e, const struct fg_judge_ctx 
             sb_printf(&ev, "\n");
         } else if (c->nev > 1) {
             conn_head(&ev, c);
-            sb_printf(&ev, ": %u minor sync point(s) in %zu activit%s, all valid (checkpoint %u "
-                           "KiB, window %u)\n",
+            sb_printf(&ev,
+                      ": %u minor sync point(s) in %zu activit%s, all valid (checkpoint %u "
+                      "KiB, window %u)\n",
                       cmips, c->nact, c->nact == 1 ? "y" : "ies", (unsigned)c->checkpoint,
                       (unsigned)c->window);
         }
@@ -294,8 +301,7 @@ static void eval_sync(const struct fg_expect_spec *e, const struct fg_judge_ctx 
         const struct fg_x4_event *x = &fc->ev[fi];
         char d[96], t[48];
         o->conn = fc->id;
-        result(o, FG_V_FAIL, &ev,
-               "%s (X.400 connection %u, frame %llu at %s) broke %s (%s): %s",
+        result(o, FG_V_FAIL, &ev, "%s (X.400 connection %u, frame %llu at %s) broke %s (%s): %s",
                fg_x4_event_describe(fc, fi, d, sizeof d), fc->id, (unsigned long long)x->frame,
                at(t, sizeof t, tl, x->us), x->rule, x->source, x->text ? x->text : "");
         if (bad > 1) {
@@ -328,7 +334,6 @@ static void eval_completed(const struct fg_expect_spec *e, const struct fg_judge
                            uint64_t limit_ms, struct fg_outcome *o)
 {
     (void)e;
-    (void)limit_ms;
     struct fg_x400_timeline *tl = leg_timeline(ctx, o);
     if (!tl)
         return;
@@ -342,15 +347,30 @@ static void eval_completed(const struct fg_expect_spec *e, const struct fg_judge
             done += c->act[i].completed;
         msgs += done;
         conn_head(&ev, c);
+        uint64_t took = 0;
+        if (conn_completed(c) && c->nev && c->ev[c->end_event].us > c->ev[0].us)
+            took = c->ev[c->end_event].us - c->ev[0].us;
+        char t[32], t2[32];
+        if (conn_completed(c) && took <= limit_ms * 1000) {
+            sb_printf(&ev, ": %u message(s) transferred, released after %s s\n", done,
+                      fg_expect_secs(t, sizeof t, took));
+            continue;
+        }
         if (conn_completed(c)) {
-            sb_printf(&ev, ": %u message(s) transferred, released\n", done);
+            bad++;
+            if (!first)
+                first = c;
+            fg_outcome_frame(o, c->ev[c->end_event].frame);
+            sb_printf(&ev, ": released only after %s s, more than the limit of %s s\n",
+                      fg_expect_secs(t, sizeof t, took),
+                      fg_expect_secs(t2, sizeof t2, limit_ms * 1000));
             continue;
         }
         bad++;
         if (!first)
             first = c;
-        sb_printf(&ev, ": %s; %u of %zu activit%s completed\n  ", c->accepted ? "" : "never accepted",
-                  done, c->nact, c->nact == 1 ? "y" : "ies");
+        sb_printf(&ev, ": %s; %u of %zu activit%s completed\n  ",
+                  c->accepted ? "" : "never accepted", done, c->nact, c->nact == 1 ? "y" : "ies");
         end_text(&ev, o, tl, c);
         sb_printf(&ev, "\n");
         if (c->first_violation != FG_TL_NONE) {
@@ -376,10 +396,14 @@ static void eval_completed(const struct fg_expect_spec *e, const struct fg_judge
                    fg_x4_event_describe(first, first->first_violation, d2, sizeof d2),
                    first->ev[first->first_violation].rule,
                    first->ev[first->first_violation].source);
+        else if (conn_completed(first))
+            result(o, FG_V_FAIL, &ev,
+                   "%u of %zu association(s) not completed in time; connection %u released late",
+                   bad, tl->nconn, first->id);
         else
             result(o, FG_V_FAIL, &ev,
-                   "%u of %zu association(s) not completed; connection %u: %s (%s)", bad,
-                   tl->nconn, first->id, fg_x4_end_name(first->end), how);
+                   "%u of %zu association(s) not completed; connection %u: %s (%s)", bad, tl->nconn,
+                   first->id, fg_x4_end_name(first->end), how);
     } else {
         result(o, FG_V_PASS, &ev,
                "%zu association(s), each accepted, its message(s) transferred (AE answered by "
@@ -422,10 +446,10 @@ static void eval_recovers(const struct fg_expect_spec *e, const struct fg_judge_
             uint64_t open_us = n->nev ? n->ev[0].us : 0;
             uint64_t gap = open_us > end_us ? open_us - end_us : 0;
             fg_outcome_frame(o, n->nev ? n->ev[0].frame : 0);
-            sb_printf(&ev, "  re-associated: connection %u opened at frame %llu, %s, %s later\n",
+            sb_printf(&ev, "  re-associated: connection %u opened at frame %llu, %s, %s s later\n",
                       n->id, (unsigned long long)(n->nev ? n->ev[0].frame : 0),
                       at(t, sizeof t, tl, open_us), fg_expect_secs(t2, sizeof t2, gap));
-            if (limit_ms && gap > limit_ms * 1000) {
+            if (gap > limit_ms * 1000) {
                 late++;
                 sb_printf(&ev, "  later than the limit of %s s\n",
                           fg_expect_secs(t2, sizeof t2, limit_ms * 1000));
@@ -446,22 +470,24 @@ static void eval_recovers(const struct fg_expect_spec *e, const struct fg_judge_
         unsigned n = 0;
         for (size_t k = 0; k < tl->nconn; k++)
             for (size_t a = 0; a < tl->conn[k].nact; a++)
-                if (tl->conn[k].act[a].completed && strcmp(tl->conn[k].act[a].token, tok->token) == 0) {
+                if (tl->conn[k].act[a].completed &&
+                    strcmp(tl->conn[k].act[a].token, tok->token) == 0) {
                     n++;
                     const struct fg_x4_conn *c = &tl->conn[k];
                     size_t ei = c->act[a].end_event;
                     if (ei != FG_TL_NONE) {
                         fg_outcome_frame(o, c->ev[ei].frame);
-                        sb_printf(&ev, "message %s transferred on connection %u: %s, frame %llu at %s\n",
-                                  tok->token, c->id, fg_x4_event_describe(c, ei, d, sizeof d),
-                                  (unsigned long long)c->ev[ei].frame,
-                                  at(t, sizeof t, tl, c->ev[ei].us));
+                        sb_printf(
+                            &ev, "message %s transferred on connection %u: %s, frame %llu at %s\n",
+                            tok->token, c->id, fg_x4_event_describe(c, ei, d, sizeof d),
+                            (unsigned long long)c->ev[ei].frame, at(t, sizeof t, tl, c->ev[ei].us));
                     }
                 }
         if (n == 0) {
             lost++;
-            sb_printf(&ev, "message %s was never transferred (no activity carrying it was "
-                           "answered with AEA)\n",
+            sb_printf(&ev,
+                      "message %s was never transferred (no activity carrying it was "
+                      "answered with AEA)\n",
                       tok->token);
         } else if (n > 1) {
             dup++;
@@ -490,7 +516,7 @@ static void eval_recovers(const struct fg_expect_spec *e, const struct fg_judge_
         result(o, FG_V_PASS, &ev,
                "%u aborted association(s), each followed by a new association%s; each of %u "
                "message(s) transferred exactly once",
-               aborts, limit_ms ? " within the limit" : "", once);
+               aborts, " within the limit", once);
     }
     (void)e;
     fg_x400_timeline_free(tl);

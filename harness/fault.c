@@ -508,8 +508,7 @@ static int action_args(struct span aw, struct fg_fault *f, const struct perr *e)
                 struct span n = next_word(&aw);
                 char num[24];
                 word_copy(n, num, sizeof num);
-                if (!n.len || n.len >= sizeof num ||
-                    fg_uint_parse(num, 0, UINT32_MAX, &f->at) != 0)
+                if (!n.len || n.len >= sizeof num || fg_uint_parse(num, 0, UINT32_MAX, &f->at) != 0)
                     return fail(e, n.base, "at needs an octet position (0, 1, ...)");
             } else if (word_is(w, "flip")) {
                 f->op = FG_CORRUPT_FLIP;
@@ -806,10 +805,8 @@ static char *action_text(const struct fg_fault *f)
         if (f->op == FG_CORRUPT_FLIP)
             snprintf(op, sizeof op, "flip");
         else
-            snprintf(op, sizeof op, "%s 0x%02x", f->op == FG_CORRUPT_XOR ? "xor" : "set",
-                     f->value);
-        return fg_asprintf("corrupt at %llu %s%s", (unsigned long long)f->at, op,
-                           dir_name(f->dir));
+            snprintf(op, sizeof op, "%s 0x%02x", f->op == FG_CORRUPT_XOR ? "xor" : "set", f->value);
+        return fg_asprintf("corrupt at %llu %s%s", (unsigned long long)f->at, op, dir_name(f->dir));
     }
     case FG_ACT_REPLY: {
         const char *t = f->reply_text ? f->reply_text : "";

@@ -78,7 +78,7 @@ void fg_judge(const struct fg_scenario *sc, struct fg_meta *meta, const char *pc
         res->error = fg_asprintf("%s: %s", pcap_path ? pcap_path : "(no trace)",
                                  err[0] ? err : fg_strerror(rc));
     } else {
-        struct fg_judge_ctx ctx = {sc, meta, res->tl};
+        struct fg_judge_ctx ctx = {sc, meta, res->tl, pcap_path};
         size_t n = sc ? sc->nexpects : 0;
         res->outcomes = n ? fg_calloc(n, sizeof *res->outcomes) : NULL;
         for (size_t i = 0; i < n; i++) {

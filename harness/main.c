@@ -16,11 +16,13 @@
 #include "faultgate/report.h"
 #include "faultgate/error.h"
 #include "faultgate/fake_mta.h"
+#include "faultgate/injector.h"
 #include "faultgate/fake_x400.h"
 #include "faultgate/fault.h"
 #include "faultgate/proxy.h"
 #include "faultgate/scenario.h"
 #include "faultgate/util.h"
+#include "faultgate/x400_timeline.h"
 #include "run.h"
 
 static const char usage_main[] = "usage: faultgate COMMAND [OPTIONS] [ARGS]\n"
@@ -36,6 +38,7 @@ static const char usage_main[] = "usage: faultgate COMMAND [OPTIONS] [ARGS]\n"
                                  "  diagnose  find the knowledge-base symptoms in any capture\n"
                                  "  report    merge shards; re-render report.html, summary.md, junit\n"
                                  "  x400-peer  run the fake X.400 MTA (responder or initiator)\n"
+                                 "  x400-timeline  print the X.400 sessions of a capture\n"
                                  "\n"
                                  "`faultgate COMMAND --help` describes each command.\n";
 
@@ -412,7 +415,8 @@ static int cmd_list(int argc, char **argv)
             status = 2;
             continue;
         }
-        printf("%-40s %-8s ", sc->id, sc->leg == FG_LEG_INBOUND ? "inbound" : "outbound");
+        printf("%-40s %-8s ", sc->id,
+               sc->leg == FG_LEG_INBOUND ? "inbound" : sc->leg == FG_LEG_X400 ? "x400" : "outbound");
         print_list((const char *const *)sc->kb, sc->nkb, "KB ");
         if (sc->nkb && sc->nrfc)
             printf("; ");
@@ -454,6 +458,8 @@ int main(int argc, char **argv)
         return cmd_proxy(argc, argv);
     if (strcmp(cmd, "fake-mta") == 0)
         return fg_cmd_fake_mta(argc, argv); /* harness/cmd_fake_mta.c */
+    if (strcmp(cmd, "inject") == 0)
+        return fg_cmd_inject(argc, argv); /* harness/cmd_inject.c; for load and benchmarks */
     if (strcmp(cmd, "list") == 0)
         return cmd_list(argc, argv);
     if (strcmp(cmd, "diagnose") == 0)
@@ -462,6 +468,8 @@ int main(int argc, char **argv)
         return fg_cmd_report(argc, argv);
     if (strcmp(cmd, "x400-peer") == 0)
         return fg_cmd_x400_peer(argc, argv); /* harness/cmd_x400.c */
+    if (strcmp(cmd, "x400-timeline") == 0)
+        return fg_cmd_x400_timeline(argc, argv); /* harness/cmd_x400_timeline.c */
     fprintf(stderr, "faultgate: unknown command `%s`\n%s", cmd, usage_main);
     return 2;
 }

@@ -89,6 +89,23 @@ int fg_meta_write(const char *path, const struct fg_meta *m, char *err, size_t e
     json_object_set_new(o, "gateway_running_at_end", json_boolean(m->gateway_running_at_end));
     json_object_set_new(o, "gateway_exit_status", json_integer(m->gateway_exit_status));
     json_object_set_new(o, "gateway_term_signal", json_integer(m->gateway_term_signal));
+    if (m->nclients) {
+        json_t *ca = json_array();
+        for (size_t i = 0; i < m->nclients; i++) {
+            const struct fg_meta_client *c = &m->clients[i];
+            json_t *j = json_object();
+            json_object_set_new(j, "token", json_string(c->token));
+            json_object_set_new(j, "exit_status", json_integer(c->exit_status));
+            json_object_set_new(j, "term_signal", json_integer(c->term_signal));
+            json_object_set_new(j, "timed_out", json_boolean(c->timed_out));
+            json_object_set_new(j, "spawned", json_boolean(c->spawned));
+            json_object_set_new(j, "start_us", jus(c->start_us));
+            json_object_set_new(j, "duration_ms", jus(c->duration_ms));
+            json_object_set_new(j, "stderr_tail", jstr_or_null(c->stderr_tail));
+            json_array_append_new(ca, j);
+        }
+        json_object_set_new(o, "clients", ca);
+    }
 
     int rc = json_dump_file(o, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(o);
@@ -250,6 +267,32 @@ static int read_body(struct rd *r, json_t *o, struct fg_meta *m)
                 return rc;
         }
     }
+
+    json_t *ca = json_object_get(o, "clients");
+    if (ca && !json_is_null(ca)) {
+        if (!json_is_array(ca))
+            return bad(r, "clients", "an array");
+        size_t cap = 0, i;
+        json_t *j;
+        json_array_foreach(ca, i, j)
+        {
+            json_t *tok = json_is_object(j) ? json_object_get(j, "token") : NULL;
+            if (!tok || !json_is_string(tok) || strlen(json_string_value(tok)) >= FG_TOKEN_MAX)
+                return bad(r, "clients", "an array of {token: string, ...}");
+            struct fg_meta_client *c = FG_ARRAY_PUSH(m->clients, m->nclients, cap);
+            memset(c, 0, sizeof(*c));
+            c->spawned = 1;
+            snprintf(c->token, sizeof c->token, "%s", json_string_value(tok));
+            if ((rc = get_int(r, j, "exit_status", INT64_MIN, INT64_MAX, &c->exit_status)) ||
+                (rc = get_intv(r, j, "term_signal", 0, 1024, &c->term_signal)) ||
+                (rc = get_intv(r, j, "timed_out", 0, 1, &c->timed_out)) ||
+                (rc = get_intv(r, j, "spawned", 0, 1, &c->spawned)) ||
+                (rc = get_u64(r, j, "start_us", &c->start_us)) ||
+                (rc = get_u64(r, j, "duration_ms", &c->duration_ms)) ||
+                (rc = get_str(r, j, "stderr_tail", &c->stderr_tail)))
+                return rc;
+        }
+    }
     return 0;
 }
 
@@ -300,6 +343,9 @@ void fg_meta_free(struct fg_meta *m)
     free(m->timeouts);
     free(m->decisions);
     free(m->tokens);
+    for (size_t i = 0; i < m->nclients; i++)
+        free(m->clients[i].stderr_tail);
+    free(m->clients);
     free(m);
 }
 

@@ -23,6 +23,7 @@ const char *const fg_timeout_names[] = {"greeting",   "ehlo",      "mail", "rcpt
 
 #define DEFAULT_READY_MS 10000
 #define DEFAULT_GRACE_MS 3000
+#define DEFAULT_SUBMIT_MS 30000
 
 static void strv_free(char **v, size_t n)
 {
@@ -42,6 +43,8 @@ void fg_profile_free(struct fg_profile *p)
     strv_free(p->argv, p->nargv);
     strv_free(p->env, p->nenv);
     strv_free(p->version_argv, p->nversion);
+    strv_free(p->submit_argv, p->nsubmit);
+    strv_free(p->submit_env, p->nsubmit_env);
     for (size_t i = 0; i < p->ntimeouts; i++)
         free(p->timeouts[i].name);
     free(p->timeouts);
@@ -315,6 +318,29 @@ static const struct {
 } signals[] = {{"TERM", SIGTERM}, {"INT", SIGINT},   {"HUP", SIGHUP},   {"QUIT", SIGQUIT},
                {"KILL", SIGKILL}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {NULL, 0}};
 
+/* load_env - a map of variable names to values, as "NAME=value". */
+static int load_env(const struct fg_yaml_doc *d, const struct fg_yaml_node *env, const char *what,
+                    char ***out, size_t *nout, char *err, size_t errlen)
+{
+    int rc;
+    if ((rc = fg_yaml_expect(d, env, FG_YAML_MAP, what, err, errlen)))
+        return rc;
+    *out = fg_calloc(env->n + 1, sizeof(char *));
+    for (size_t i = 0; i < env->n; i++) {
+        const char *k = env->keys[i]->scalar;
+        int ok = *k && (isalpha((unsigned char)*k) || *k == '_');
+        for (const char *c = k; ok && *c; c++)
+            ok = isalnum((unsigned char)*c) || *c == '_';
+        if (!ok)
+            return fg_yaml_errf(d, env->keys[i], err, errlen, FG_EINPUT,
+                                "bad environment variable name '%s'", k);
+        if ((rc = get_scalar(d, env->items[i], "an environment value", err, errlen)))
+            return rc;
+        (*out)[(*nout)++] = fg_asprintf("%s=%s", k, env->items[i]->scalar);
+    }
+    return 0;
+}
+
 static int load_start(const struct fg_yaml_doc *d, const struct fg_yaml_node *n,
                       struct fg_profile *p, char *err, size_t errlen)
 {
@@ -331,21 +357,46 @@ static int load_start(const struct fg_yaml_doc *d, const struct fg_yaml_node *n,
     const struct fg_yaml_node *env = fg_yaml_get(n, "env");
     if (!env)
         return 0;
-    if ((rc = fg_yaml_expect(d, env, FG_YAML_MAP, "'start.env'", err, errlen)))
+    return load_env(d, env, "'start.env'", &p->env, &p->nenv, err, errlen);
+}
+
+/* load_submit - `submit: {command: [...], stdin: message|none, timeout: 30s,
+ * env: {...}}`: a client profile (faultgate/submit.h). */
+static int load_submit(const struct fg_yaml_doc *d, const struct fg_yaml_node *n,
+                       struct fg_profile *p, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"command", "stdin", "timeout", "env", NULL};
+    int rc;
+    if ((rc = fg_yaml_expect(d, n, FG_YAML_MAP, "'submit'", err, errlen)) ||
+        (rc = fg_yaml_check_keys(d, n, keys, "'submit'", err, errlen)))
         return rc;
-    p->env = fg_calloc(env->n + 1, sizeof(char *));
-    for (size_t i = 0; i < env->n; i++) {
-        const char *k = env->keys[i]->scalar;
-        int ok = *k && (isalpha((unsigned char)*k) || *k == '_');
-        for (const char *c = k; ok && *c; c++)
-            ok = isalnum((unsigned char)*c) || *c == '_';
-        if (!ok)
-            return fg_yaml_errf(d, env->keys[i], err, errlen, FG_EINPUT,
-                                "bad environment variable name '%s'", k);
-        if ((rc = get_scalar(d, env->items[i], "an environment value", err, errlen)))
+    const struct fg_yaml_node *cmd = fg_yaml_get(n, "command");
+    if (!cmd)
+        return fg_yaml_errf(d, n, err, errlen, FG_EINPUT, "'submit' needs 'command'");
+    if ((rc = get_strv(d, cmd, "'submit.command'", &p->submit_argv, &p->nsubmit, err, errlen)))
+        return rc;
+    const struct fg_yaml_node *in = fg_yaml_get(n, "stdin");
+    if (in) {
+        if ((rc = get_scalar(d, in, "'submit.stdin'", err, errlen)))
             return rc;
-        p->env[p->nenv++] = fg_asprintf("%s=%s", k, env->items[i]->scalar);
+        if (strcmp(in->scalar, "message") == 0)
+            p->submit_stdin = 1;
+        else if (strcmp(in->scalar, "none") == 0)
+            p->submit_stdin = 0;
+        else
+            return fg_yaml_errf(d, in, err, errlen, FG_EINPUT,
+                                "'submit.stdin' must be message or none, not '%s'", in->scalar);
     }
+    const struct fg_yaml_node *to = fg_yaml_get(n, "timeout");
+    if (to) {
+        if ((rc = get_duration(d, to, "'submit.timeout'", &p->submit_timeout_ms, err, errlen)))
+            return rc;
+        if (p->submit_timeout_ms == 0)
+            return fg_yaml_errf(d, to, err, errlen, FG_EINPUT, "'submit.timeout' must not be 0");
+    }
+    const struct fg_yaml_node *env = fg_yaml_get(n, "env");
+    if (env)
+        return load_env(d, env, "'submit.env'", &p->submit_env, &p->nsubmit_env, err, errlen);
     return 0;
 }
 
@@ -426,7 +477,7 @@ static int load_timeouts(const struct fg_yaml_doc *d, const struct fg_yaml_node 
 
 static int load_profile(const struct fg_yaml_doc *d, struct fg_profile *p, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"name", "description", "start",   "ready",
+    static const char *const keys[] = {"name", "description", "start",   "submit", "ready",
                                        "stop", "timeouts",    "version", NULL};
     const struct fg_yaml_node *root = d->root;
     int rc;
@@ -454,10 +505,32 @@ static int load_profile(const struct fg_yaml_doc *d, struct fg_profile *p, char 
             return rc;
         p->description = fg_strdup(n->scalar);
     }
-    if (!(n = fg_yaml_get(root, "start")))
-        return fg_yaml_errf(d, root, err, errlen, FG_EINPUT, "the profile needs 'start'");
-    if ((rc = load_start(d, n, p, err, errlen)))
+    /* A gateway (`start:`) or a client (`submit:`), never both: a client
+     * is run once per message and has no port to be ready on or group to
+     * stop at the end. */
+    const struct fg_yaml_node *sub = fg_yaml_get(root, "submit");
+    n = fg_yaml_get(root, "start");
+    if (n && sub)
+        return fg_yaml_errf(d, sub, err, errlen, FG_EINPUT,
+                            "a profile has 'start' (a gateway) or 'submit' (a client), not both");
+    if (!n && !sub)
+        return fg_yaml_errf(d, root, err, errlen, FG_EINPUT,
+                            "the profile needs 'start' (a gateway) or 'submit' (a client)");
+    if (sub) {
+        p->is_client = 1;
+        static const char *const gw_only[] = {"ready", "stop"};
+        for (size_t i = 0; i < 2; i++) {
+            const struct fg_yaml_node *k = fg_yaml_get(root, gw_only[i]);
+            if (k)
+                return fg_yaml_errf(d, k, err, errlen, FG_EINPUT,
+                                    "'%s' does not apply to a client profile ('submit')",
+                                    gw_only[i]);
+        }
+        if ((rc = load_submit(d, sub, p, err, errlen)))
+            return rc;
+    } else if ((rc = load_start(d, n, p, err, errlen))) {
         return rc;
+    }
     if ((n = fg_yaml_get(root, "ready")) && (rc = load_ready(d, n, p, err, errlen)))
         return rc;
     if ((n = fg_yaml_get(root, "stop")) && (rc = load_stop(d, n, p, err, errlen)))
@@ -492,6 +565,8 @@ int fg_profile_load(const char *path, struct fg_profile **out, char *err, size_t
     p->ready_timeout_ms = DEFAULT_READY_MS;
     p->stop_grace_ms = DEFAULT_GRACE_MS;
     p->stop_signal = SIGTERM;
+    p->submit_stdin = 1;
+    p->submit_timeout_ms = DEFAULT_SUBMIT_MS;
     rc = load_profile(d, p, err, errlen);
     fg_yaml_free(d);
     if (rc) {

@@ -521,8 +521,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
             chunk_unref(ch);
             return;
         }
-        if (nread <= SMALL_READ && (f->head || f->stalled || f->hold_until || f->delay_ms ||
-                                    f->rate || f->slice)) {
+        if (nread <= SMALL_READ &&
+            (f->head || f->stalled || f->hold_until || f->delay_ms || f->rate || f->slice)) {
             /* It will wait in the queue: do not pin a pool buffer with it. */
             struct chunk *small = fg_malloc(sizeof *small + (size_t)nread);
             memset(small, 0, sizeof *small);
@@ -983,8 +983,8 @@ static void fire_bytes(struct conn *c, int d)
     struct flow *f = &c->f[d];
     struct fg_fault_set *fs = c->p->faults;
     int i = -1;
-    while (!c->dead && (i = fg_fault_match_byte(fs, &c->fc, (enum fg_dir)d, f->off,
-                                                (size_t)(i + 1))) >= 0) {
+    while (!c->dead &&
+           (i = fg_fault_match_byte(fs, &c->fc, (enum fg_dir)d, f->off, (size_t)(i + 1))) >= 0) {
         log_decision(c);
         c->hit_evlen = 0;
         apply(c, d, NULL, 0, i);

@@ -33,6 +33,7 @@
 #include "faultgate/report.h"
 #include "faultgate/results.h"
 #include "faultgate/scenario.h"
+#include "faultgate/submit.h"
 #include "faultgate/util.h"
 #include "run.h"
 
@@ -69,6 +70,11 @@ struct scen_run {
     struct fg_capture *cap;
     struct fg_gateway *gw;
     struct fg_injector *inj, *probe;
+    /* A client under test (`submit:` profile): its command, once per
+     * message, in order; results in meta.clients. */
+    struct fg_submit *sub;
+    size_t next_client;
+    struct fg_gateway_vars vars;
     /* Inbound probes while an outbound session is stalled (Q131150). */
     struct fg_injector *busy[BUSY_PROBES];
     size_t nbusy;
@@ -145,6 +151,10 @@ static void timer_closed(uv_handle_t *h)
 
 static void close_all(struct scen_run *r)
 {
+    /* A client still running when the run ends is killed; its result
+     * (timed out) comes through client_done, which closes it. */
+    if (r->sub)
+        fg_submit_kill(r->sub);
     for (size_t i = 0; i < r->nbusy; i++) {
         if (r->busy[i]) {
             r->pending_closes++;
@@ -228,6 +238,11 @@ static void probe_done(struct fg_injector *inj, void *ud)
 
 static void start_probe(struct scen_run *r)
 {
+    if (r->prof->is_client) {
+        /* A client has no inbound side to probe. */
+        stop_gateway(r);
+        return;
+    }
     r->phase = PH_PROBE;
     fg_progress_stage(r->prog, "probing the gateway");
     r->meta.probe_start_us = fg_wall_us();
@@ -382,6 +397,88 @@ static void gw_ready(struct fg_gateway *g, int status, void *ud)
         return;
     }
     arm(r, WATCH_MS);
+}
+
+/* --- a client under test ------------------------------------------------- */
+
+static void start_next_client(struct scen_run *r);
+
+static void client_done(struct fg_submit *s, const struct fg_submit_result *res, void *ud)
+{
+    struct scen_run *r = ud;
+    struct fg_meta_client *c = &r->meta.clients[r->meta.nclients++];
+    snprintf(c->token, sizeof(c->token), "%s", res->token);
+    c->exit_status = res->exit_status;
+    c->term_signal = res->term_signal;
+    c->timed_out = res->timed_out;
+    c->spawned = res->spawned;
+    c->start_us = res->start_us;
+    c->duration_ms = res->duration_ms;
+    c->stderr_tail = res->stderr_tail[0] ? fg_strdup(res->stderr_tail) : NULL;
+    r->sub = NULL;
+    r->pending_closes++;
+    fg_submit_close(s, closed_one, r);
+    if (r->phase == PH_INJECT)
+        start_next_client(r);
+}
+
+/* start_next_client - the client's command for the next message, or the
+ * watch phase once every message had its run (sequentially: a client is
+ * one submission at a time, and the judge tells the runs' connections
+ * apart by their times). */
+static void start_next_client(struct scen_run *r)
+{
+    while (r->next_client < r->nmsgs) {
+        size_t i = r->next_client++;
+        struct fg_inject_msg *im = &r->msgs[i];
+        /* Not the injector's: nothing for the watch to wait for. */
+        im->status = FG_ENOTAVAIL;
+        size_t len = 0;
+        char *text = fg_injector_body(im, &len);
+        struct fg_submit_msg sm = {.token = im->token,
+                                   .from = im->from,
+                                   .to = im->to,
+                                   .nto = im->nto,
+                                   .text = text,
+                                   .len = len};
+        char *mfile = fg_asprintf("%s/message-%zu.eml", r->workdir, i + 1);
+        char *log = fg_asprintf("%s/client.log", r->workdir);
+        struct fg_submit_opts so = {.argv = r->prof->submit_argv,
+                                    .nargv = r->prof->nsubmit,
+                                    .env = r->prof->submit_env,
+                                    .nenv = r->prof->nsubmit_env,
+                                    .stdin_message = r->prof->submit_stdin,
+                                    .timeout_ms = r->prof->submit_timeout_ms,
+                                    .vars = &r->vars,
+                                    .message_file = mfile,
+                                    .log_path = log};
+        char err[FG_ERRBUF_SIZE - 64];
+        int rc = fg_submit_start(r->loop, &so, &sm, client_done, r, &r->sub, err, sizeof(err));
+        free(text);
+        free(mfile);
+        free(log);
+        if (rc < 0) {
+            r->sub = NULL;
+            set_error(r, rc, "cannot run the client: %s", err);
+            stop_gateway(r);
+            return;
+        }
+        return;
+    }
+    r->phase = PH_WATCH;
+    fg_progress_stage(r->prog, "watching");
+    arm(r, WATCH_MS);
+}
+
+static void start_clients(struct scen_run *r)
+{
+    r->phase = PH_INJECT;
+    fg_progress_stage(r->prog, "running the client");
+    r->inject_start_ms = fg_now_ms();
+    r->meta.clients = fg_calloc(r->nmsgs + 1, sizeof(*r->meta.clients));
+    r->meta.gateway_running_at_end = 0;
+    arm(r, WATCH_MS);
+    start_next_client(r);
 }
 
 /* --- one scenario ------------------------------------------------------- */
@@ -556,7 +653,8 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o,
     m->capture_mode = fg_strdup(fg_capture_mode_name(fg_capture_mode(r.cap)));
 
     char *ledger = fg_asprintf("%s/ledger.jsonl", r.workdir);
-    struct fg_mta_opts mo = {.host = "127.0.0.1", .port = 0, .ledger_path = ledger};
+    struct fg_mta_opts mo = {
+        .host = "127.0.0.1", .port = 0, .ledger_path = ledger, .script = sc->mta};
     rc = fg_mta_new(loop, &mo, &r.mta, err, sizeof(err));
     free(ledger);
     if (rc < 0) {
@@ -620,9 +718,22 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o,
      * starts (the acceptance of a message, a stall): keep watching a while
      * past the longest window so the trace covers every window whole. */
     r.horizon_ms = fg_expect_horizon_ms(sc, m) + HORIZON_MARGIN_MS;
+    if (prof->is_client) {
+        /* Room for every run of the client to reach its own deadline. */
+        uint64_t runs = r.nmsgs * prof->submit_timeout_ms + HORIZON_MARGIN_MS;
+        if (runs > r.horizon_ms)
+            r.horizon_ms = runs;
+    }
     if (sc->deadline_ms && sc->deadline_ms < r.horizon_ms)
         r.horizon_ms = sc->deadline_ms;
 
+    if (prof->is_client) {
+        /* No gateway: the client's command is run against the proxy. */
+        r.vars = v;
+        start_clients(&r);
+        uv_run(loop, UV_RUN_DEFAULT);
+        goto teardown;
+    }
     r.phase = PH_START;
     fg_progress_stage(r.prog, "starting the gateway");
     rc = fg_gateway_start(loop, prof, &v, gw_ready, &r, &r.gw, err, sizeof(err));
@@ -690,6 +801,9 @@ judge:;
     free(m->timeouts);
     free(m->decisions);
     free(m->tokens);
+    for (size_t i = 0; i < m->nclients; i++)
+        free(m->clients[i].stderr_tail);
+    free(m->clients);
     free(m->scenario_id);
     free(m->capture_mode);
     free(m->pcap);

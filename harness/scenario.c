@@ -17,7 +17,9 @@
 
 #include "faultgate/error.h"
 #include "faultgate/expect.h"
+#include "faultgate/fake_mta.h"
 #include "faultgate/fault.h"
+#include "faultgate/injector.h"
 #include "faultgate/profile.h"
 #include "faultgate/scenario.h"
 #include "faultgate/util.h"
@@ -62,6 +64,10 @@ void fg_scenario_free(struct fg_scenario *s)
         free(s->expects[i].leg);
     }
     free(s->expects);
+    if (s->mta) {
+        fg_mta_script_clear(s->mta);
+        free(s->mta);
+    }
     free(s);
 }
 
@@ -112,10 +118,94 @@ static int strv(const struct fg_yaml_doc *d, const struct fg_yaml_node *n, const
     return 0;
 }
 
+/* A switch: on/off, true/false or yes/no. */
+static int onoff(const struct fg_yaml_doc *d, const struct fg_yaml_node *n, const char *what,
+                 int *out, char *err, size_t errlen)
+{
+    int rc;
+    if ((rc = scalar(d, n, what, err, errlen)))
+        return rc;
+    static const char *const yes[] = {"on", "true", "yes", NULL}, *const no[] = {"off", "false",
+                                                                                "no", NULL};
+    for (size_t i = 0; yes[i]; i++) {
+        if (strcmp(n->scalar, yes[i]) == 0)
+            return *out = 1, 0;
+        if (strcmp(n->scalar, no[i]) == 0)
+            return *out = 0, 0;
+    }
+    return fg_yaml_errf(d, n, err, errlen, FG_EINPUT, "%s must be on or off (true or false), not '%s'",
+                        what, n->scalar);
+}
+
+/* The injector's per-message options (FORMAT.md "Messages"). */
+static int load_message_opts(const struct fg_yaml_doc *d, const struct fg_yaml_node *n,
+                             struct fg_msg_spec *m, char *err, size_t errlen)
+{
+    static const struct {
+        const char *key;
+        unsigned flag;
+        int invert; /* the key turns the flag off */
+    } sw[] = {{"pipelining", FG_INJ_PIPELINING, 0},
+              {"bdat", FG_INJ_BDAT, 0},
+              {"eightbit", FG_INJ_8BIT, 0},
+              {"dot_lines", FG_INJ_NO_DOTS, 1}};
+    const struct fg_yaml_node *v;
+    int rc, on = 0;
+    for (size_t i = 0; i < sizeof sw / sizeof sw[0]; i++) {
+        if (!(v = fg_yaml_get(n, sw[i].key)))
+            continue;
+        char what[32];
+        snprintf(what, sizeof what, "'%s'", sw[i].key);
+        if ((rc = onoff(d, v, what, &on, err, errlen)))
+            return rc;
+        if (on != sw[i].invert)
+            m->flags |= sw[i].flag;
+    }
+    m->concurrency = 1;
+    if ((v = fg_yaml_get(n, "concurrency"))) {
+        uint64_t c;
+        if ((rc = scalar(d, v, "'concurrency'", err, errlen)))
+            return rc;
+        if (fg_uint_parse(v->scalar, 1, FG_INJ_MAX_CONCURRENCY, &c) != 0)
+            return fg_yaml_errf(d, v, err, errlen, FG_EINPUT,
+                                "bad concurrency '%s' (a whole number from 1 to %d)", v->scalar,
+                                FG_INJ_MAX_CONCURRENCY);
+        m->concurrency = (unsigned)c;
+    }
+    if ((v = fg_yaml_get(n, "rcpts"))) {
+        /* RFC 5321 §4.5.3.1.8 makes servers take at least 100; more are
+         * allowed so that a server's own limit can be reached. */
+        uint64_t c;
+        if ((rc = scalar(d, v, "'rcpts'", err, errlen)))
+            return rc;
+        if (fg_uint_parse(v->scalar, 1, FG_INJ_MAX_RCPTS, &c) != 0)
+            return fg_yaml_errf(d, v, err, errlen, FG_EINPUT,
+                                "bad rcpts '%s' (a whole number from 1 to %d)", v->scalar,
+                                FG_INJ_MAX_RCPTS);
+        if (c < m->nto)
+            return fg_yaml_errf(d, v, err, errlen, FG_EINPUT,
+                                "rcpts %s is fewer than the %zu addresses in 'to'", v->scalar,
+                                m->nto);
+        /* The rest are made from the last address given: local+K@domain
+         * (RFC 5233 subaddresses, which a gateway routes like the base). */
+        const char *last = m->to[m->nto - 1];
+        const char *at = strrchr(last, '@');
+        size_t llen = at ? (size_t)(at - last) : strlen(last);
+        m->to = fg_realloc(m->to, (c + 1) * sizeof(char *));
+        for (size_t k = m->nto; k < c; k++)
+            m->to[k] = fg_asprintf("%.*s+%zu%s", (int)llen, last, k - m->nto + 1, at ? at : "");
+        m->to[c] = NULL;
+        m->nto = c;
+    }
+    return 0;
+}
+
 static int load_message(const struct fg_yaml_doc *d, const struct fg_yaml_node *n,
                         struct fg_msg_spec *m, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"from", "to", "size", "count", NULL};
+    static const char *const keys[] = {"from",      "to",   "size",        "count",
+                                       "pipelining", "bdat", "eightbit",    "dot_lines",
+                                       "rcpts",     "concurrency", NULL};
     int rc;
     if ((rc = fg_yaml_expect(d, n, FG_YAML_MAP, "a message", err, errlen)) ||
         (rc = fg_yaml_check_keys(d, n, keys, "a message", err, errlen)))
@@ -160,7 +250,7 @@ static int load_message(const struct fg_yaml_doc *d, const struct fg_yaml_node *
                                 MAX_COUNT);
         m->count = (unsigned)c;
     }
-    return 0;
+    return load_message_opts(d, n, m, err, errlen);
 }
 
 /* A fault part ("on", "connection", "action") parsed by the fault module;
@@ -413,7 +503,7 @@ static int load_scenario(const struct fg_yaml_doc *d, struct fg_scenario *s, cha
                          size_t errlen)
 {
     static const char *const keys[] = {"id",       "title",  "kb",     "rfc",      "leg",
-                                       "messages", "faults", "expect", "deadline", NULL};
+                                       "messages", "faults", "expect", "deadline", "mta",     NULL};
     const struct fg_yaml_node *root = d->root, *v;
     int rc;
     if (!root)
@@ -487,6 +577,13 @@ static int load_scenario(const struct fg_yaml_doc *d, struct fg_scenario *s, cha
             }
             s->nfaults++;
         }
+    }
+    if ((v = fg_yaml_get(root, "mta"))) {
+        /* The fake MTA's behaviour for this scenario (FORMAT.md "The fake
+         * MTA"); checked here so that a bad script stops the load. */
+        s->mta = fg_calloc(1, sizeof(*s->mta));
+        if ((rc = fg_mta_script_parse_node(d, v, s->mta, err, errlen)))
+            return rc < 0 ? rc : FG_EINPUT;
     }
     if ((v = fg_yaml_get(root, "expect"))) {
         if ((rc = fg_yaml_expect(d, v, FG_YAML_SEQ, "'expect'", err, errlen)))

@@ -370,6 +370,36 @@ static int body_count(struct fg_smtp_parser *p)
     return 0;
 }
 
+/* The first CR or LF in b[i, lim), or lim.  Eight octets at a time: a
+ * word has a zero byte iff (w - 0x01..) & ~w & 0x80.. is non-zero, and a
+ * byte equals c iff it is zero in w ^ (c repeated).  This is the classic
+ * word-at-a-time search (as memchr does, for two bytes at once). */
+static size_t scan_eol(const char *b, size_t i, size_t lim)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    const uint64_t crs = ones * '\r', lfs = ones * '\n';
+
+    while (lim - i >= 8) {
+        uint64_t w, a, c;
+        memcpy(&w, b + i, 8);
+        a = w ^ crs;
+        c = w ^ lfs;
+        if ((((a - ones) & ~a) | ((c - ones) & ~c)) & highs)
+            break;
+        i += 8;
+    }
+    while (i < lim && b[i] != '\r' && b[i] != '\n')
+        i++;
+    return i;
+}
+
+/* An octet at a body line start that needs the byte-wise path: a dot
+ * (stuffing or the terminator) or a CR/LF (an empty line, a bare LF). */
+static int body_special(char c)
+{
+    return c == '.' || c == '\r' || c == '\n';
+}
+
 /* The DATA body, still dot-stuffed, up to CRLF.CRLF (RFC 5321 §4.1.1.4,
  * §4.5.2).  Only the "." or ".\r" that may start the terminator is held
  * back; if it turns out to be content and came in an earlier feed, it is
@@ -393,14 +423,29 @@ static size_t body_run(struct feed *f, size_t i)
 
         if (p->body_state == BS_MID) {
             /* Fast path: ordinary octets up to the next CR or LF, or up to
-             * the octet that makes the line too long. */
-            size_t lim = len, j = i;
-            if (!p->body_long && lim - i > TEXT_LINE_LIMIT - 2 - p->body_line)
-                lim = i + (TEXT_LINE_LIMIT - 2 - p->body_line);
-            while (j < lim && f->buf[j] != '\r' && f->buf[j] != '\n')
-                j++;
-            p->body_line += j - i;
-            i = j;
+             * the octet that makes the line too long; then, while a CRLF
+             * is followed by an octet that can neither start the
+             * terminator nor be a bare CR/LF, the next line in one go.
+             * The state after such a step (BS_MID, one octet counted, no
+             * LONG_TEXT yet) is exactly what the byte-wise path below
+             * reaches, and none of those octets makes an event, so the
+             * events are the same for every split. */
+            for (;;) {
+                size_t lim = len;
+                if (!p->body_long && lim - i > TEXT_LINE_LIMIT - 2 - p->body_line)
+                    lim = i + (TEXT_LINE_LIMIT - 2 - p->body_line);
+                size_t j = scan_eol(f->buf, i, lim);
+                p->body_line += j - i;
+                i = j;
+                if (len - i > 2 && f->buf[i] == '\r' && f->buf[i + 1] == '\n' &&
+                    !body_special(f->buf[i + 2])) {
+                    p->body_line = 1;
+                    p->body_long = 0;
+                    i += 3;
+                    continue;
+                }
+                break;
+            }
             if (i == len)
                 break;
         }

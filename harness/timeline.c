@@ -34,6 +34,9 @@ struct tstate {
         unsigned bdat_seq; /* 0: DATA; else the LAST chunk's BDAT command */
     } * await;
     size_t nawait, capawait, await_head;
+    /* dot-stuffing watch over the DATA body: 0 inside a line, 1 after CR,
+     * 2 at a line start, 3 after a "." at a line start */
+    int dot_state;
 };
 
 struct build {
@@ -127,6 +130,56 @@ static void body_add(struct tstate *s, const char *p, size_t n)
     s->body_len += n;
 }
 
+/* Lines of a DATA body piece that begin with a dot (RFC 5321 §4.5.2):
+ * memchr finds the line ends, so the cost is per line, not per octet. */
+static void body_dots(struct tstate *s, const char *p, size_t n)
+{
+    if (s->open_msg == FG_TL_NONE || n == 0)
+        return;
+    struct fg_tl_msg *m = &conn_of(s)->msg[s->open_msg];
+    const char *end = p + n;
+    m->last_us = s->us;
+    m->last_frame = s->frame;
+    while (p < end) {
+        switch (s->dot_state) {
+        case 3: /* a dot began the line: a second one is stuffing */
+            if (*p == '.') {
+                m->dot_lines++;
+            } else {
+                if (m->unstuffed_lines++ == 0)
+                    m->unstuffed_frame = s->frame;
+            }
+            s->dot_state = 0;
+            break;
+        case 2:
+            if (*p == '.') {
+                s->dot_state = 3;
+                p++;
+                continue;
+            }
+            s->dot_state = 0;
+            break;
+        case 1:
+            s->dot_state = *p == '\n' ? 2 : 0;
+            if (s->dot_state == 2) {
+                p++;
+                continue;
+            }
+            break;
+        default:
+            break;
+        }
+        /* inside a line: skip to the next LF */
+        const char *lf = memchr(p, '\n', (size_t)(end - p));
+        if (!lf) {
+            s->dot_state = end[-1] == '\r' ? 1 : 0;
+            return;
+        }
+        s->dot_state = lf > p && lf[-1] == '\r' ? 2 : 0;
+        p = lf + 1;
+    }
+}
+
 static void msg_token(struct tstate *s, struct fg_tl_msg *m)
 {
     if (s->body_len)
@@ -208,12 +261,15 @@ static int on_smtp(void *ud, const struct fg_smtp_event *ev)
         idx = conn_of(s)->nev - 1;
         if (s->open_msg == FG_TL_NONE)
             s->open_msg = new_msg(s, idx);
+        s->dot_state = 2; /* the body starts at a line start */
         break;
     case FG_SMTP_EV_BDAT_DATA:
         s->chunk_octets += ev->data_len;
-        /* fall through */
+        body_add(s, ev->data, ev->data_len);
+        break;
     case FG_SMTP_EV_DATA:
         body_add(s, ev->data, ev->data_len);
+        body_dots(s, ev->data, ev->data_len);
         break;
     case FG_SMTP_EV_END_OF_DATA:
         push_ev(s, FG_TL_END_OF_DATA, FG_C2S);

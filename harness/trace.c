@@ -10,6 +10,7 @@
  * ACKs and RSTs do not open phantom connections.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <pcap/pcap.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 #define TOMB_MAX 65536               /* closed connections remembered */
 #define TOMB_US (240ull * 1000000)   /* and for how long: 2 MSL (RFC 9293 §3.4.2) */
 #define ACK_SANE (1ull << 30)        /* larger jumps of an ACK are not believed */
+#define TRACE_IOBUF (1u << 16)       /* stdio buffer for the capture file */
 
 enum { F_FIN = 0x01, F_SYN = 0x02, F_RST = 0x04, F_ACK = 0x10 };
 
@@ -712,15 +714,29 @@ int fg_trace_read(const char *path, const struct fg_trace_cbs *cbs, void *ud,
     if (err && errlen)
         err[0] = '\0';
     char pe[PCAP_ERRBUF_SIZE] = "";
-    pcap_t *pc = pcap_open_offline(path, pe);
-    if (!pc)
-        return fg_errf(err, errlen, FG_ETRACE, "%s", pe);
+    /* libpcap reads each record with two small freads: a large stdio
+     * buffer turns a multi-gigabyte capture's many 4 KiB reads into few
+     * big ones.  The buffer is owned by the stream and freed with it. */
+    FILE *fp = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (!fp)
+        return fg_errf(err, errlen, FG_ETRACE, "%s: %s", path, strerror(errno));
+    char *iobuf = malloc(TRACE_IOBUF);
+    if (iobuf)
+        setvbuf(fp, iobuf, _IOFBF, TRACE_IOBUF);
+    pcap_t *pc = pcap_fopen_offline(fp, pe);
+    if (!pc) {
+        if (fp != stdin)
+            fclose(fp);
+        free(iobuf);
+        return fg_errf(err, errlen, FG_ETRACE, "%s: %s", path, pe);
+    }
     int lt = pcap_datalink(pc);
     if (!link_supported(lt)) {
         const char *name = pcap_datalink_val_to_name(lt);
         fg_errf(err, errlen, FG_ETRACE, "%s: link type %s (%d) is not supported", path,
                 name ? name : "unknown", lt);
         pcap_close(pc);
+        free(iobuf);
         return FG_ETRACE;
     }
 
@@ -747,7 +763,8 @@ int fg_trace_read(const char *path, const struct fg_trace_cbs *cbs, void *ud,
         stats->truncated = 1;
         fg_errf(err, errlen, FG_ETRACE, "%s: %s", path, pcap_geterr(pc));
     }
-    pcap_close(pc);
+    pcap_close(pc); /* closes fp too */
+    free(iobuf);
     while (r.open.head)
         close_conn(&r, r.open.head, -1);
     while (r.tomb.head) {

@@ -54,9 +54,9 @@ struct cstate {
     struct dside side[2];
     struct fg_x400_sm sm;
     uint64_t frame, us;
-    int released;   /* DN seen */
-    int in_act;     /* an activity is open: act[nact - 1] */
-    uint8_t *data;  /* its first ACT_KEEP octets */
+    int released;  /* DN seen */
+    int in_act;    /* an activity is open: act[nact - 1] */
+    uint8_t *data; /* its first ACT_KEEP octets */
     size_t data_len;
     int decided; /* nports 0: whether the stream looked like RFC 1006 */
 };
@@ -443,7 +443,7 @@ const char *fg_x4_event_describe(const struct fg_x4_conn *c, size_t i, char *buf
             snprintf(buf, len, "%s%s serial %s", pre, fg_spdu_name(e->spdu), e->serial_text);
         else if (e->spdu == FG_SPDU_AB && e->has_tdisc)
             snprintf(buf, len, "AB (transport disconnect %02x: %s)", e->tdisc,
-                     (e->tdisc & FG_TDISC_PROTO_ERROR) ? "protocol error"
+                     (e->tdisc & FG_TDISC_PROTO_ERROR)  ? "protocol error"
                      : (e->tdisc & FG_TDISC_USER_ABORT) ? "user abort"
                                                         : "no reason");
         else

@@ -9,6 +9,7 @@
  *   fgstream idle PORT N            open N connections and hold them until
  *                                   stdin closes; prints "open N" when all are up
  */
+#define _GNU_SOURCE /* memmem */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -74,13 +75,30 @@ static void *session(void *arg)
         for (ssize_t i = 0; i < r; i++) {
             char ch = buf[i];
             if (in_data) {
-                /* Only the last 5 octets matter: CRLF.CRLF ends the body. */
-                memmove(tail, tail + 1, 4);
-                tail[4] = ch;
-                if (memcmp(tail, "\r\n.\r\n", 5) == 0) {
-                    in_data = 0;
-                    put(fd, "250 ok\r\n", 8);
+                /* CRLF.CRLF ends the body: look across the previous read's
+                 * last 4 octets, then through this read with memmem. */
+                char edge[8];
+                size_t k = (size_t)(r - i) < 4 ? (size_t)(r - i) : 4;
+                memcpy(edge, tail + 1, 4);
+                memcpy(edge + 4, buf + i, k);
+                char *hit = memmem(edge, 4 + k, "\r\n.\r\n", 5);
+                ssize_t endpos = -1;
+                if (hit)
+                    endpos = i + (ssize_t)(hit - edge) + 5 - 4;
+                else if ((hit = memmem(buf + i, (size_t)(r - i), "\r\n.\r\n", 5)))
+                    endpos = (ssize_t)(hit - buf) + 5;
+                if (endpos < 0) {
+                    /* keep the last 4 octets (edge holds them when the read is short) */
+                    size_t tot = 4 + (size_t)(r - i);
+                    if ((size_t)(r - i) >= 4)
+                        memcpy(tail + 1, buf + r - 4, 4);
+                    else
+                        memcpy(tail + 1, edge + tot - 4, 4);
+                    break;
                 }
+                in_data = 0;
+                put(fd, "250 ok\r\n", 8);
+                i = endpos - 1;
                 continue;
             }
             if (ll + 1 < sizeof l)

@@ -41,12 +41,14 @@ sys.exit("bench: nothing listens on port " + sys.argv[1])
 PY
 }
 
+# The start_* functions run in the calling shell (not in $(...), so that
+# their children are in PIDS) and leave the port they listen on in PORT.
 start_sink() {
     local out=$WORK/sink.port
     "$FGSTREAM" sink >"$out" &
     PIDS+=($!)
     for _ in $(seq 200); do [ -s "$out" ] && break; sleep 0.05; done
-    cat "$out"
+    PORT=$(cat "$out")
 }
 
 # faultgate's proxy with the parser on: a fault that never fires keeps
@@ -55,19 +57,21 @@ start_faultgate_proxy() {
     local port
     port=$(free_port)
     "$FAULTGATE" proxy --listen "127.0.0.1:$port" --upstream "127.0.0.1:$1" \
-        --fault 'command XBENCH: close' "${@:2}" 2>"$WORK/faultgate.log" &
+        --fault 'command XBENCH: close' "${@:2}" >/dev/null 2>"$WORK/faultgate.log" &
     PIDS+=($!)
-    wait_port "$port" >&2
-    echo "$port"
+    FG_PID=$!
+    wait_port "$port" || { cat "$WORK"/*.log >&2; exit 2; }
+    PORT=$port
 }
 
 start_socat() {
     local port
     port=$(free_port)
-    socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" "TCP:127.0.0.1:$1" &
+    socat "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,fork" "TCP:127.0.0.1:$1" \
+        >/dev/null 2>&1 &
     PIDS+=($!)
-    wait_port "$port" >&2
-    echo "$port"
+    wait_port "$port" || { cat "$WORK"/*.log >&2; exit 2; }
+    PORT=$port
 }
 
 # haproxy in TCP mode, splicing both ways (its fastest relay on Linux).
@@ -76,7 +80,7 @@ start_haproxy() {
     port=$(free_port)
     cat >"$cfg" <<CFG
 global
-    maxconn 20000
+    maxconn 4000
 defaults
     mode tcp
     timeout connect 5s
@@ -89,8 +93,8 @@ listen bench
 CFG
     haproxy -f "$cfg" -db >"$WORK/haproxy.log" 2>&1 &
     PIDS+=($!)
-    wait_port "$port" >&2
-    echo "$port"
+    wait_port "$port" || { cat "$WORK"/*.log >&2; exit 2; }
+    PORT=$port
 }
 
 # report TITLE DIRECT NAME VALUE...: each figure and its ratio to direct.

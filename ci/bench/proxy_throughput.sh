@@ -12,7 +12,8 @@ mib=512 reps=3
 if [ "${1:-}" = "--full" ]; then mib=4096 reps=5; shift; fi
 bench_init "${1:-}"
 
-sink=$(start_sink)
+start_sink
+sink=$PORT
 best() { # best of $reps runs through port $1
     local b=0 v
     for _ in $(seq "$reps"); do
@@ -22,12 +23,12 @@ best() { # best of $reps runs through port $1
     echo "$b"
 }
 direct=$(best "$sink")
-p=$(start_faultgate_proxy "$sink")
-fg=$(best "$p")
-s=$(start_socat "$sink")
-so=$(best "$s")
-h=$(start_haproxy "$sink")
-ha=$(best "$h")
+start_faultgate_proxy "$sink"
+fg=$(best "$PORT")
+start_socat "$sink"
+so=$(best "$PORT")
+start_haproxy "$sink"
+ha=$(best "$PORT")
 report "throughput (MiB/s, $mib MiB SMTP body, best of $reps)" "$direct" \
     faultgate "$fg" socat "$so" haproxy "$ha"
 ratio_check "faultgate" "$fg" "haproxy" "$ha"

@@ -716,7 +716,21 @@ START_TEST(verdict_order)
     ck_assert_str_eq(fg_expect_rules[0], "closes-after-stall");
     ck_assert_str_eq(fg_expect_rules[3], "inbound-accepts-while-busy");
     ck_assert_str_eq(fg_expect_rules[4], "retries-after-drop");
-    ck_assert_ptr_null(fg_expect_rules[5]);
+    /* every row of the core table is listed, once */
+    size_t nr = 0;
+    while (fg_expect_rules[nr])
+        nr++;
+    for (const struct fg_expect_rule *r = fg_expect_core_rules; r->name; r++) {
+        size_t seen = 0;
+        for (size_t i = 0; i < nr; i++)
+            seen += strcmp(fg_expect_rules[i], r->name) == 0;
+        ck_assert_msg(seen == 1, "%s listed %zu times", r->name, seen);
+        ck_assert_ptr_nonnull(fg_expect_source(r->name));
+    }
+    ck_assert_ptr_nonnull(fg_expect_rule_find("quit-at-end"));
+    ck_assert_int_eq(fg_expect_param_known("timeout-at-least", "stage"), 1);
+    ck_assert_int_eq(fg_expect_param_known("crlf-only", "leg"), 1);
+    ck_assert_int_eq(fg_expect_param_known("quit-at-end", "leg"), 0);
     ck_assert_int_eq(fg_expect_param_known("message-fate", "fate"), 1);
     ck_assert_int_eq(fg_expect_param_known("gateway-alive", "within"), 0);
     ck_assert_int_eq(fg_expect_param_known("nope", "within"), -1);
@@ -981,6 +995,275 @@ START_TEST(meta_optional_fields)
 }
 END_TEST
 
+/* --- the conformance catalog ------------------------------------------- */
+
+/* One outbound session from a script: "C:text" from the gateway (client),
+ * "S:text" from the proxy, "c:" / "s:" a FIN from that side; lines 10 ms
+ * apart from t=100 ms unless "@ms " leads the text.  The trace goes on
+ * to end_ms (an inbound connection opened then). */
+static struct fg_outcome *conf_run(const char *name, const char *const *script,
+                                   struct fg_expect_spec *e, uint64_t end_ms,
+                                   struct fg_scenario_result *res)
+{
+    struct tw w;
+    tw_open(&w, name);
+    struct tc c = conn_open(&w, 41001, PROXY_PORT, 100);
+    uint16_t port = 41001;
+    uint64_t t = 100;
+    for (size_t i = 0; script[i]; i++) {
+        const char *l = script[i];
+        int from = (l[0] == 'C' || l[0] == 'c') ? 0 : 1;
+        const char *text = l + 2;
+        t += 10;
+        if (text[0] == '@') {
+            t = strtoull(text + 1, (char **)&text, 10);
+            text++;
+        }
+        if (l[0] == 'N') { /* a new outbound connection */
+            c = conn_open(&w, ++port, PROXY_PORT, t);
+            continue;
+        }
+        if (l[0] == 'c' || l[0] == 's')
+            fin(&c, from, t);
+        else
+            say(&c, from, text, t);
+    }
+    struct tc x = conn_open(&w, 42001, GW_PORT, end_ms);
+    (void)x;
+    tw_close(&w);
+    struct fg_meta *m = meta_new();
+    judge1(&w, m, e, res);
+    return &res->outcomes[0];
+}
+
+#define HELLO "S:220 proxy ESMTP\r\n", "C:EHLO gw.test\r\n", "S:250 proxy\r\n"
+#define TXN(body)                                                                                  \
+    "C:MAIL FROM:<a@company1.test>\r\n", "S:250 ok\r\n", "C:RCPT TO:<b@company2.test>\r\n",        \
+        "S:250 ok\r\n", "C:DATA\r\n", "S:354 go\r\n", "C:" body ".\r\n", "S:250 done\r\n"
+
+static void conf_expect(const char *name, const char *rule, const char *const *script,
+                        enum fg_verdict want, uint64_t frame, const char *text)
+{
+    struct fg_scenario_result res;
+    struct fg_expect_spec e = spec(rule, NULL, NULL);
+    struct fg_outcome *o = conf_run(name, script, &e, 20000, &res);
+    ck_assert_msg(o->verdict == want, "%s: %s: %s\n%s", name, fg_verdict_name(o->verdict),
+                  o->summary, o->evidence);
+    if (frame)
+        ck_assert_msg(has_frame(o, frame), "%s: frame %llu not in the evidence: %s", name,
+                      (unsigned long long)frame, o->evidence);
+    if (text)
+        ck_assert_msg(strstr(o->summary, text) || strstr(o->evidence, text), "%s: no \"%s\" in %s",
+                      name, text, o->evidence);
+    fg_scenario_result_clear(&res);
+}
+
+START_TEST(conf_crlf_length_dots)
+{
+    const char *good[] = {HELLO,        TXN("Subject: x\r\n\r\n..dot line\r\nhello\r\n"),
+                          "C:QUIT\r\n", "S:221 bye\r\n",
+                          "c:",         NULL};
+    conf_expect("crlf-pass", "crlf-only", good, FG_V_PASS, 0, NULL);
+    conf_expect("len-pass", "line-length", good, FG_V_PASS, 0, NULL);
+    conf_expect("dots-pass", "dot-stuffing", good, FG_V_PASS, 0, NULL);
+    conf_expect("quit-pass", "quit-at-end", good, FG_V_PASS, 0, NULL);
+    conf_expect("nested-pass", "no-nested-mail", good, FG_V_PASS, 0, NULL);
+    conf_expect("d354-pass", "no-data-without-354", good, FG_V_PASS, 0, NULL);
+    conf_expect("pipe-pass", "pipelining-only-if-advertised", good, FG_V_PASS, 0, NULL);
+    /* frame 4 greeting, 5 EHLO, ... 13 the body (handshake 3 + 9) */
+    const char *barelf[] = {HELLO, TXN("Subject: x\nhello\r\n"), NULL};
+    conf_expect("crlf-fail", "crlf-only", barelf, FG_V_FAIL, 13, "bare LF");
+    const char *unstuffed[] = {HELLO, TXN("Subject: x\r\n\r\n.hidden\r\n"), NULL};
+    conf_expect("dots-fail", "dot-stuffing", unstuffed, FG_V_FAIL, 13, "single '.'");
+    static char longline[1200];
+    memset(longline, 'x', sizeof longline - 1);
+    memcpy(longline, "C:", 2);
+    memcpy(longline + sizeof longline - 5, "\r\n", 3);
+    const char *longtxt[] = {HELLO,
+                             "C:MAIL FROM:<a@company1.test>\r\n",
+                             "S:250 ok\r\n",
+                             "C:RCPT TO:<b@company2.test>\r\n",
+                             "S:250 ok\r\n",
+                             "C:DATA\r\n",
+                             "S:354 go\r\n",
+                             longline,
+                             "C:.\r\n",
+                             "S:250 ok\r\n",
+                             NULL};
+    conf_expect("len-fail", "line-length", longtxt, FG_V_FAIL, 13, "1000 octets");
+    const char *noquit[] = {HELLO, TXN("hi\r\n"), "c:", NULL};
+    conf_expect("quit-fail", "quit-at-end", noquit, FG_V_FAIL, 0, "without QUIT");
+    /* a gap in the client's stream: undecided, never a guess */
+    const char *none[] = {"S:220 proxy\r\n", NULL};
+    conf_expect("quit-na", "quit-at-end", none, FG_V_INCONC, 0, "not exercised");
+}
+END_TEST
+
+START_TEST(conf_session_rules)
+{
+    const char *fb_ok[] = {"S:220 proxy\r\n", "C:EHLO gw\r\n", "S:502 no\r\n",
+                           "C:HELO gw\r\n",   "S:250 ok\r\n",  NULL};
+    conf_expect("fb-pass", "ehlo-helo-fallback", fb_ok, FG_V_PASS, 0, NULL);
+    const char *fb_bad[] = {"S:220 proxy\r\n", "C:EHLO gw\r\n", "S:500 what\r\n",
+                            "C:MAIL FROM:<a@b>\r\n", NULL};
+    conf_expect("fb-fail", "ehlo-helo-fallback", fb_bad, FG_V_FAIL, 7, "not HELO");
+    const char *fb_close[] = {"S:220 proxy\r\n", "C:EHLO gw\r\n", "S:502 no\r\n", "c:", NULL};
+    conf_expect("fb-close", "ehlo-helo-fallback", fb_close, FG_V_FAIL, 7, "without trying HELO");
+    const char *fb_na[] = {HELLO, NULL};
+    conf_expect("fb-na", "ehlo-helo-fallback", fb_na, FG_V_INCONC, 0, NULL);
+
+    const char *d_early[] = {HELLO,
+                             "C:MAIL FROM:<a@b>\r\n",
+                             "S:250 ok\r\n",
+                             "C:RCPT TO:<c@d>\r\n",
+                             "S:250 ok\r\n",
+                             "C:DATA\r\n",
+                             "C:Subject: x\r\n",
+                             "S:354 go\r\n",
+                             NULL};
+    conf_expect("d354-early", "no-data-without-354", d_early, FG_V_FAIL, 12, "before its reply");
+    const char *d_refused[] = {HELLO,
+                               "C:MAIL FROM:<a@b>\r\n",
+                               "S:250 ok\r\n",
+                               "C:RCPT TO:<c@d>\r\n",
+                               "S:250 ok\r\n",
+                               "C:DATA\r\n",
+                               "S:554 no\r\n",
+                               "C:Subject: x\r\n",
+                               NULL};
+    conf_expect("d354-refused", "no-data-without-354", d_refused, FG_V_FAIL, 13, "not 354");
+
+    const char *nested[] = {
+        HELLO, "C:MAIL FROM:<a@b>\r\n", "S:250 ok\r\n", "C:MAIL FROM:<c@d>\r\n", "S:503 nested\r\n",
+        NULL};
+    conf_expect("nested-fail", "no-nested-mail", nested, FG_V_FAIL, 9, "still open");
+    const char *rset[] = {HELLO,          "C:MAIL FROM:<a@b>\r\n", "S:250 ok\r\n", "C:RSET\r\n",
+                          "S:250 ok\r\n", "C:MAIL FROM:<c@d>\r\n", "S:250 ok\r\n", NULL};
+    conf_expect("nested-rset", "no-nested-mail", rset, FG_V_PASS, 0, NULL);
+
+    const char *pipe_noadv[] = {HELLO, "C:MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n", "S:250 ok\r\n",
+                                "S:250 ok\r\n", NULL};
+    conf_expect("pipe-noadv", "pipelining-only-if-advertised", pipe_noadv, FG_V_FAIL, 7,
+                "not advertised");
+    const char *pipe_adv[] = {"S:220 proxy\r\n",
+                              "C:EHLO gw\r\n",
+                              "S:250-proxy\r\n250 PIPELINING\r\n",
+                              "C:MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n",
+                              "S:250 ok\r\n",
+                              "S:250 ok\r\n",
+                              "S:354 go\r\n",
+                              NULL};
+    conf_expect("pipe-adv", "pipelining-only-if-advertised", pipe_adv, FG_V_PASS, 0, NULL);
+    const char *pipe_group[] = {"S:220 proxy\r\n",
+                                "C:EHLO gw\r\n",
+                                "S:250-proxy\r\n250 PIPELINING\r\n",
+                                "C:NOOP\r\nMAIL FROM:<a@b>\r\n",
+                                "S:250 ok\r\n",
+                                "S:250 ok\r\n",
+                                NULL};
+    conf_expect("pipe-group", "pipelining-only-if-advertised", pipe_group, FG_V_FAIL, 7,
+                "must end a group");
+}
+END_TEST
+
+static void conf_within(const char *name, const char *rule, const char *within,
+                        const char *const *script, uint64_t end_ms, enum fg_verdict want,
+                        const char *text)
+{
+    struct fg_scenario_result res;
+    struct fg_expect_spec e = spec(rule, within, NULL);
+    struct fg_outcome *o = conf_run(name, script, &e, end_ms, &res);
+    ck_assert_msg(o->verdict == want, "%s: %s: %s\n%s", name, fg_verdict_name(o->verdict),
+                  o->summary, o->evidence);
+    if (text)
+        ck_assert_msg(strstr(o->summary, text) || strstr(o->evidence, text), "%s: no \"%s\" in %s",
+                      name, text, o->evidence);
+    fg_scenario_result_clear(&res);
+}
+
+#define TOKTXN(from, code)                                                                         \
+    "C:MAIL FROM:" from "\r\n", "S:250 ok\r\n", "C:RCPT TO:<b@company2.test>\r\n", "S:250 ok\r\n", \
+        "C:DATA\r\n", "S:354 go\r\n", "C:X-Faultgate-Token: tok-1\r\n\r\nhi\r\n.\r\n",             \
+        "S:" code " result\r\n", "C:QUIT\r\n", "S:221 bye\r\n", "c:"
+
+START_TEST(conf_retry_rules)
+{
+    const char *r4_ok[] = {HELLO, TOKTXN("<a@b>", "451"), "N:@3000 ",
+                           HELLO, TOKTXN("<a@b>", "250"), NULL};
+    conf_within("r4-pass", "retry-after-4xx", "10s", r4_ok, 20000, FG_V_PASS, "tried again");
+    const char *r4_bounce[] = {HELLO, TOKTXN("<a@b>", "451"), "N:@3000 ",
+                               HELLO, TOKTXN("<>", "250"),    NULL};
+    conf_within("r4-bounce", "retry-after-4xx", "10s", r4_bounce, 20000, FG_V_FAIL, "bounce");
+    const char *r4_never[] = {HELLO, TOKTXN("<a@b>", "451"), NULL};
+    conf_within("r4-never", "retry-after-4xx", "10s", r4_never, 20000, FG_V_FAIL,
+                "not tried again");
+    conf_within("r4-short", "retry-after-4xx", "10s", r4_never, 2000, FG_V_INCONC, NULL);
+
+    const char *r5_ok[] = {HELLO, TOKTXN("<a@b>", "554"), "N:@3000 ",
+                           HELLO, TOKTXN("<>", "250"),    NULL};
+    conf_within("r5-pass", "no-retry-after-5xx", "10s", r5_ok, 20000, FG_V_PASS, "bounce");
+    const char *r5_retry[] = {HELLO, TOKTXN("<a@b>", "554"), "N:@3000 ",
+                              HELLO, TOKTXN("<a@b>", "250"), NULL};
+    conf_within("r5-retry", "no-retry-after-5xx", "10s", r5_retry, 20000, FG_V_FAIL, "tried again");
+    const char *r5_nobounce[] = {HELLO, TOKTXN("<a@b>", "554"), NULL};
+    conf_within("r5-nobounce", "no-retry-after-5xx", "10s", r5_nobounce, 20000, FG_V_FAIL,
+                "no bounce");
+
+    const char *h421_ok[] = {"S:421 busy\r\n", "C:QUIT\r\n", "c:", "N:@2000 ", HELLO, NULL};
+    conf_within("421-pass", "handles-421", "10s", h421_ok, 20000, FG_V_PASS, "connected again");
+    const char *h421_cont[] = {"S:421 busy\r\n", "C:EHLO gw\r\n", NULL};
+    conf_within("421-cont", "handles-421", "10s", h421_cont, 20000, FG_V_FAIL, "after 421");
+    const char *h421_gone[] = {"S:421 busy\r\n", "c:", NULL};
+    conf_within("421-gone", "handles-421", "10s", h421_gone, 20000, FG_V_FAIL,
+                "did not connect again");
+}
+END_TEST
+
+START_TEST(conf_timeout_at_least)
+{
+    /* data_done of the profile is 4 s (meta_new) */
+    const char *early[] = {HELLO,          "C:MAIL FROM:<a@b>\r\n",
+                           "S:250 ok\r\n", "C:RCPT TO:<c@d>\r\n",
+                           "S:250 ok\r\n", "C:DATA\r\n",
+                           "S:354 go\r\n", "C:hi\r\n.\r\n",
+                           "c:@2300 ",     NULL};
+    struct fg_scenario_result res;
+    struct fg_expect_spec e = spec("timeout-at-least", NULL, NULL);
+    e.stage = "data_done";
+    struct fg_outcome *o = conf_run("to-early", early, &e, 20000, &res);
+    ck_assert_msg(o->verdict == FG_V_FAIL, "%s\n%s", o->summary, o->evidence);
+    ck_assert_ptr_nonnull(strstr(o->summary, "less than 4.0 s"));
+    fg_scenario_result_clear(&res);
+
+    const char *late[] = {HELLO,          "C:MAIL FROM:<a@b>\r\n",
+                          "S:250 ok\r\n", "C:RCPT TO:<c@d>\r\n",
+                          "S:250 ok\r\n", "C:DATA\r\n",
+                          "S:354 go\r\n", "C:hi\r\n.\r\n",
+                          "c:@9000 ",     NULL};
+    o = conf_run("to-late", late, &e, 20000, &res);
+    ck_assert_msg(o->verdict == FG_V_PASS, "%s\n%s", o->summary, o->evidence);
+    fg_scenario_result_clear(&res);
+
+    e.min = "1s"; /* an explicit minimum */
+    o = conf_run("to-min", early, &e, 20000, &res);
+    ck_assert_msg(o->verdict == FG_V_PASS, "%s\n%s", o->summary, o->evidence);
+    fg_scenario_result_clear(&res);
+
+    e.min = NULL;
+    e.stage = "greeting"; /* no greeting stall in this trace */
+    o = conf_run("to-na", late, &e, 20000, &res);
+    ck_assert_int_eq(o->verdict, FG_V_INCONC);
+    fg_scenario_result_clear(&res);
+
+    /* the greeting never comes; the RFC's 5 min is not reached: fail */
+    const char *nogreet[] = {"c:@60100 ", NULL};
+    o = conf_run("to-greet", nogreet, &e, 70000, &res);
+    ck_assert_msg(o->verdict == FG_V_FAIL, "%s\n%s", o->summary, o->evidence);
+    ck_assert_ptr_nonnull(strstr(o->summary, "300.0"));
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("expect");
@@ -1007,6 +1290,10 @@ static Suite *suite(void)
     tcase_add_test(tc, busy_pass_and_fail);
     tcase_add_test(tc, busy_inconc);
     tcase_add_test(tc, retry_rule);
+    tcase_add_test(tc, conf_crlf_length_dots);
+    tcase_add_test(tc, conf_session_rules);
+    tcase_add_test(tc, conf_retry_rules);
+    tcase_add_test(tc, conf_timeout_at_least);
     suite_add_tcase(s, tc);
     TCase *tp = tcase_create("pure");
     tcase_set_timeout(tp, 10);

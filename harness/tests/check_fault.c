@@ -456,6 +456,104 @@ START_TEST(match_independent_connections)
 }
 END_TEST
 
+/* --- the complete action and trigger set ------------------------------------ */
+
+START_TEST(parse_new_actions_triggers)
+{
+    static const struct {
+        const char *line, *canon;
+    } ok[] = {
+        {"reply 354: blackhole c2s", "reply 354: blackhole c2s"},
+        {"command DATA: half-close", "command DATA: half-close"},
+        {"command DATA: half-close s2c", "command DATA: half-close s2c"},
+        {"greeting: delay 2s s2c", "greeting: delay 2000ms s2c"},
+        {"connect: throttle 64kB/s c2s", "connect: throttle 65536 c2s"},
+        {"connect: slice 1 pause 10ms", "connect: slice 1 pause 10ms"},
+        {"connect: limit 4k both", "connect: limit 4096 both"},
+        {"command RCPT #2: drop", "command RCPT #2: drop"},
+        {"command MAIL: corrupt at 3 xor 20", "command MAIL: corrupt at 3 xor 0x20"},
+        {"command MAIL: corrupt", "command MAIL: corrupt at 0 flip"},
+        {"connect, nth 3: refuse", "connect, nth 3: refuse"},
+        {"connect: accept-then-close", "connect: accept-then-close"},
+        {"connect: banner-delay 5s", "connect: banner-delay 5000ms"},
+        {"starttls: reset", "starttls: reset"},
+        {"byte c2s 1000: close", "byte c2s 1000: close"},
+        {"BYTE S2C 2k: stall", "byte s2c 2048: stall"},
+        {"after 2s, p 0.5: blackhole", "after 2000ms, p 0.5: blackhole"},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        struct fg_fault f = parse_ok(ok[i].line);
+        ck_assert_str_eq(f.spec, ok[i].canon);
+        /* The canonical text parses back to itself. */
+        struct fg_fault g = parse_ok(f.spec);
+        ck_assert_str_eq(g.spec, f.spec);
+        fg_fault_clear(&f);
+        fg_fault_clear(&g);
+    }
+    static const struct {
+        const char *line, *msg;
+        int col;
+    } bad[] = {
+        {"command EHLO: refuse", "needs the connect trigger", 15},
+        {"reply 250: banner-delay 1s", "needs the connect trigger", 12},
+        {"connect: drop", "drop swallows a command or a reply", 10},
+        {"byte x2y 10: close", "byte needs a direction", 6},
+        {"byte c2s 0: close", "offset of at least 1", 10},
+        {"after soon: close", "after needs a duration", 7},
+        {"connect: throttle fast", "throttle needs a rate", 19},
+        {"connect: slice 0", "needs a number of octets", 16},
+        {"connect: slice 4 wait 1s", "unexpected 'wait'", 18},
+        {"command MAIL: corrupt set zz", "needs a hex octet", 27},
+        {"command DATA: half-close both", "bad direction 'both' for half-close", 26},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct fg_fault f;
+        char err[256] = "";
+        int col = -1;
+        ck_assert_msg(fg_fault_parse(bad[i].line, &f, err, sizeof err, &col) == FG_ESYNTAX,
+                      "'%s' parsed", bad[i].line);
+        ck_assert_msg(strstr(err, bad[i].msg), "'%s': '%s' lacks '%s'", bad[i].line, err,
+                      bad[i].msg);
+        ck_assert_msg(col == bad[i].col, "'%s': column %d, expected %d", bad[i].line, col,
+                      bad[i].col);
+    }
+}
+END_TEST
+
+START_TEST(match_byte_after_starttls)
+{
+    struct fg_fault_set fs;
+    fg_fault_set_init(&fs, 7);
+    const char *lines[] = {"byte c2s 100: close", "byte c2s 50, nth 2: stall", "after 2s: reset",
+                           "starttls: reset"};
+    for (size_t i = 0; i < 4; i++) {
+        struct fg_fault f = parse_ok(lines[i]);
+        ck_assert_int_eq(fg_fault_set_add(&fs, &f), 0);
+    }
+    struct fg_fault_conn c1 = {.conn = 1}, c2 = {.conn = 2};
+    ck_assert_uint_eq(fg_fault_next_byte(&fs, &c1, FG_C2S, 0), 100);
+    ck_assert_uint_eq(fg_fault_next_byte(&fs, &c2, FG_C2S, 0), 50);
+    ck_assert_uint_eq(fg_fault_next_byte(&fs, &c1, FG_S2C, 0), UINT64_MAX);
+    ck_assert_int_eq(fg_fault_match_byte(&fs, &c1, FG_C2S, 99, 0), -1);
+    ck_assert_int_eq(fg_fault_match_byte(&fs, &c1, FG_C2S, 100, 0), 0);
+    ck_assert_uint_eq(fg_fault_next_byte(&fs, &c1, FG_C2S, 0), UINT64_MAX); /* fired */
+    ck_assert_uint_eq(fg_fault_next_after(&fs, &c1, 0), 2000);
+    ck_assert_int_eq(fg_fault_match_after(&fs, &c1, 1999, 0), -1);
+    ck_assert_int_eq(fg_fault_match_after(&fs, &c1, 2000, 0), 2);
+    ck_assert_uint_eq(fg_fault_next_after(&fs, &c1, 0), UINT64_MAX);
+    struct fg_smtp_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.type = FG_SMTP_EV_TLS_START;
+    ev.dir = FG_S2C;
+    ck_assert_int_eq(fg_fault_set_match(&fs, &c1, &ev, 0), 3);
+    ck_assert_uint_eq(fs.nlog, 3);
+    ck_assert_str_eq(fs.log[0].trigger, "byte c2s 100");
+    ck_assert_str_eq(fs.log[1].trigger, "after 2000ms");
+    ck_assert_str_eq(fs.log[2].trigger, "starttls");
+    fg_fault_set_free(&fs);
+}
+END_TEST
+
 START_TEST(set_limit)
 {
     struct fg_fault_set fs;
@@ -486,6 +584,8 @@ static Suite *fault_suite(void)
     tcase_add_test(tc, match_selectors_once);
     tcase_add_test(tc, match_deterministic);
     tcase_add_test(tc, match_independent_connections);
+    tcase_add_test(tc, parse_new_actions_triggers);
+    tcase_add_test(tc, match_byte_after_starttls);
     tcase_add_test(tc, set_limit);
     suite_add_tcase(s, tc);
     return s;

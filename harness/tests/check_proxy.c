@@ -54,7 +54,11 @@ struct peer {
     uint64_t got; /* bytes read */
     size_t scan;  /* SMTP upstream: start of the next line in `in` */
     int in_data;
-    uint64_t t_354; /* uv_now when the upstream sent its 354 */
+    uint64_t t_354;   /* uv_now when the upstream sent its 354 */
+    uint64_t t_greet; /* uv_now when the client read the greeting */
+    uint64_t t_conn;  /* uv_now when the client connected */
+    size_t max_read;  /* the largest single read */
+    unsigned reads;
 };
 
 struct env {
@@ -245,6 +249,11 @@ static void cli_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             bytes_add(&c->in, buf->base, (size_t)nread);
             if (!c->t_354 && bytes_has(&c->in, "354 go\r\n"))
                 c->t_354 = uv_now(&e->loop);
+            if (!c->t_greet && bytes_has(&c->in, "220 up\r\n"))
+                c->t_greet = uv_now(&e->loop);
+            c->reads++;
+            if ((size_t)nread > c->max_read)
+                c->max_read = (size_t)nread;
         }
     } else if (nread == UV_EOF) {
         c->eof = 1;
@@ -259,8 +268,14 @@ static void cli_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static void cli_connected(uv_connect_t *req, int status)
 {
     struct env *e = req->data;
+    if (status == UV_ECONNRESET) {
+        /* refuse: the RST can beat the connect callback. */
+        e->cli.err = status;
+        return;
+    }
     ck_assert_int_eq(status, 0);
     e->connected = 1;
+    e->cli.t_conn = uv_now(&e->loop);
     uv_read_start((uv_stream_t *)&e->cli.tcp, alloc_cb, cli_read);
 }
 
@@ -765,6 +780,386 @@ START_TEST(bad_addresses)
 }
 END_TEST
 
+/* --- the complete action set, each observed at the socket level ----------- */
+
+static uv_buf_t filler(struct env *e, size_t n)
+{
+    if (!e->payload) {
+        e->plen = n;
+        e->payload = fg_malloc(n);
+        memset(e->payload, 'a', n);
+    }
+    return uv_buf_init(e->payload, (unsigned)n);
+}
+
+/* Non-blocking writes until EAGAIN; returns how many bytes went, or
+ * (size_t)-1 if `limit` bytes went without one. */
+static size_t write_until_eagain(struct env *e, size_t limit)
+{
+    uv_buf_t b = filler(e, 65536);
+    size_t total = 0;
+    while (total < limit) {
+        int rc = uv_try_write((uv_stream_t *)&e->cli.tcp, &b, 1);
+        if (rc == UV_EAGAIN)
+            return total;
+        ck_assert_int_gt(rc, 0);
+        total += (size_t)rc;
+    }
+    return (size_t)-1;
+}
+
+/* stall: the client's non-blocking writes end in EAGAIN and stay so while
+ * the loop runs; blackhole: after an EAGAIN, one turn of the loop (the
+ * proxy reads and discards) makes room again, and 64 MiB go through. */
+START_TEST(stall_eagain_blackhole_not)
+{
+    for (int bh = 0; bh <= 1; bh++) {
+        struct env e;
+        env_init(&e, UP_SMTP);
+        add_fault(&e, bh ? "reply 354: blackhole c2s" : "reply 354: stall c2s");
+        start(&e, 0, NULL);
+        smtp_to_data(&e);
+        if (!bh) {
+            size_t n = write_until_eagain(&e, 256u << 20);
+            ck_assert_msg(n != (size_t)-1, "stall: 256 MiB written without EAGAIN");
+            /* And it stays so: with the loop running, the kernel may open
+             * a little more window, but writes soon block again. */
+            for (int k = 0; k < 3; k++) {
+                run_for(&e, 200);
+                ck_assert_msg(write_until_eagain(&e, 16u << 20) != (size_t)-1,
+                              "stall: 16 MiB more written without EAGAIN");
+            }
+        } else {
+            size_t total = 0;
+            unsigned eagain = 0;
+            while (total < (64u << 20)) {
+                size_t n = write_until_eagain(&e, (64u << 20) - total);
+                if (n == (size_t)-1)
+                    break;
+                total += n;
+                eagain++;
+                /* The proxy drains the socket within a few turns. */
+                int ok = 0;
+                for (int k = 0; k < 1000 && !ok; k++) {
+                    uv_run(&e.loop, UV_RUN_ONCE);
+                    uv_buf_t b = filler(&e, 65536);
+                    int rc = uv_try_write((uv_stream_t *)&e.cli.tcp, &b, 1);
+                    if (rc > 0) {
+                        total += (size_t)rc;
+                        ok = 1;
+                    }
+                }
+                ck_assert_msg(ok, "blackhole: writes stayed blocked after %zu bytes", total);
+            }
+            (void)eagain;
+        }
+        /* Either way, nothing of the body reached the server. */
+        ck_assert_str_eq(e.up.in.d, "EHLO client.test\r\nDATA\r\n");
+        ck_assert(!up_ended(&e));
+        env_free(&e);
+    }
+}
+END_TEST
+
+static int up_eof_and_cli_354(struct env *e)
+{
+    return e->up.eof && cli_has_354(e);
+}
+
+/* half-close: FIN to the server after DATA; the server's 354 still
+ * reaches the client, whose later bytes are read and discarded. */
+START_TEST(half_close_c2s)
+{
+    struct env e;
+    env_init(&e, UP_SMTP);
+    add_fault(&e, "command DATA: half-close");
+    start(&e, 0, NULL);
+    run_until(&e, cli_greeted);
+    send_str(&e.cli.tcp, "EHLO client.test\r\nDATA\r\n");
+    run_until(&e, up_eof_and_cli_354);
+    ck_assert_str_eq(e.up.in.d, "EHLO client.test\r\nDATA\r\n");
+    ck_assert(!cli_ended(&e));
+    /* The client's next 1 MiB is accepted (read and discarded). */
+    uv_buf_t b = filler(&e, 1u << 20);
+    e.wreq.data = &e;
+    ck_assert_int_eq(uv_write(&e.wreq, (uv_stream_t *)&e.cli.tcp, &b, 1, cli_wrote), 0);
+    while (!e.write_done)
+        uv_run(&e.loop, UV_RUN_ONCE);
+    ck_assert_int_eq(e.write_status, 0);
+    ck_assert_str_eq(e.up.in.d, "EHLO client.test\r\nDATA\r\n");
+    env_free(&e);
+}
+END_TEST
+
+static int up_has_all(struct env *e)
+{
+    return e->up_verified == e->plen;
+}
+
+/* throttle 20000 B/s from connect: 10000 bytes need at least 0.5 s (the
+ * bucket starts empty). */
+START_TEST(throttle_rate)
+{
+    struct env e;
+    env_init(&e, UP_ECHO);
+    add_fault(&e, "connect: throttle 20000 c2s");
+    start(&e, 0, NULL);
+    while (!e.connected)
+        uv_run(&e.loop, UV_RUN_ONCE);
+    uv_buf_t b = filler(&e, 10000);
+    uint64_t t0 = uv_now(&e.loop);
+    e.wreq.data = &e;
+    ck_assert_int_eq(uv_write(&e.wreq, (uv_stream_t *)&e.cli.tcp, &b, 1, cli_wrote), 0);
+    run_until(&e, up_has_all);
+    uint64_t dt = uv_now(&e.loop) - t0;
+    ck_assert_msg(dt >= 450, "10000 bytes at 20000 B/s took %llu ms", (unsigned long long)dt);
+    env_free(&e);
+}
+END_TEST
+
+static int cli_has_ok(struct env *e)
+{
+    return bytes_has(&e->cli.in, "250 ok\r\n");
+}
+
+/* slice 3 pause 50ms on the server's bytes: the client reads them 3
+ * octets at a time. */
+START_TEST(slice_segments)
+{
+    struct env e;
+    env_init(&e, UP_SMTP);
+    add_fault(&e, "command EHLO: slice 3 pause 50ms s2c");
+    start(&e, 0, NULL);
+    run_until(&e, cli_greeted);
+    unsigned reads0 = e.cli.reads;
+    e.cli.max_read = 0;
+    uint64_t t0 = uv_now(&e.loop);
+    send_str(&e.cli.tcp, "EHLO client.test\r\n");
+    run_until(&e, cli_has_ok);
+    ck_assert_str_eq(e.cli.in.d, "220 up\r\n250 ok\r\n");
+    ck_assert_uint_le(e.cli.max_read, 3);
+    ck_assert_uint_eq(e.cli.reads - reads0, 3); /* "250", " ok", "\r\n" */
+    ck_assert_uint_ge(uv_now(&e.loop) - t0, 100);
+    env_free(&e);
+}
+END_TEST
+
+static int up_eof(struct env *e)
+{
+    return e->up.eof || e->up.err;
+}
+
+/* limit 1000 c2s: exactly 1000 octets reach the server, then FIN. */
+START_TEST(limit_bytes)
+{
+    struct env e;
+    env_init(&e, UP_ECHO);
+    add_fault(&e, "connect: limit 1000 c2s");
+    start(&e, 0, NULL);
+    while (!e.connected)
+        uv_run(&e.loop, UV_RUN_ONCE);
+    uv_buf_t b = filler(&e, 5000);
+    e.wreq.data = &e;
+    ck_assert_int_eq(uv_write(&e.wreq, (uv_stream_t *)&e.cli.tcp, &b, 1, cli_wrote), 0);
+    run_until(&e, up_eof);
+    ck_assert(e.up.eof);
+    ck_assert_uint_eq(e.up_verified, 1000);
+    run_until(&e, cli_ended);
+    env_free(&e);
+}
+END_TEST
+
+/* drop the first RCPT: the server never sees it, the client never gets
+ * its reply, and the parser stays in step: the reply to the end of data
+ * is still recognised as such (and replaced). */
+START_TEST(drop_keeps_parser_in_step)
+{
+    struct env e;
+    env_init(&e, UP_SMTP);
+    add_fault(&e, "command RCPT #1: drop");
+    add_fault(&e, "reply-to end-of-data: reply 554 5.0.0 replaced, replace");
+    start(&e, 0, NULL);
+    run_until(&e, cli_greeted);
+    send_str(&e.cli.tcp, "EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\n"
+                         "RCPT TO:<z@y.test>\r\nDATA\r\n");
+    run_until(&e, cli_has_354);
+    send_str(&e.cli.tcp, "hi\r\n.\r\nQUIT\r\n");
+    run_until(&e, cli_ended);
+    ck_assert_str_eq(e.up.in.d, "EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<z@y.test>\r\n"
+                                "DATA\r\nhi\r\n.\r\nQUIT\r\n");
+    ck_assert_str_eq(e.cli.in.d, "220 up\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"
+                                 "554 5.0.0 replaced\r\n221 bye\r\n");
+    env_free(&e);
+}
+END_TEST
+
+static int up_has_mail(struct env *e)
+{
+    return bytes_has(&e->up.in, "FROM:<a@b.test>\r\n");
+}
+
+START_TEST(corrupt_octet)
+{
+    struct env e;
+    env_init(&e, UP_SMTP);
+    add_fault(&e, "command MAIL: corrupt at 1 set 0x58");
+    add_fault(&e, "command RCPT: corrupt");
+    start(&e, 0, NULL);
+    run_until(&e, cli_greeted);
+    send_str(&e.cli.tcp, "MAIL FROM:<a@b.test>\r\nRCPT TO:<x@y.test>\r\n");
+    run_until(&e, up_has_mail);
+    while (e.up.in.n < 42)
+        uv_run(&e.loop, UV_RUN_ONCE);
+    ck_assert_uint_eq(e.up.in.n, 42);
+    ck_assert_int_eq(memcmp(e.up.in.d, "MXIL FROM:<a@b.test>\r\n", 22), 0);
+    ck_assert_int_eq((unsigned char)e.up.in.d[22], (unsigned char)('R' ^ 0xff));
+    ck_assert_int_eq(memcmp(e.up.in.d + 23, "CPT TO:<x@y.test>\r\n", 19), 0);
+    env_free(&e);
+}
+END_TEST
+
+START_TEST(refuse_resets)
+{
+    struct env e;
+    env_init(&e, UP_SMTP);
+    add_fault(&e, "connect: refuse");
+    start(&e, 0, NULL);
+    run_until(&e, cli_ended);
+    ck_assert_int_eq(e.cli.err, UV_ECONNRESET);
+    ck_assert_uint_eq(e.cli.got, 0);
+    run_until(&e, proxy_idle);
+    ck_assert(!e.up.open); /* the upstream was never connected */
+    env_free(&e);
+}
+END_TEST
+
+START_TEST(accept_then_close_fin)
+{
+    struct env e;
+    env_init(&e, UP_SMTP);
+    add_fault(&e, "connect: accept-then-close");
+    start(&e, 0, NULL);
+    run_until(&e, cli_ended);
+    ck_assert(e.cli.eof);
+    ck_assert_int_eq(e.cli.err, 0);
+    ck_assert_uint_eq(e.cli.got, 0);
+    run_until(&e, proxy_idle);
+    ck_assert(!e.up.open);
+    env_free(&e);
+}
+END_TEST
+
+START_TEST(banner_delay_greeting)
+{
+    struct env e;
+    env_init(&e, UP_SMTP);
+    add_fault(&e, "connect: banner-delay 400ms");
+    start(&e, 0, NULL);
+    run_until(&e, cli_greeted);
+    ck_assert_msg(e.cli.t_greet - e.cli.t_conn >= 390, "greeting after %llu ms",
+                  (unsigned long long)(e.cli.t_greet - e.cli.t_conn));
+    ck_assert(e.up.open);
+    env_free(&e);
+}
+END_TEST
+
+/* delay is per chunk and one-way: after the trigger, each server reply
+ * arrives D after the server sent it, the client's bytes are not held. */
+START_TEST(delay_per_chunk_s2c)
+{
+    struct env e;
+    env_init(&e, UP_SMTP);
+    add_fault(&e, "greeting: delay 200ms");
+    start(&e, 0, NULL);
+    run_until(&e, cli_greeted);
+    ck_assert_uint_ge(e.cli.t_greet - e.cli.t_conn, 190);
+    uint64_t t0 = uv_now(&e.loop);
+    send_str(&e.cli.tcp, "EHLO client.test\r\n");
+    run_until(&e, cli_has_ok);
+    ck_assert_uint_ge(uv_now(&e.loop) - t0, 190);
+    ck_assert_str_eq(e.up.in.d, "EHLO client.test\r\n");
+    env_free(&e);
+}
+END_TEST
+
+START_TEST(trigger_byte_offset)
+{
+    struct env e;
+    env_init(&e, UP_ECHO);
+    add_fault(&e, "byte c2s 1000: close c2s");
+    start(&e, 0, NULL);
+    while (!e.connected)
+        uv_run(&e.loop, UV_RUN_ONCE);
+    uv_buf_t b = filler(&e, 300000);
+    e.wreq.data = &e;
+    ck_assert_int_eq(uv_write(&e.wreq, (uv_stream_t *)&e.cli.tcp, &b, 1, cli_wrote), 0);
+    run_until(&e, up_eof);
+    ck_assert(e.up.eof);
+    ck_assert_uint_eq(e.up_verified, 1000);
+    ck_assert_uint_eq(e.faults.nlog, 1);
+    ck_assert_str_eq(e.faults.log[0].trigger, "byte c2s 1000");
+    env_free(&e);
+}
+END_TEST
+
+START_TEST(trigger_after_time)
+{
+    struct env e;
+    env_init(&e, UP_SMTP);
+    add_fault(&e, "after 300ms: reset");
+    start(&e, 0, NULL);
+    run_until(&e, cli_greeted);
+    run_until(&e, cli_ended);
+    ck_assert_int_eq(e.cli.err, UV_ECONNRESET);
+    ck_assert_uint_ge(uv_now(&e.loop) - e.cli.t_conn, 290);
+    ck_assert_str_eq(e.faults.log[0].trigger, "after 300ms");
+    env_free(&e);
+}
+END_TEST
+
+/* The same seed and traffic through the real proxy give the same
+ * decisions; a probability of 0.5 over 40 events fires some, not all. */
+static size_t decisions_run(uint64_t seed, char *out, size_t outlen)
+{
+    struct env e;
+    env_init(&e, UP_SMTP);
+    fg_fault_set_free(&e.faults);
+    fg_fault_set_init(&e.faults, seed);
+    add_fault(&e, "command NOOP, p 0.5, each: reply 250 2.0.0 injected");
+    start(&e, 0, NULL);
+    run_until(&e, cli_greeted);
+    char cmds[1024] = "";
+    for (int i = 0; i < 40; i++)
+        strcat(cmds, "NOOP\r\n");
+    strcat(cmds, "QUIT\r\n");
+    send_str(&e.cli.tcp, cmds);
+    run_until(&e, cli_ended);
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < e.faults.nlog; i++)
+        n += (size_t)snprintf(out + n, outlen - n, "%u %u %s -> %s\n", e.faults.log[i].conn,
+                              e.faults.log[i].fault, e.faults.log[i].trigger,
+                              e.faults.log[i].action);
+    size_t fired = e.faults.nlog;
+    ck_assert_uint_eq(fired, (size_t)(strstr(e.cli.in.d, "221 bye") ? 1 : 0) * 0 + fired);
+    env_free(&e);
+    return fired;
+}
+
+START_TEST(same_seed_same_decisions)
+{
+    static char a[8192], b[8192], c[8192];
+    size_t na = decisions_run(4242, a, sizeof a);
+    size_t nb = decisions_run(4242, b, sizeof b);
+    size_t nc = decisions_run(4243, c, sizeof c);
+    ck_assert_uint_gt(na, 0);
+    ck_assert_uint_lt(na, 40);
+    ck_assert_uint_eq(na, nb);
+    ck_assert_str_eq(a, b);
+    ck_assert_msg(strcmp(a, c) != 0 || na != nc, "another seed, the same decisions");
+}
+END_TEST
+
 static Suite *proxy_suite(void)
 {
     Suite *s = suite_create("proxy");
@@ -786,6 +1181,20 @@ static Suite *proxy_suite(void)
     tcase_add_test(tc, reply_replace_reply);
     tcase_add_test(tc, delay_holds);
     tcase_add_test(tc, connect_reply_and_nth);
+    tcase_add_test(tc, stall_eagain_blackhole_not);
+    tcase_add_test(tc, half_close_c2s);
+    tcase_add_test(tc, throttle_rate);
+    tcase_add_test(tc, slice_segments);
+    tcase_add_test(tc, limit_bytes);
+    tcase_add_test(tc, drop_keeps_parser_in_step);
+    tcase_add_test(tc, corrupt_octet);
+    tcase_add_test(tc, refuse_resets);
+    tcase_add_test(tc, accept_then_close_fin);
+    tcase_add_test(tc, banner_delay_greeting);
+    tcase_add_test(tc, delay_per_chunk_s2c);
+    tcase_add_test(tc, trigger_byte_offset);
+    tcase_add_test(tc, trigger_after_time);
+    tcase_add_test(tc, same_seed_same_decisions);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -4,7 +4,8 @@ scenario under scenarios/fate/ against a refgw profile whose behaviour
 produces it, and the verdict and evidence of the message-fate expectation
 name that fate.  Also `faultgate fake-mta` under a stdlib SMTP client:
 STARTTLS against the run-time test CA, the capabilities after TLS, AUTH,
-and a violation in the ledger.
+and a violation in the ledger.  And a scenario's `mta:` section changing the
+fake MTA of its run, and load errors of that section and of message options.
 
 Usage: e2e_fate.py BUILD_DIR SOURCE_DIR [TEST...]
 Every child has a timeout; the harness itself bounds every wait inside.
@@ -169,6 +170,64 @@ class FakeMta(unittest.TestCase):
         self.assertEqual(p.returncode, 2)
         self.assertIn("bad.yaml:2:", p.stderr)
         self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+
+
+class ScenarioMta(unittest.TestCase):
+    """A scenario's `mta:` section is the fake MTA's script for that run."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="fg-e2e-scmta-")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def run_scenario(self, path, name):
+        out = os.path.join(self.tmp, name)
+        p = fg("run", "-q", "--capture", CAPTURE, "--seed", "11", "-g",
+               os.path.join(GW, "refgw.yaml"), "-o", out, path)
+        with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+            sc = json.load(f)["scenarios"][0]
+        return p, sc, {e["rule"]: e for e in sc["expectations"]}
+
+    def test_ehlo_refused_by_script_then_helo(self):
+        path = os.path.join(SRC, "scenarios", "mta", "mta-ehlo-refused.yaml")
+        p, sc, ex = self.run_scenario(path, "with")
+        dump = p.stdout + p.stderr + json.dumps(sc, indent=1)[:4000]
+        self.assertEqual(sc["verdict"], "pass", dump)
+        self.assertEqual(ex["ehlo-helo-fallback"]["verdict"], "pass", dump)
+        self.assertEqual(ex["message-fate"]["verdict"], "pass", dump)
+        # The same scenario without its `mta:` section: EHLO is accepted,
+        # so there is no fallback to judge.
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        self.assertIn("mta:\n  esmtp: false\n", text)
+        plain = os.path.join(self.tmp, "mta-ehlo-accepted.yaml")
+        with open(plain, "w", encoding="utf-8") as f:
+            f.write(text.replace("mta:\n  esmtp: false\n", ""))
+        p, sc, ex = self.run_scenario(plain, "without")
+        dump = p.stdout + p.stderr + json.dumps(sc, indent=1)[:4000]
+        self.assertEqual(ex["ehlo-helo-fallback"]["verdict"], "inconc", dump)
+        self.assertEqual(ex["message-fate"]["verdict"], "pass", dump)
+
+    def test_bad_mta_section_and_message_options_are_exit_2(self):
+        cases = [
+            ("mta:\n  stages:\n    - {stage: rcpt, action: explode}\n", ":8:29:"),
+            ("mta:\n  colour: blue\n", ":7:3:"),
+            ("messages:\n  - {to: a@b.test, pipelining: maybe}\n", ":7:"),
+            ("messages:\n  - {to: [a@b.test, c@b.test], rcpts: 1}\n", ":7:"),
+            ("messages:\n  - {concurrency: 0}\n", ":7:"),
+        ]
+        for i, (body, pos) in enumerate(cases):
+            path = os.path.join(self.tmp, "bad-%d.yaml" % i)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write("id: bad-%d\nleg: outbound\nexpect:\n  - {rule: gateway-alive}\n"
+                        "deadline: 5s\n%s" % (i, body))
+            p = fg("run", "-q", "-g", os.path.join(GW, "refgw.yaml"), "-o",
+                   os.path.join(self.tmp, "bad-out-%d" % i), path, timeout=60)
+            self.assertEqual(p.returncode, 2, (body, p.stdout, p.stderr))
+            self.assertIn("bad-%d.yaml%s" % (i, pos), p.stderr, body)
 
 
 if __name__ == "__main__":

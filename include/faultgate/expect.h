@@ -40,6 +40,7 @@ struct fg_judge_ctx {
     const struct fg_scenario *sc;
     const struct fg_meta *meta;
     const struct fg_timeline *tl;
+    const char *pcap; /* the capture's path (the X.400 rules read its X.400 leg) */
 };
 
 /* fg_expect_validate - check at load time that e names a known rule with
@@ -81,6 +82,9 @@ extern const char *fg_expect_rules[FG_EXPECT_MAX_RULES + 1];
 #define FG_EXPECT_P_WITHIN 1u
 #define FG_EXPECT_P_FATE 2u
 #define FG_EXPECT_P_AFTER 4u
+#define FG_EXPECT_P_STAGE 8u
+#define FG_EXPECT_P_MIN 16u
+#define FG_EXPECT_P_LEG 32u
 
 typedef void (*fg_expect_eval_fn)(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
                                   uint64_t limit_ms, struct fg_outcome *out);
@@ -93,7 +97,7 @@ struct fg_expect_rule {
     fg_expect_eval_fn eval;
 };
 
-#define FG_EXPECT_TABLES(XX) XX(fg_expect_core_rules)
+#define FG_EXPECT_TABLES(XX) XX(fg_expect_core_rules) XX(fg_expect_x400_rules) XX(fg_expect_client_rules)
 
 #define FG_EXPECT_XX_DECLARE(t) extern const struct fg_expect_rule t[];
 FG_EXPECT_TABLES(FG_EXPECT_XX_DECLARE)

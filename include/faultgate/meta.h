@@ -21,6 +21,19 @@ struct fg_meta_token {
     uint64_t accepted_us;
 };
 
+/* A client under test (a `submit:` profile): how its command ended for
+ * one message (faultgate/submit.h). */
+struct fg_meta_client {
+    char token[FG_TOKEN_MAX];
+    int64_t exit_status;
+    int term_signal;
+    int timed_out; /* faultgate killed it (its deadline, or the end of the run) */
+    int spawned;   /* 0: the command could not be started */
+    uint64_t start_us;
+    uint64_t duration_ms;
+    char *stderr_tail; /* owned; may be NULL */
+};
+
 struct fg_meta {
     char *scenario_id;
     uint64_t seed;
@@ -48,6 +61,10 @@ struct fg_meta {
     int gateway_running_at_end; /* the process was alive when the run ended */
     int64_t gateway_exit_status;
     int gateway_term_signal;
+    /* Optional: the client's runs, one per message, in order (written only
+     * when nclients > 0). */
+    struct fg_meta_client *clients;
+    size_t nclients;
 };
 
 int fg_meta_write(const char *path, const struct fg_meta *m, char *err, size_t errlen);

@@ -33,6 +33,17 @@ struct fg_profile {
     /* version: [argv...] (placeholders allowed), NULL if absent */
     char **version_argv;
     size_t nversion;
+    /* A client profile has `submit:` instead of `start:` (then argv is
+     * empty and ready/stop do not apply): the client's command, run once
+     * per message (faultgate/submit.h), with its placeholders {from} {to}
+     * {token} {message_file} besides the gateway's. */
+    int is_client;
+    char **submit_argv;
+    size_t nsubmit;
+    char **submit_env; /* "NAME=value", placeholders allowed */
+    size_t nsubmit_env;
+    int submit_stdin;           /* submit.stdin: message (1, default) or none (0) */
+    uint64_t submit_timeout_ms; /* submit.timeout, default 30s: then SIGKILL */
 };
 
 /* The timeout names a profile may define, NULL-terminated (the rule

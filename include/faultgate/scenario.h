@@ -13,6 +13,8 @@
 
 /* FG_LEG_X400: the gateway takes SMTP in and relays it over X.400
  * (RFC 1006) to the run's fake X.400 MTA ({x400_upstream}). */
+struct fg_mta_script; /* faultgate/fake_mta.h */
+
 enum fg_leg { FG_LEG_OUTBOUND, FG_LEG_INBOUND, FG_LEG_X400 };
 
 struct fg_msg_spec {
@@ -21,6 +23,8 @@ struct fg_msg_spec {
     size_t nto;
     uint64_t size;  /* approximate body size in octets */
     unsigned count; /* how many such messages */
+    unsigned concurrency; /* parallel connections while these are submitted; 0: 1 */
+    unsigned flags;       /* FG_INJ_* (faultgate/injector.h): pipelining, bdat, ... */
 };
 
 /* An expectation as written; its parameters are checked at load time by
@@ -59,6 +63,7 @@ struct fg_scenario {
     struct fg_expect_spec *expects;
     size_t nexpects;
     uint64_t deadline_ms; /* hard end of the run; 0 = from expectations */
+    struct fg_mta_script *mta; /* the fake MTA's script (`mta:`); NULL: its defaults */
 };
 
 /* fg_scenario_load - load and validate path.  Bad input: FG_ESYNTAX or

@@ -66,6 +66,16 @@ struct fg_tl_msg {
                                  up to the CRLF before "."; BDAT: chunk octets) */
     size_t data_event;        /* index of its DATA event (or first BDAT command) */
     int complete;             /* its end of data was seen */
+    /* DATA bodies, as sent (RFC 5321 §4.5.2): lines that begin with ".."
+     * (a stuffed dot: the content line begins with "."), and lines that
+     * begin with a single "." followed by anything else (not stuffed: a
+     * receiver drops that dot).  Lines begin after CRLF only, as the
+     * parser's terminator does (§4.1.1.4). */
+    uint64_t dot_lines;
+    uint64_t unstuffed_lines;
+    uint64_t unstuffed_frame; /* frame of the first unstuffed line, 0 if none */
+    uint64_t last_us;         /* time and frame of the last body octet seen */
+    uint64_t last_frame;
 };
 
 struct fg_tl_conn {

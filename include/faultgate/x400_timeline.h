@@ -62,11 +62,11 @@ struct fg_x4_event {
  * connection).  The message it carried is identified by the faultgate
  * token in its data (fg_smtp_token_find). */
 struct fg_x4_activity {
-    size_t as_event;         /* index of the AS */
-    size_t end_event;        /* AEA (completed), ADA/AIA, or FG_TL_NONE */
-    int completed;           /* ended by AE and answered by AEA */
-    uint64_t octets;         /* DT user data in the activity */
-    unsigned mips;           /* MIPs sent in it */
+    size_t as_event;          /* index of the AS */
+    size_t end_event;         /* AEA (completed), ADA/AIA, or FG_TL_NONE */
+    int completed;            /* ended by AE and answered by AEA */
+    uint64_t octets;          /* DT user data in the activity */
+    unsigned mips;            /* MIPs sent in it */
     char token[FG_TOKEN_MAX]; /* "" if the data carried none */
 };
 
@@ -92,10 +92,10 @@ struct fg_x4_conn {
     size_t nev, capev;
     struct fg_x4_activity *act;
     size_t nact, capact;
-    int accepted;         /* AC seen */
-    enum fg_x4_end end;   /* how it ended */
-    size_t end_event;     /* the event that ended it; FG_TL_NONE if none */
-    enum fg_dir end_dir;  /* who ended it */
+    int accepted;           /* AC seen */
+    enum fg_x4_end end;     /* how it ended */
+    size_t end_event;       /* the event that ended it; FG_TL_NONE if none */
+    enum fg_dir end_dir;    /* who ended it */
     size_t first_violation; /* index of the first invalid SPDU; FG_TL_NONE */
     unsigned violations;
     uint32_t checkpoint, window; /* RTS, as negotiated */
