@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ci/test.sh - the test command: builds (via ci/setup.sh) and runs every
 # suite in the normal build, then again under AddressSanitizer and
-# UndefinedBehaviorSanitizer.  Exit status is non-zero if any test fails.
+# UndefinedBehaviorSanitizer, then each libFuzzer target for a bounded
+# time.  Exit status is non-zero if any test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,4 +16,6 @@ echo "== tests (normal build) =="
 meson test -C build --print-errorlogs --num-processes 2 || status=1
 echo "== tests (ASan + UBSan build) =="
 meson test -C build-asan --print-errorlogs --num-processes 2 --timeout-multiplier 3 || status=1
+echo "== fuzzing (SMTP parser, X.400 codec, trace reader), bounded =="
+FUZZ_SECONDS=${FUZZ_SECONDS:-60} bash ci/fuzz.sh || status=1
 exit $status
