@@ -590,8 +590,32 @@ static int profile_has_x400(const struct fg_profile *p)
     return 0;
 }
 
-static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o,
-                         struct fg_progress *prog, const struct fg_profile *prof, const struct fg_scenario *sc,
+/* does_not_apply - why sc does not apply to the system under test (DESIGN:
+ * `skip`), or NULL.  A plain client has no inbound side and relays
+ * nothing, so rules about a relay do not apply to it; rules about a
+ * client's own exit do not apply to a relay. */
+static const char *does_not_apply(const struct fg_scenario *sc, const struct fg_profile *p)
+{
+    static const char *const relay_rules[] = {"gateway-alive", "inbound-accepts-while-busy",
+                                              "message-fate", "retries-after-drop"};
+    int client = p->nsubmit > 0;
+    if (sc->leg == FG_LEG_X400 && !profile_has_x400(p))
+        return "the gateway has no X.400 side (its profile never uses {x400_upstream})";
+    if (client && sc->leg == FG_LEG_INBOUND)
+        return "a client has no inbound side";
+    for (size_t i = 0; i < sc->nexpects; i++) {
+        const char *rule = sc->expects[i].rule;
+        if (!client && strncmp(rule, "client-", 7) == 0)
+            return "the scenario judges a client's exit; the profile is a gateway";
+        for (size_t k = 0; client && k < sizeof(relay_rules) / sizeof(relay_rules[0]); k++)
+            if (strcmp(rule, relay_rules[k]) == 0)
+                return "the scenario judges a relay; the profile is a client";
+    }
+    return NULL;
+}
+
+static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o, struct fg_progress *prog,
+                         const struct fg_profile *prof, const struct fg_scenario *sc,
                          const char *out_dir, const char *run_id, uint64_t seed,
                          struct fg_scenario_result *res)
 {
@@ -986,11 +1010,11 @@ int fg_run_main(const struct fg_run_opts *o)
     uint64_t start_us = fg_wall_us();
     for (size_t i = 0; i < nsc; i++) {
         fg_progress_begin(prog, i + 1, nsc, scs[i]->id);
-        if (scs[i]->leg == FG_LEG_X400 && !profile_has_x400(prof)) {
+        const char *why_skip = does_not_apply(scs[i], prof);
+        if (why_skip) {
             fg_scenario_result_init(&res[i], scs[i]);
             res[i].verdict = FG_V_SKIP;
-            res[i].error = fg_strdup("the gateway has no X.400 side (its profile never uses "
-                                     "{x400_upstream})");
+            res[i].error = fg_strdup(why_skip);
         } else {
             run_scenario(&loop, &oo, prog, prof, scs[i], out_dir, run_id, seed, &res[i]);
         }

@@ -84,6 +84,8 @@ class Clients(unittest.TestCase):
                os.path.join(GW, name + ".yaml"), "-o", out, CLIENTS)
         res = results(out)
         self.assertEqual(sorted(res), sorted(SCENARIOS), p.stderr)
+        self.assertEqual(p.returncode, 1 if "fail" in special.values() else 0, p.stderr)
+        self.assertNotIn("Sanitizer", p.stderr)
         for sid in SCENARIOS:
             s = res[sid]
             want = special.get(sid, "pass")
