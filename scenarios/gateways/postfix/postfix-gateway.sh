@@ -19,9 +19,15 @@ for bin in /usr/sbin/postfix /usr/sbin/postconf; do
 done
 id postfix >/dev/null 2>&1 || { echo "postfix-gateway.sh: no postfix user (install Debian's postfix)" >&2; exit 2; }
 
-conf=$workdir/postfix/etc
-queue=$workdir/postfix/spool
-data=$workdir/postfix/data
+# Postfix's daemons run as the postfix user and must reach their queue:
+# the work directory may sit below a private (0700) directory, so the
+# instance lives in a directory of its own, removed when Postfix stops.
+base=$(mktemp -d /var/tmp/faultgate-postfix.XXXXXX)
+chmod 755 "$base"
+ln -sfn "$base" "$workdir/postfix"
+conf=$base/etc
+queue=$base/spool
+data=$base/data
 mkdir -p "$conf" "$queue" "$data"
 chown postfix "$data"
 # Postfix insists that its configuration belongs to root.
@@ -88,4 +94,14 @@ CF
 
 /usr/sbin/postfix -c "$conf" set-permissions >/dev/null 2>&1 || true
 /usr/sbin/postfix -c "$conf" check
-exec /usr/sbin/postfix -c "$conf" start-fg
+# Not exec: the shell stays to stop Postfix (its master leaves the process
+# group) and remove the instance.
+set +e
+/usr/sbin/postfix -c "$conf" start-fg &
+pid=$!
+trap ':' TERM INT
+wait $pid
+/usr/sbin/postfix -c "$conf" abort >/dev/null 2>&1
+kill -TERM $pid 2>/dev/null
+wait $pid 2>/dev/null
+rm -rf "$base"
