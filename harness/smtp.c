@@ -8,6 +8,9 @@
  * tied to one byte position, and the parser's state is brought up to that
  * position before the event is delivered.
  */
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include <ctype.h>
 #include <string.h>
 #include <strings.h>
@@ -370,12 +373,25 @@ static int body_count(struct fg_smtp_parser *p)
     return 0;
 }
 
-/* The first CR or LF in b[i, lim), or lim.  Eight octets at a time: a
- * word has a zero byte iff (w - 0x01..) & ~w & 0x80.. is non-zero, and a
- * byte equals c iff it is zero in w ^ (c repeated).  This is the classic
+/* The first CR or LF in b[i, lim), or lim.  This is the parser's hot loop
+ * (the proxy scans every body octet), so it compares sixteen octets at a
+ * time with SSE2 where the compiler has it, and otherwise eight at a time:
+ * a word has a zero byte iff (w - 0x01..) & ~w & 0x80.. is non-zero, and a
+ * byte equals c iff it is zero in w ^ (c repeated) -- the classic
  * word-at-a-time search (as memchr does, for two bytes at once). */
 static size_t scan_eol(const char *b, size_t i, size_t lim)
 {
+#ifdef __SSE2__
+    const __m128i cr = _mm_set1_epi8('\r'), lf = _mm_set1_epi8('\n');
+    while (lim - i >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
+        unsigned m =
+            (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, cr), _mm_cmpeq_epi8(v, lf)));
+        if (m)
+            return i + (size_t)__builtin_ctz(m);
+        i += 16;
+    }
+#else
     const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
     const uint64_t crs = ones * '\r', lfs = ones * '\n';
 
@@ -388,6 +404,7 @@ static size_t scan_eol(const char *b, size_t i, size_t lim)
             break;
         i += 8;
     }
+#endif
     while (i < lim && b[i] != '\r' && b[i] != '\n')
         i++;
     return i;
