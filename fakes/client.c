@@ -73,9 +73,9 @@ struct inj_sess {
 
     /* the message being submitted */
     size_t cur;
-    char *body;       /* its text, not dot-stuffed */
+    char *body; /* its text, not dot-stuffed */
     size_t body_len;
-    int pipe, bdat;   /* how it goes on this connection */
+    int pipe, bdat; /* how it goes on this connection */
     int mail_sent, data_sent, body_sent;
     int mail_failed, failed; /* a refusal seen; the first code */
     int fail_code;
@@ -96,8 +96,8 @@ struct fg_injector {
     void *ud;
 
     struct inj_sess *sessions;
-    unsigned nsess; /* sessions not yet freed */
-    unsigned nopen; /* sessions that may take another message */
+    unsigned nsess;   /* sessions not yet freed */
+    unsigned nopen;   /* sessions that may take another message */
     uv_timer_t timer; /* the done callback, and the close callback, from the loop */
     unsigned nconns;
     size_t next; /* the next message to hand out */
@@ -704,7 +704,8 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     /* Held events come with the next feed, even an empty one. */
     while (!s->closing && (off < len || fg_smtp_parser_queued(&s->p, FG_S2C))) {
         unsigned q0 = fg_smtp_parser_queued(&s->p, FG_S2C);
-        size_t n = fg_smtp_parser_feed(&s->p, FG_S2C, off < len ? buf->base + off : NULL, len - off);
+        size_t n =
+            fg_smtp_parser_feed(&s->p, FG_S2C, off < len ? buf->base + off : NULL, len - off);
         off += n;
         if (s->have_reply) {
             s->have_reply = 0;
@@ -838,9 +839,8 @@ static void sess_new(struct fg_injector *inj)
     fg_smtp_parser_init(&s->p, on_event, s);
     s->creq.data = s;
     struct sockaddr_storage ss;
-    int r = strchr(inj->host, ':')
-                ? uv_ip6_addr(inj->host, inj->port, (struct sockaddr_in6 *)&ss)
-                : uv_ip4_addr(inj->host, inj->port, (struct sockaddr_in *)&ss);
+    int r = strchr(inj->host, ':') ? uv_ip6_addr(inj->host, inj->port, (struct sockaddr_in6 *)&ss)
+                                   : uv_ip4_addr(inj->host, inj->port, (struct sockaddr_in *)&ss);
     if (r == 0)
         r = uv_tcp_connect(&s->creq, &s->tcp, (struct sockaddr *)&ss, on_connect);
     if (r < 0) {
@@ -980,7 +980,9 @@ char *fg_injector_body(const struct fg_inject_msg *m, size_t *len)
         case 5:
             if (eight) {
                 /* UTF-8: two-, three- and four-octet sequences */
-                k = snprintf(ln, sizeof(ln), "Gr\xc3\xbc\xc3\x9f" "e %u \xe2\x82\xac \xf0\x9f\x93\xa8 ",
+                k = snprintf(ln, sizeof(ln),
+                             "Gr\xc3\xbc\xc3\x9f"
+                             "e %u \xe2\x82\xac \xf0\x9f\x93\xa8 ",
                              line);
                 break;
             }

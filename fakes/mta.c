@@ -422,7 +422,7 @@ static void raw_send(struct mta_conn *c, const char *d, size_t len)
      * libuv (1.44) would also re-arm the connection's poll watcher after
      * each write, one more epoll_ctl(2) per reply.  uv_try_write refuses
      * while earlier writes are queued, so the order is kept. */
-    int n = getenv("FGNOTRY") ? UV_EAGAIN : uv_try_write((uv_stream_t *)&c->tcp, &(uv_buf_t){.base = (char *)d, .len = len}, 1);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &(uv_buf_t){.base = (char *)d, .len = len}, 1);
     if (n == (int)len)
         return;
     if (n > 0) {
@@ -1008,8 +1008,7 @@ static void cmd_bdat(struct mta_conn *c, const char *arg)
     }
     if (!c->in_mail || !c->nrcpt) {
         if (!blind(c))
-            violation(c, FG_MTA_V_OUT_OF_SEQUENCE, "BDAT without %s",
-                      c->in_mail ? "RCPT" : "MAIL");
+            violation(c, FG_MTA_V_OUT_OF_SEQUENCE, "BDAT without %s", c->in_mail ? "RCPT" : "MAIL");
         snprintf(c->bdat_reply, sizeof(c->bdat_reply), "503 5.5.1 Error: need %s command\r\n",
                  c->in_mail ? "RCPT" : "MAIL");
         return;

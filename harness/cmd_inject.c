@@ -184,11 +184,8 @@ int fg_cmd_inject(int argc, char **argv)
     }
     uv_loop_t loop;
     uv_loop_init(&loop);
-    struct fg_injector_opts o = {.host = host,
-                                 .port = port,
-                                 .msgs = msgs,
-                                 .nmsgs = (size_t)count,
-                                 .timeout_ms = timeout_ms};
+    struct fg_injector_opts o = {
+        .host = host, .port = port, .msgs = msgs, .nmsgs = (size_t)count, .timeout_ms = timeout_ms};
     struct fg_injector *inj;
     uint64_t start = fg_now_ms();
     int r = fg_injector_start(&loop, &o, on_done, NULL, &inj);

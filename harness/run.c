@@ -131,6 +131,8 @@ static void build_messages(struct scen_run *r, const char *run_id)
             m->to = (const char *const *)ms->to;
             m->nto = ms->nto;
             m->size = ms->size;
+            m->flags = ms->flags;
+            m->concurrency = ms->concurrency;
         }
     }
 }

@@ -125,16 +125,16 @@ static int onoff(const struct fg_yaml_doc *d, const struct fg_yaml_node *n, cons
     int rc;
     if ((rc = scalar(d, n, what, err, errlen)))
         return rc;
-    static const char *const yes[] = {"on", "true", "yes", NULL}, *const no[] = {"off", "false",
-                                                                                "no", NULL};
+    static const char *const yes[] = {"on", "true", "yes", NULL};
+    static const char *const no[] = {"off", "false", "no", NULL};
     for (size_t i = 0; yes[i]; i++) {
         if (strcmp(n->scalar, yes[i]) == 0)
             return *out = 1, 0;
         if (strcmp(n->scalar, no[i]) == 0)
             return *out = 0, 0;
     }
-    return fg_yaml_errf(d, n, err, errlen, FG_EINPUT, "%s must be on or off (true or false), not '%s'",
-                        what, n->scalar);
+    return fg_yaml_errf(d, n, err, errlen, FG_EINPUT,
+                        "%s must be on or off (true or false), not '%s'", what, n->scalar);
 }
 
 /* The injector's per-message options (FORMAT.md "Messages"). */
@@ -203,9 +203,9 @@ static int load_message_opts(const struct fg_yaml_doc *d, const struct fg_yaml_n
 static int load_message(const struct fg_yaml_doc *d, const struct fg_yaml_node *n,
                         struct fg_msg_spec *m, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"from",      "to",   "size",        "count",
-                                       "pipelining", "bdat", "eightbit",    "dot_lines",
-                                       "rcpts",     "concurrency", NULL};
+    static const char *const keys[] = {"from",       "to",          "size",     "count",
+                                       "pipelining", "bdat",        "eightbit", "dot_lines",
+                                       "rcpts",      "concurrency", NULL};
     int rc;
     if ((rc = fg_yaml_expect(d, n, FG_YAML_MAP, "a message", err, errlen)) ||
         (rc = fg_yaml_check_keys(d, n, keys, "a message", err, errlen)))
@@ -502,8 +502,8 @@ static int valid_id(const char *s)
 static int load_scenario(const struct fg_yaml_doc *d, struct fg_scenario *s, char *err,
                          size_t errlen)
 {
-    static const char *const keys[] = {"id",       "title",  "kb",     "rfc",      "leg",
-                                       "messages", "faults", "expect", "deadline", "mta",     NULL};
+    static const char *const keys[] = {"id",     "title",  "kb",       "rfc", "leg", "messages",
+                                       "faults", "expect", "deadline", "mta", NULL};
     const struct fg_yaml_node *root = d->root, *v;
     int rc;
     if (!root)

@@ -6,6 +6,7 @@ set -uo pipefail
 dir=$(cd "$(dirname "$0")" && pwd)
 status=0
 bash "$dir/mta_rate.sh" "$@" || status=1
+bash "$dir/injector_rate.sh" "$@" || status=1
 bash "$dir/proxy_throughput.sh" "$@" || status=1
 bash "$dir/proxy_tps.sh" "$@" || status=1
 bash "$dir/proxy_idle_conns.sh" "$@" || status=1

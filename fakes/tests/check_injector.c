@@ -410,7 +410,6 @@ START_TEST(reports_to_capture)
 }
 END_TEST
 
-
 /* --- per-message options (flags, concurrency) against the fake MTA ------ */
 
 static void start_mta_script(struct ctx *c, const struct fg_mta_script *sc)

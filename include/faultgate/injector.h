@@ -48,7 +48,7 @@ struct fg_inject_msg {
                      * is not sent: FG_EPROTO, reply_code 0 */
     int reply_code; /* the refusal's code, or the accepting reply's */
     uint64_t accepted_us;
-    unsigned used;  /* FG_INJ_* as sent: PIPELINING and BDAT only where offered */
+    unsigned used; /* FG_INJ_* as sent: PIPELINING and BDAT only where offered */
 };
 
 struct fg_injector;

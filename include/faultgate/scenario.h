@@ -21,8 +21,8 @@ struct fg_msg_spec {
     char *from;
     char **to;
     size_t nto;
-    uint64_t size;  /* approximate body size in octets */
-    unsigned count; /* how many such messages */
+    uint64_t size;        /* approximate body size in octets */
+    unsigned count;       /* how many such messages */
     unsigned concurrency; /* parallel connections while these are submitted; 0: 1 */
     unsigned flags;       /* FG_INJ_* (faultgate/injector.h): pipelining, bdat, ... */
 };
@@ -62,7 +62,7 @@ struct fg_scenario {
     size_t nfaults;
     struct fg_expect_spec *expects;
     size_t nexpects;
-    uint64_t deadline_ms; /* hard end of the run; 0 = from expectations */
+    uint64_t deadline_ms;      /* hard end of the run; 0 = from expectations */
     struct fg_mta_script *mta; /* the fake MTA's script (`mta:`); NULL: its defaults */
 };
 
