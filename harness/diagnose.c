@@ -24,6 +24,8 @@
 #include "faultgate/error.h"
 #include "faultgate/smtp.h"
 #include "faultgate/util.h"
+#include "faultgate/x400.h"
+#include "faultgate/x400_state.h"
 
 #define DEFAULT_STALL_US (5ull * 1000000)
 #define BODY_KEEP 16384                     /* token and Message-ID are looked for here */
@@ -34,9 +36,10 @@
 #define RECORDS_MAX 100000 /* stalls, unanswered connections, drops */
 #define MSGID_MAX 96
 
-/* Detectors of other protocols.  X.400 (Q194685, invalid minor sync
- * points then an abort) registers here once its codec is in the tree. */
-const struct fg_diag_detector *const fg_diag_detectors[] = {NULL};
+/* Detectors of other protocols: X.400 over RFC 1006 (Q194685, an invalid
+ * minor sync point then an abort), at the end of this file. */
+static const struct fg_diag_detector x400_detector;
+const struct fg_diag_detector *const fg_diag_detectors[] = {&x400_detector, NULL};
 #define DET_MAX 8 /* detectors a connection may have */
 
 /* ---- records kept across connections ----------------------------------- */
@@ -141,7 +144,8 @@ struct cst {
     int in_body;
     uint64_t body_frame, body_us, body_last_frame, body_last_us, body_octets;
     int mail_null;
-    char body[BODY_KEEP];
+    char *body; /* BODY_KEEP octets, allocated at the first body (not
+                   zeroed per connection: most of a session's state is small) */
     size_t body_len;
     int hdr_done, line_start, hash_content;
     uint64_t content_hash;
@@ -160,6 +164,7 @@ struct cst {
     uint64_t s2c_bytes;
     long drop_idx; /* this connection retries after drop dr[drop_idx] */
     void *det[DET_MAX];
+    int claimed; /* a detector of another protocol took the connection */
 };
 
 static uint64_t fnv(uint64_t h, const void *p, size_t n)
@@ -393,6 +398,8 @@ static void wait_begin(struct cst *s, const char *what)
 
 static void body_reset(struct cst *s)
 {
+    if (!s->body)
+        s->body = fg_malloc(BODY_KEEP);
     s->body_len = 0;
     s->hdr_done = 0;
     s->hash_content = 0;
@@ -751,10 +758,18 @@ static void t_data(void *ud, struct fg_trace_conn *tc, enum fg_dir dir, const ui
     s->us = us;
     if (dir == FG_S2C)
         s->s2c_bytes += len;
-    for (size_t i = 0; i < DET_MAX && fg_diag_detectors[i]; i++)
-        if (s->det[i])
-            fg_diag_detectors[i]->data(s->det[i], tc, dir, buf, len, frame, us);
-    if (s->gapped)
+    for (size_t i = 0; i < DET_MAX && fg_diag_detectors[i]; i++) {
+        if (!s->det[i])
+            continue;
+        int mine = fg_diag_detectors[i]->data(s->det[i], tc, dir, buf, len, frame, us);
+        if (mine == FG_DIAG_MINE) {
+            s->claimed = 1;
+        } else if (mine == FG_DIAG_NOT_MINE) {
+            fg_diag_detectors[i]->close(s->det[i], tc, s->dg->rep);
+            s->det[i] = NULL;
+        }
+    }
+    if (s->gapped || s->claimed)
         return;
     const char *p = (const char *)buf;
     while (len) {
@@ -764,6 +779,15 @@ static void t_data(void *ud, struct fg_trace_conn *tc, enum fg_dir dir, const ui
         p += n;
         len -= n;
     }
+}
+
+static void det_tcp(struct fg_trace_conn *tc, enum fg_dir dir, enum fg_diag_tcp what,
+                    uint64_t frame, uint64_t us)
+{
+    struct cst *s = tc->user;
+    for (size_t i = 0; i < DET_MAX && fg_diag_detectors[i]; i++)
+        if (s->det[i] && fg_diag_detectors[i]->tcp)
+            fg_diag_detectors[i]->tcp(s->det[i], tc, (int)dir, what, frame, us);
 }
 
 static void t_end(struct cst *s, int dir, int rst, uint64_t frame, uint64_t us)
@@ -780,11 +804,13 @@ static void t_end(struct cst *s, int dir, int rst, uint64_t frame, uint64_t us)
 
 static void t_fin(void *ud, struct fg_trace_conn *tc, enum fg_dir dir, uint64_t frame, uint64_t us)
 {
+    det_tcp(tc, dir, FG_DIAG_FIN, frame, us);
     t_end(tc->user, (int)dir, 0, frame, us);
 }
 
 static void t_rst(void *ud, struct fg_trace_conn *tc, enum fg_dir dir, uint64_t frame, uint64_t us)
 {
+    det_tcp(tc, dir, FG_DIAG_RST, frame, us);
     t_end(tc->user, (int)dir, 1, frame, us);
 }
 
@@ -792,6 +818,7 @@ static void t_gap(void *ud, struct fg_trace_conn *tc, enum fg_dir dir, uint64_t 
                   uint64_t frame, uint64_t us)
 {
     struct cst *s = tc->user;
+    det_tcp(tc, dir, FG_DIAG_GAP, frame, us);
     if (dir == FG_S2C)
         s->gap_s2c = 1;
     else
@@ -893,6 +920,16 @@ static void t_close(void *ud, struct fg_trace_conn *tc)
     for (size_t i = 0; i < DET_MAX && fg_diag_detectors[i]; i++)
         if (s->det[i])
             fg_diag_detectors[i]->close(s->det[i], tc, dg->rep);
+    if (s->claimed) {
+        /* Another protocol's connection: none of the SMTP symptoms. */
+        for (size_t i = 0; i < s->nawait; i++)
+            if (s->await[i] && s->await[i]->state == M_SEEN)
+                mrec_free(dg, s->await[i]);
+        tc->user = NULL;
+        free(s->body);
+        free(s);
+        return;
+    }
     if (s->smtp || s->greeted)
         dg->rep->smtp_conns++;
 
@@ -978,6 +1015,7 @@ static void t_close(void *ud, struct fg_trace_conn *tc)
         if (s->await[i] && s->await[i]->state == M_SEEN)
             mrec_free(dg, s->await[i]);
     tc->user = NULL;
+    free(s->body);
     free(s);
 }
 
@@ -1218,15 +1256,254 @@ void fg_diag_report_free(struct fg_diag_report *r)
     free(r);
 }
 
+/* ---- Q194685: X.400 over RFC 1006 ------------------------------------- */
+
+/* Each connection whose client speaks first with a TPKT (RFC 1006 §6:
+ * 03 00 and a length) and whose first TPDU is a CR is decoded with the
+ * shared codec (x400.h), and every SPDU of both directions goes in wire
+ * order through the shared X.225 rules (x400_state.h), as one observer:
+ * the same rules the X.400 timeline and the fake X.400 MTA apply.  The
+ * symptom (KB Q194685) is a MIP or MIA that broke a rule, followed on
+ * the same connection by an abort: a session AB (X.225 §7.9.2), a COTP
+ * DR or ER (X.224 §13.5, §13.12) or a TCP RST, before any release.  A
+ * capture that starts mid-association (no CR) is not judged: the session
+ * state is unknown there. */
+
+struct x4d;
+
+struct x4side {
+    struct x4d *d;
+    int dir;
+    struct fg_x400_dec dec;
+    int dead;
+};
+
+struct x4d {
+    int state; /* FG_DIAG_UNSURE, FG_DIAG_MINE, FG_DIAG_NOT_MINE */
+    uint8_t head[4];
+    size_t nhead;
+    int dec_on, started; /* decoders allocated; the CR was seen */
+    struct x4side side[2];
+    struct fg_x400_sm sm;
+    uint64_t frame, us;
+    int gapped, released;
+    unsigned mips;
+    /* the first invalid minor sync point */
+    int bad;
+    unsigned nbad;
+    uint64_t bad_frame, bad_us;
+    int bad_dir;
+    char bad_desc[64];
+    struct fg_x400_violation v;
+    unsigned mips_before;
+    /* the abort after it */
+    int aborted;
+    uint64_t ab_frame, ab_us;
+    int ab_dir;
+    char ab_desc[96];
+};
+
+static const char *x4_side_name(int dir)
+{
+    /* RFC 1006 §5: the TCP client sends the CR, so it is the initiator. */
+    return dir == FG_C2S ? "the initiator" : "the responder";
+}
+
+static void x4_abort(struct x4d *d, int dir, const char *desc)
+{
+    if (!d->bad || d->aborted || d->released)
+        return;
+    d->aborted = 1;
+    d->ab_frame = d->frame;
+    d->ab_us = d->us;
+    d->ab_dir = dir;
+    snprintf(d->ab_desc, sizeof d->ab_desc, "%s", desc);
+}
+
+static void x4_spdu(struct x4d *d, int dir, const struct fg_spdu *sp)
+{
+    char desc[96];
+    if (sp->type == FG_SPDU_AB) {
+        if (sp->has & FG_SP_TDISC)
+            snprintf(desc, sizeof desc, "AB (transport disconnect %02x: %s)", sp->tdisc,
+                     (sp->tdisc & FG_TDISC_PROTO_ERROR)  ? "protocol error"
+                     : (sp->tdisc & FG_TDISC_USER_ABORT) ? "user abort"
+                                                         : "no reason");
+        else
+            snprintf(desc, sizeof desc, "AB");
+        x4_abort(d, dir, desc);
+    }
+    if (sp->type == FG_SPDU_DN)
+        d->released = 1;
+    if (d->gapped)
+        return; /* the session state is unknown past a hole */
+    struct fg_x400_violation v;
+    enum fg_x400_side from = dir == FG_C2S ? FG_X400_INITIATOR : FG_X400_RESPONDER;
+    int broke = fg_x400_sm_apply(&d->sm, from, sp, &v);
+    int sync = sp->type == FG_SPDU_MIP || sp->type == FG_SPDU_MIA;
+    if (sp->type == FG_SPDU_MIP)
+        d->mips++;
+    if (!broke || !sync || d->aborted)
+        return; /* what was in flight after the abort is not judged */
+    d->nbad++;
+    if (d->bad)
+        return;
+    d->bad = 1;
+    d->bad_frame = d->frame;
+    d->bad_us = d->us;
+    d->bad_dir = dir;
+    d->v = v;
+    d->mips_before = d->mips - (sp->type == FG_SPDU_MIP);
+    /* Named the way tshark shows it: "GT+MIP serial 0". */
+    const char *pre = sp->index > 0 && sp->prev == FG_SPDU_GT   ? "GT+"
+                      : sp->index > 0 && sp->prev == FG_SPDU_PT ? "PT+"
+                                                                : "";
+    char sn[24];
+    fg_x400_serial_str(sp, sn, sizeof sn);
+    snprintf(d->bad_desc, sizeof d->bad_desc, "%s%s serial %s", pre, fg_spdu_name(sp->type), sn);
+}
+
+static void x4_cb(void *ud, const struct fg_x400_event *ev)
+{
+    struct x4side *xs = ud;
+    struct x4d *d = xs->d;
+    char desc[64];
+    switch (ev->kind) {
+    case FG_X400_EV_TPDU:
+        if (!d->started) {
+            /* Judged only from the connection's start (RFC 1006 §5). */
+            if (xs->dir != FG_C2S || ev->tpdu->code != FG_COTP_CR) {
+                d->state = FG_DIAG_NOT_MINE;
+                return;
+            }
+            d->started = 1;
+        }
+        if (ev->tpdu->code == FG_COTP_DR || ev->tpdu->code == FG_COTP_ER) {
+            snprintf(desc, sizeof desc, "COTP %s %s %02x", fg_cotp_name(ev->tpdu->code),
+                     ev->tpdu->code == FG_COTP_DR ? "reason" : "cause", ev->tpdu->reason);
+            x4_abort(d, xs->dir, desc);
+        }
+        break;
+    case FG_X400_EV_SPDU:
+        if (d->started)
+            x4_spdu(d, xs->dir, ev->spdu);
+        break;
+    case FG_X400_EV_ERROR:
+        if (ev->fatal)
+            xs->dead = 1;
+        break;
+    }
+}
+
+static void *x4_open(const struct fg_trace_conn *c)
+{
+    (void)c;
+    return fg_calloc(1, sizeof(struct x4d));
+}
+
+static int x4_data(void *st, const struct fg_trace_conn *c, int dir, const uint8_t *buf, size_t len,
+                   uint64_t frame, uint64_t us)
+{
+    (void)c;
+    struct x4d *d = st;
+    if (d->state == FG_DIAG_UNSURE) {
+        /* RFC 1006: the client speaks first, with a TPKT (03 00 LL LL). */
+        if (dir != FG_C2S)
+            return FG_DIAG_NOT_MINE;
+        size_t n = len < 4 - d->nhead ? len : 4 - d->nhead;
+        memcpy(d->head + d->nhead, buf, n);
+        d->nhead += n;
+        if (!fg_x400_looks_like_tpkt(d->head, d->nhead))
+            return FG_DIAG_NOT_MINE;
+        if (!d->dec_on) {
+            d->dec_on = 1;
+            fg_x400_sm_init(&d->sm);
+            for (int k = 0; k < 2; k++) {
+                d->side[k].d = d;
+                d->side[k].dir = k;
+                fg_x400_dec_init(&d->side[k].dec, 0, x4_cb, &d->side[k]);
+            }
+        }
+        if (d->nhead == 4)
+            d->state = FG_DIAG_MINE;
+    }
+    d->frame = frame;
+    d->us = us;
+    if (!d->side[dir].dead)
+        fg_x400_dec_feed(&d->side[dir].dec, buf, len);
+    return d->state;
+}
+
+static void x4_tcp(void *st, const struct fg_trace_conn *c, int dir, enum fg_diag_tcp what,
+                   uint64_t frame, uint64_t us)
+{
+    (void)c;
+    struct x4d *d = st;
+    if (!d->dec_on)
+        return;
+    d->frame = frame;
+    d->us = us;
+    if (what == FG_DIAG_RST) {
+        x4_abort(d, dir, "TCP RST");
+    } else if (what == FG_DIAG_GAP) {
+        /* Where the decoder stands after a hole cannot be known: that
+         * direction is no longer decoded, and rules are no longer applied
+         * (an SPDU missing from one side would make the other's look
+         * invalid).  A violation found before the hole stands. */
+        d->gapped = 1;
+        d->side[dir].dead = 1;
+    }
+}
+
+static void x4_close(void *st, const struct fg_trace_conn *c, struct fg_diag_report *r)
+{
+    struct x4d *d = st;
+    if (d->state == FG_DIAG_MINE && d->started)
+        r->x400_conns++;
+    if (d->state == FG_DIAG_MINE && d->bad && d->aborted) {
+        char a[32], b[32];
+        struct fg_diag_finding f;
+        finding_init(&f, "Q194685", "invalid minor sync point followed by an abort", c->id,
+                     c->client_str, c->server_str, d->bad_us);
+        frame_push(&f, d->bad_frame);
+        frame_push(&f, d->ab_frame);
+        snprintf(f.rule, sizeof f.rule, "%s", d->v.rule ? d->v.rule : "");
+        snprintf(f.source, sizeof f.source, "%s", d->v.source ? d->v.source : "");
+        uint64_t t0 = r->stats.first_us;
+        f.summary = fg_asprintf(
+            "%s sent by %s at frame %llu (t=+%s s) broke %s (%s); %s ended the association "
+            "with %s at frame %llu, %s s later",
+            d->bad_desc, x4_side_name(d->bad_dir), (unsigned long long)d->bad_frame,
+            secs(a, sizeof a, d->bad_us > t0 ? d->bad_us - t0 : 0), f.rule, f.source,
+            x4_side_name(d->ab_dir), d->ab_desc, (unsigned long long)d->ab_frame,
+            secs(b, sizeof b, d->ab_us > d->bad_us ? d->ab_us - d->bad_us : 0));
+        f.detail = fg_asprintf("%s\n%u minor sync point%s before it; %u invalid before the "
+                               "abort",
+                               d->v.text, d->mips_before, d->mips_before == 1 ? "" : "s", d->nbad);
+        fg_diag_add(r, &f);
+        free(f.summary);
+        free(f.detail);
+    }
+    if (d->dec_on)
+        for (int k = 0; k < 2; k++)
+            fg_x400_dec_free(&d->side[k].dec);
+    free(d);
+}
+
+static const struct fg_diag_detector x400_detector = {"x400", x4_open, x4_data, x4_tcp, x4_close};
+
 /* ---- output ------------------------------------------------------------- */
 
 void fg_diag_print(FILE *f, const char *path, const struct fg_diag_report *r)
 {
     char a[32];
     const struct fg_trace_stats *st = &r->stats;
-    fprintf(f, "%s: %llu frames, %llu connections (%llu SMTP), %llu messages, %s s\n", path,
+    char x4[48] = "";
+    if (r->x400_conns)
+        snprintf(x4, sizeof x4, ", %llu X.400", (unsigned long long)r->x400_conns);
+    fprintf(f, "%s: %llu frames, %llu connections (%llu SMTP%s), %llu messages, %s s\n", path,
             (unsigned long long)st->frames, (unsigned long long)st->conns,
-            (unsigned long long)r->smtp_conns, (unsigned long long)r->messages,
+            (unsigned long long)r->smtp_conns, x4, (unsigned long long)r->messages,
             secs(a, sizeof a, st->last_us > st->first_us ? st->last_us - st->first_us : 0));
     if (st->gaps)
         fprintf(f, "  %llu gap%s in the reassembled streams: what depends on them is left open\n",
@@ -1239,6 +1516,8 @@ void fg_diag_print(FILE *f, const char *path, const struct fg_diag_report *r)
         for (size_t k = 0; k < x->nframes; k++)
             fprintf(f, "%s%llu", k ? ", " : " ", (unsigned long long)x->frames[k]);
         fprintf(f, "\n  %s\n", x->summary);
+        if (x->rule[0])
+            fprintf(f, "  rule broken: %s (%s)\n", x->rule, x->source);
         if (x->detail) {
             const char *p = x->detail;
             while (*p) {
@@ -1267,6 +1546,7 @@ int fg_diag_print_json(FILE *f, const char *path, const struct fg_diag_report *r
     json_object_set_new(t, "frames", json_integer((json_int_t)st->frames));
     json_object_set_new(t, "connections", json_integer((json_int_t)st->conns));
     json_object_set_new(t, "smtp_connections", json_integer((json_int_t)r->smtp_conns));
+    json_object_set_new(t, "x400_connections", json_integer((json_int_t)r->x400_conns));
     json_object_set_new(t, "messages", json_integer((json_int_t)r->messages));
     json_object_set_new(t, "relayed", json_integer((json_int_t)r->relayed));
     json_object_set_new(t, "gaps", json_integer((json_int_t)st->gaps));
@@ -1292,6 +1572,8 @@ int fg_diag_print_json(FILE *f, const char *path, const struct fg_diag_report *r
         json_object_set_new(
             j, "t", json_real(x->us > st->first_us ? (double)(x->us - st->first_us) / 1e6 : 0.0));
         json_object_set_new(j, "summary", json_string(x->summary));
+        json_object_set_new(j, "rule", x->rule[0] ? json_string(x->rule) : json_null());
+        json_object_set_new(j, "rule_source", x->rule[0] ? json_string(x->source) : json_null());
         json_object_set_new(j, "detail", x->detail ? json_string(x->detail) : json_null());
         json_array_append_new(fa, j);
     }

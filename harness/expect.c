@@ -12,6 +12,8 @@
  * proxy's accept order, which is what fault decisions count), their
  * endpoints, frame numbers, and times relative to the trace's first frame.
  */
+#include <errno.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -892,6 +894,176 @@ static enum fg_verdict fate_one(const struct fg_meta_token *tok, const struct fg
     return strcmp(fate, "deferred") == 0 ? FG_V_INCONC : FG_V_FAIL;
 }
 
+/* The cross-check of the trace against the fake MTA's ledger: the
+ * deliveries the wire shows (a 2xx to the end of data on a connection to
+ * the MTA's port) and the messages the MTA recorded, counted per token.
+ * When they disagree the trace is not a faithful record of the run (a
+ * capture that dropped packets, a gap, a connection the capture missed),
+ * so a fate read from it is not asserted. */
+struct lrow {
+    char token[FG_TOKEN_MAX];
+    size_t wire, ledger;
+    unsigned wire_conn, ledger_conn; /* first of each: port order / the MTA's number */
+    uint64_t wire_frame;
+};
+
+struct lcheck {
+    int done;      /* the ledger was read */
+    char *path;    /* owned */
+    char *problem; /* why it was not read (owned), or NULL */
+    struct lrow *row;
+    size_t nrow, caprow;
+    size_t nwire, nledger;
+    struct sb text; /* the disagreements, for the evidence */
+    size_t nbad;
+};
+
+static struct lrow *lrow_get(struct lcheck *lc, const char *token)
+{
+    for (size_t i = 0; i < lc->nrow; i++)
+        if (strcmp(lc->row[i].token, token) == 0)
+            return &lc->row[i];
+    struct lrow *r = FG_ARRAY_PUSH(lc->row, lc->nrow, lc->caprow);
+    memset(r, 0, sizeof *r);
+    snprintf(r->token, sizeof r->token, "%s", token);
+    return r;
+}
+
+/* Read the ledger's "message" lines (JSON lines, fakes/mta.c). */
+static int ledger_read(struct lcheck *lc)
+{
+    FILE *f = fopen(lc->path, "r");
+    if (!f) {
+        lc->problem = fg_asprintf("%s: %s", lc->path, strerror(errno));
+        return -1;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    unsigned lineno = 0;
+    while ((n = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        if (n == 0 || line[0] == '\n')
+            continue;
+        json_error_t je;
+        json_t *o = json_loadb(line, (size_t)n, 0, &je);
+        if (!o || !json_is_object(o)) {
+            lc->problem =
+                fg_asprintf("%s:%u:%d: %s", lc->path, lineno, je.column > 0 ? je.column : 1,
+                            o ? "not a JSON object" : je.text);
+            json_decref(o);
+            free(line);
+            fclose(f);
+            return -1;
+        }
+        const char *ev = json_string_value(json_object_get(o, "event"));
+        if (!ev || strcmp(ev, "message") == 0) {
+            const char *tok = json_string_value(json_object_get(o, "token"));
+            struct lrow *r = lrow_get(lc, tok ? tok : "");
+            if (r->ledger++ == 0)
+                r->ledger_conn = (unsigned)json_integer_value(json_object_get(o, "conn"));
+            lc->nledger++;
+        }
+        json_decref(o);
+    }
+    free(line);
+    fclose(f);
+    return 0;
+}
+
+static void ledger_check(struct lcheck *lc, const struct fg_judge_ctx *ctx, struct fg_tl_conn **out,
+                         size_t nout)
+{
+    memset(lc, 0, sizeof *lc);
+    const struct fg_meta *m = ctx->meta;
+    if (!m->ledger || !m->ledger[0] || !ctx->pcap)
+        return;
+    /* The ledger's path is relative to the meta file, which is beside
+     * the capture. */
+    if (m->ledger[0] == '/') {
+        lc->path = fg_strdup(m->ledger);
+    } else {
+        const char *slash = strrchr(ctx->pcap, '/');
+        lc->path = slash ? fg_asprintf("%.*s/%s", (int)(slash - ctx->pcap), ctx->pcap, m->ledger)
+                         : fg_strdup(m->ledger);
+    }
+    if (ledger_read(lc) < 0)
+        return;
+    lc->done = 1;
+    for (size_t i = 0; i < nout; i++)
+        for (size_t j = 0; j < out[i]->nmsg; j++) {
+            const struct fg_tl_msg *mm = &out[i]->msg[j];
+            if (mm->reply_code / 100 != 2 || mm->reply_event >= out[i]->nev)
+                continue;
+            struct lrow *r = lrow_get(lc, mm->token);
+            if (r->wire++ == 0) {
+                r->wire_conn = (unsigned)i + 1;
+                r->wire_frame = out[i]->ev[mm->reply_event].frame;
+            }
+            lc->nwire++;
+        }
+    /* A token the one side found and the other did not (a bounce that
+     * quotes it beyond the part the timeline scans) is still the same
+     * message: what is left over without a token on one side pairs with
+     * what is left over with a token on the other. */
+    size_t wire_untok = 0, ledger_untok = 0, wire_extra = 0, ledger_extra = 0;
+    for (size_t i = 0; i < lc->nrow; i++) {
+        struct lrow *r = &lc->row[i];
+        size_t w = r->wire > r->ledger ? r->wire - r->ledger : 0;
+        size_t l = r->ledger > r->wire ? r->ledger - r->wire : 0;
+        if (!r->token[0]) {
+            wire_untok += w;
+            ledger_untok += l;
+        } else {
+            wire_extra += w;
+            ledger_extra += l;
+        }
+    }
+    size_t pair_w = wire_untok < ledger_extra ? wire_untok : ledger_extra;
+    size_t pair_l = ledger_untok < wire_extra ? ledger_untok : wire_extra;
+    if (wire_untok == pair_w && ledger_untok == pair_l && wire_extra == pair_l &&
+        ledger_extra == pair_w)
+        return; /* every message accounted for */
+    for (size_t i = 0; i < lc->nrow; i++) {
+        struct lrow *r = &lc->row[i];
+        if (r->wire == r->ledger)
+            continue;
+        lc->nbad++;
+        const char *tok = r->token[0] ? r->token : "(none)";
+        if (r->wire > r->ledger)
+            sb_printf(&lc->text,
+                      "%stoken %s: %zu deliver%s on the wire (first: proxy-to-MTA connection #%u, "
+                      "frame %llu) but %zu in the fake MTA's ledger %s",
+                      lc->nbad > 1 ? "; " : "", tok, r->wire, r->wire == 1 ? "y" : "ies",
+                      r->wire_conn, (unsigned long long)r->wire_frame, r->ledger, lc->path);
+        else
+            sb_printf(&lc->text,
+                      "%stoken %s: %zu message%s in the fake MTA's ledger %s (first: its "
+                      "connection %u) but %zu deliver%s seen on the wire",
+                      lc->nbad > 1 ? "; " : "", tok, r->ledger, r->ledger == 1 ? "" : "s", lc->path,
+                      r->ledger_conn, r->wire, r->wire == 1 ? "y" : "ies");
+    }
+}
+
+/* Whether the ledger and the wire disagree about token. */
+static int ledger_disagrees(const struct lcheck *lc, const char *token)
+{
+    if (!lc->done || !lc->nbad)
+        return 0;
+    for (size_t i = 0; i < lc->nrow; i++)
+        if (strcmp(lc->row[i].token, token) == 0)
+            return lc->row[i].wire != lc->row[i].ledger;
+    return 0;
+}
+
+static void ledger_free(struct lcheck *lc)
+{
+    free(lc->path);
+    free(lc->problem);
+    free(lc->row);
+    free(lc->text.s);
+}
+
 static void eval_fate(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
                       uint64_t limit_ms, struct fg_outcome *o)
 {
@@ -903,6 +1075,8 @@ static void eval_fate(const struct fg_expect_spec *e, const struct fg_judge_ctx 
     enum fg_verdict worst = FG_V_PASS;
     char *wsum = NULL;
     size_t nbad = 0;
+    struct lcheck lc;
+    ledger_check(&lc, ctx, out, nout);
 
     for (size_t i = 0; i < m->ntokens; i++) {
         char *fate = NULL;
@@ -910,25 +1084,53 @@ static void eval_fate(const struct fg_expect_spec *e, const struct fg_judge_ctx 
             sb_printf(&ev, "\n");
         enum fg_verdict v =
             fate_one(&m->tokens[i], e, limit_ms, ctx, in, nin, out, nout, o, &ev, &fate);
+        /* The wire and the ledger disagree about this message: its fate
+         * as the trace shows it is not asserted either way. */
+        int unsure =
+            v != FG_V_INCONC && v != FG_V_ERROR && ledger_disagrees(&lc, m->tokens[i].token);
+        if (unsure) {
+            sb_printf(&ev, " (but the fake MTA's ledger disagrees with the trace)");
+            v = FG_V_INCONC;
+        }
         if (v != FG_V_PASS) {
             nbad++;
             if (!wsum || verdict_rank(v) > verdict_rank(worst)) {
                 free(wsum);
-                wsum =
-                    fg_asprintf("message %s: %s, expected %s", m->tokens[i].token, fate, e->fate);
+                wsum = fg_asprintf(
+                    "message %s: %s%s, expected %s", m->tokens[i].token, fate,
+                    unsure ? " on the wire, but the fake MTA's ledger disagrees" : "", e->fate);
             }
             worst = fg_verdict_worst(worst, v);
         }
     }
     free(in);
     free(out);
+    if (lc.done && lc.nbad) {
+        sb_printf(&ev, "%sledger disagrees with the trace: %s", m->ntokens ? "\n" : "", lc.text.s);
+        if (worst == FG_V_PASS && m->ntokens) {
+            /* Only messages the run did not inject disagree. */
+            worst = FG_V_INCONC;
+            nbad = 0;
+            free(wsum);
+            wsum = fg_asprintf("%zu message%s %s as expected on the wire, but the fake MTA's "
+                               "ledger disagrees with the trace",
+                               m->ntokens, m->ntokens == 1 ? "" : "s", e->fate);
+        }
+    } else if (lc.done && m->ntokens) {
+        sb_printf(&ev, "\nledger agrees: %zu message%s", lc.nledger, lc.nledger == 1 ? "" : "s");
+    } else if (lc.problem && m->ntokens) {
+        sb_printf(&ev, "\nledger not read (%s): not cross-checked", lc.problem);
+    }
+    ledger_free(&lc);
     if (m->ntokens == 0) {
         sb_printf(&ev, "the run's metadata lists no injected message");
         set_result(o, FG_V_INCONC, fg_strdup("no message was injected"));
-    } else if (nbad == 0) {
+    } else if (nbad == 0 && worst == FG_V_PASS) {
         set_result(o, FG_V_PASS,
                    fg_asprintf("%zu message%s: %s as expected", m->ntokens,
                                m->ntokens == 1 ? "" : "s", e->fate));
+    } else if (nbad == 0) {
+        set_result(o, worst, wsum); /* the ledger alone disagrees */
     } else {
         if (nbad > 1) {
             char *s =

@@ -1,9 +1,10 @@
 #!/bin/sh
 # judge_speed.sh - the analyzer against tshark over the same large capture.
 #
-# usage: ci/bench/judge_speed.sh [BUILD_DIR] [SESSIONS] [BODY_OCTETS]
+# usage: ci/bench/judge_speed.sh [--full] [BUILD_DIR] [SESSIONS] [BODY_OCTETS]
 #   default: build, 100000 sessions, 10240-octet bodies (a capture of about
-#   1.4 GB); `ci/bench/judge_speed.sh build 2000` is the short CI version.
+#   1.4 GB, the same as --full, which may come anywhere in the arguments);
+#   `ci/bench/judge_speed.sh build 2000` is the short CI version.
 #
 # Generates the capture with gen_trace (built by meson), then times, over
 # that same file: `faultgate diagnose`, `faultgate judge` (a run embedded
@@ -12,6 +13,14 @@
 # tshark's time to each.  Exit status 1 if tshark is missing or a tool
 # failed; the ratios are reported, not asserted (the target is >= 50x).
 set -eu
+# --full (anywhere) is the default size; drop it from the arguments.
+n=$#
+while [ "$n" -gt 0 ]; do
+    a=$1
+    shift
+    [ "$a" = "--full" ] || set -- "$@" "$a"
+    n=$((n - 1))
+done
 build=${1:-build}
 sessions=${2:-100000}
 body=${3:-10240}

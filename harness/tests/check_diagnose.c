@@ -18,6 +18,7 @@
 #include "faultgate/diagnose.h"
 #include "faultgate/error.h"
 #include "faultgate/util.h"
+#include "faultgate/x400.h"
 
 static char tmpdir[64];
 static char path[128];
@@ -660,6 +661,332 @@ START_TEST(bad_captures)
 }
 END_TEST
 
+/* ---- Q194685: X.400 over RFC 1006 --------------------------------------- */
+
+/* Bytes of one side cut into segments of at most mss octets; returns the
+ * frame holding the last octet. */
+static uint64_t xsend(struct conn *c, int dir, const struct fg_x400_buf *b, size_t mss)
+{
+    uint64_t f = 0;
+    for (size_t off = 0; off < b->len; off += mss)
+        f = seg(c, dir, PSH | ACK, (const char *)b->p + off,
+                b->len - off < mss ? b->len - off : mss);
+    return f;
+}
+
+/* SPDUs (a TSDU) in DT TPDUs of 128 octets. */
+static uint64_t xtsdu(struct conn *c, int dir, const struct fg_x400_buf *t, size_t mss)
+{
+    struct fg_x400_buf b = {0};
+    fg_x400_put_dt(&b, t->p, t->len, 128);
+    uint64_t f = xsend(c, dir, &b, mss);
+    fg_x400_buf_free(&b);
+    return f;
+}
+
+/* A category-0 SPDU (GT or PT; 0: none) then si with a serial (< 0: none). */
+static uint64_t xpair(struct conn *c, int dir, uint8_t si0, uint8_t si, int serial, size_t mss)
+{
+    struct fg_x400_buf t = {0}, p = {0};
+    if (si0)
+        fg_x400_put_spdu(&t, si0, NULL, 0, NULL, 0, 0);
+    if (serial >= 0)
+        fg_x400_put_serial(&p, (uint32_t)serial);
+    fg_x400_put_spdu(&t, si, p.p, p.len, NULL, 0, 0);
+    uint64_t f = xtsdu(c, dir, &t, mss);
+    fg_x400_buf_free(&t);
+    fg_x400_buf_free(&p);
+    return f;
+}
+
+static uint64_t xone(struct conn *c, int dir, uint8_t si, const struct fg_x400_buf *params,
+                     size_t mss)
+{
+    struct fg_x400_buf t = {0};
+    fg_x400_put_spdu(&t, si, params ? params->p : NULL, params ? params->len : 0, NULL, 0, 0);
+    uint64_t f = xtsdu(c, dir, &t, mss);
+    fg_x400_buf_free(&t);
+    return f;
+}
+
+/* CR/CC, CN with PConnect, AC with PAccept, and an activity (GT+AS). */
+static void xassociate(struct conn *c, size_t mss)
+{
+    struct fg_x400_buf b = {0}, ud = {0}, p = {0}, g = {0};
+    fg_x400_put_cr(&b, 1, 0x0b, "\x00\x01", 2, "\x00\x01", 2);
+    xsend(c, 0, &b, mss);
+    b.len = 0;
+    fg_x400_put_cc(&b, 1, 0x4242, 0x0b, "\x00\x01", 2, "\x00\x01", 2);
+    xsend(c, 1, &b, mss);
+    fg_x400_rts_pconnect(&ud, 1, 3, 1, NULL, 0);
+    fg_x400_put_pi_byte(&g, FG_PI_PROTO_OPT, 0);
+    fg_x400_put_pi_byte(&g, FG_PI_VERSION, 2);
+    fg_x400_put_pi_byte(&g, FG_PI_TOKEN_SETTING, 0);
+    fg_x400_put_pi(&p, FG_PGI_CONN_ACC, g.p, g.len);
+    fg_x400_put_pi_u16(&p, FG_PI_SUR, FG_SUR_RTS);
+    fg_x400_put_pi(&p, FG_PGI_USER_DATA, ud.p, ud.len);
+    xone(c, 0, FG_SI_CN, &p, mss);
+    p.len = ud.len = 0;
+    fg_x400_rts_paccept(&ud, 1, 3, NULL, 0);
+    fg_x400_put_pi(&p, FG_PGI_CONN_ACC, g.p, g.len);
+    fg_x400_put_pi_u16(&p, FG_PI_SUR, FG_SUR_RTS);
+    fg_x400_put_pi(&p, FG_PGI_USER_DATA, ud.p, ud.len);
+    xone(c, 1, FG_SI_AC, &p, mss);
+    struct fg_x400_buf t = {0};
+    p.len = 0;
+    fg_x400_put_pi(&p, FG_PI_ACT_ID, "\x02\x01\x01", 3);
+    fg_x400_put_spdu(&t, FG_SI_GT, NULL, 0, NULL, 0, 0);
+    fg_x400_put_spdu(&t, FG_SI_AS, p.p, p.len, NULL, 0, 0);
+    xtsdu(c, 0, &t, mss);
+    fg_x400_buf_free(&t);
+    fg_x400_buf_free(&b);
+    fg_x400_buf_free(&ud);
+    fg_x400_buf_free(&p);
+    fg_x400_buf_free(&g);
+}
+
+static void xdata(struct conn *c, size_t mss)
+{
+    static const char text[] = "From: a@b.test\r\nX-Faultgate-Token: tok-x4\r\n\r\nhello\r\n";
+    struct fg_x400_buf t = {0};
+    fg_x400_put_spdu(&t, FG_SI_GT, NULL, 0, NULL, 0, 0);
+    fg_x400_put_spdu(&t, FG_SI_DT, NULL, 0, text, sizeof text - 1, 0);
+    xtsdu(c, 0, &t, mss);
+    fg_x400_buf_free(&t);
+}
+
+enum xabort { XA_AB, XA_DR, XA_RST, XA_NONE };
+
+/* The peer (the responder) ends the association; returns the frame. */
+static uint64_t xabort(struct conn *c, enum xabort how, size_t mss)
+{
+    struct fg_x400_buf p = {0};
+    uint64_t f = 0;
+    switch (how) {
+    case XA_AB:
+        fg_x400_put_pi_byte(&p, FG_PI_TDISC, FG_TDISC_RELEASED | FG_TDISC_PROTO_ERROR);
+        f = xone(c, 1, FG_SI_AB, &p, mss);
+        fin(c, 1);
+        fin(c, 0);
+        break;
+    case XA_DR:
+        fg_x400_put_dr(&p, 1, 0x4242, 0);
+        f = xsend(c, 1, &p, mss);
+        fin(c, 1);
+        fin(c, 0);
+        break;
+    case XA_RST:
+        f = seg(c, 1, RST | ACK, "", 0);
+        break;
+    case XA_NONE:
+        break;
+    }
+    fg_x400_buf_free(&p);
+    return f;
+}
+
+/* AE/AEA then FN/DN: a released association. */
+static void xrelease(struct conn *c, unsigned next_sn, size_t mss)
+{
+    xpair(c, 0, FG_SI_GT, FG_SI_AE, (int)next_sn, mss);
+    xpair(c, 1, FG_SI_PT, FG_SI_AEA, (int)next_sn, mss);
+    struct fg_x400_buf p = {0};
+    fg_x400_put_pi_byte(&p, FG_PI_TDISC, FG_TDISC_RELEASED);
+    xone(c, 0, FG_SI_FN, &p, mss);
+    xone(c, 1, FG_SI_DN, NULL, mss);
+    fg_x400_buf_free(&p);
+    fin(c, 0);
+    fin(c, 1);
+}
+
+/* A healthy transfer: nmip valid MIPs, each answered, then release. */
+static void xhealthy(struct conn *c, unsigned nmip, size_t mss)
+{
+    xassociate(c, mss);
+    for (unsigned k = 1; k <= nmip; k++) {
+        xdata(c, mss);
+        xpair(c, 0, FG_SI_GT, FG_SI_MIP, (int)k, mss);
+        xpair(c, 1, FG_SI_PT, FG_SI_MIA, (int)k, mss);
+    }
+    xrelease(c, nmip + 1, mss);
+}
+
+struct x4case {
+    int serials[3]; /* of the MIPs sent; the first invalid one is the symptom */
+    int bare;       /* that MIP is sent without its GT */
+    const char *rule, *desc;
+};
+
+static const struct x4case x4cases[] = {
+    {{0, 1, 2}, 0, "serial-not-vm", "GT+MIP serial 0"},
+    {{1, 1, 2}, 0, "serial-not-vm", "GT+MIP serial 1"},
+    {{1, 2, 4}, 0, "serial-not-vm", "GT+MIP serial 4"},
+    {{1, 2, 3}, 1, "concatenation", "MIP serial 1"},
+};
+
+/* Each invalid minor sync point, each kind of abort, on the standard port
+ * and another, segmented finely and coarsely, between healthy SMTP and
+ * X.400 traffic: one finding at the bad SPDU's frame and the abort's, with
+ * the rule and its X.225 source, in the report, the person's text and the
+ * JSON. */
+START_TEST(q194685_invalid_sync_then_abort)
+{
+    const struct x4case *xc = &x4cases[_i % 4];
+    enum xabort how = (enum xabort)((_i / 4) % 3);
+    int port = (_i / 12) % 2 ? 102 : 7001;
+    size_t mss = (_i / 24) % 2 ? 1 : 1448;
+
+    struct writer w;
+    w_open(&w);
+    session(&w, "10.0.0.5", 40001, "10.0.0.1", 25, "a@company1.test", "Subject: s\r\n");
+    struct conn ok = c_open(&w, "10.0.0.1", 41000, "10.0.0.7", port);
+    xhealthy(&ok, 2, mss);
+
+    struct conn c = c_open(&w, "10.0.0.1", 41001, "10.0.0.7", port);
+    xassociate(&c, mss);
+    uint64_t bad = 0;
+    for (unsigned k = 0; k < 3 && !bad; k++) {
+        xdata(&c, mss);
+        int broken = (xc->bare && k == 0) || xc->serials[k] != (int)k + 1;
+        uint64_t f =
+            xpair(&c, 0, xc->bare && k == 0 ? 0 : FG_SI_GT, FG_SI_MIP, xc->serials[k], mss);
+        if (broken)
+            bad = f;
+        else
+            xpair(&c, 1, FG_SI_PT, FG_SI_MIA, xc->serials[k], mss);
+    }
+    ck_assert_uint_ne(bad, 0);
+    at(&w, 0.5);
+    uint64_t ab = xabort(&c, how, mss);
+    w_close(&w);
+
+    struct fg_diag_report *r = diagnose();
+    if (r->n != 1)
+        dump(r);
+    ck_assert_uint_eq(r->n, 1);
+    ck_assert_uint_eq(r->x400_conns, 2);
+    ck_assert_uint_eq(r->smtp_conns, 1);
+    const struct fg_diag_finding *f = find_kb(r, "Q194685");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(f->conn, 3);
+    ck_assert_int_eq(f->certain, 1);
+    ck_assert_uint_eq(f->nframes, 2);
+    ck_assert_uint_eq(f->frames[0], bad);
+    ck_assert_uint_eq(f->frames[1], ab);
+    ck_assert_str_eq(f->rule, xc->rule);
+    ck_assert_msg(strncmp(f->source, "X.225", 5) == 0, "%s", f->source);
+    ck_assert_msg(strstr(f->summary, xc->desc), "%s", f->summary);
+    char fr[64];
+    snprintf(fr, sizeof fr, "frame %llu", (unsigned long long)bad);
+    ck_assert_msg(strstr(f->summary, fr), "%s", f->summary);
+    snprintf(fr, sizeof fr, "frame %llu", (unsigned long long)ab);
+    ck_assert_msg(strstr(f->summary, fr), "%s", f->summary);
+    const char *abname = how == XA_AB   ? "AB (transport disconnect 05: protocol error)"
+                         : how == XA_DR ? "COTP DR"
+                                        : "TCP RST";
+    ck_assert_msg(strstr(f->summary, abname), "%s", f->summary);
+    ck_assert_msg(strstr(f->summary, "the responder ended"), "%s", f->summary);
+
+    /* The person's text and the JSON carry the rule and its source. */
+    char out[256];
+    snprintf(out, sizeof out, "%s/out.txt", tmpdir);
+    FILE *o = fopen(out, "w");
+    ck_assert_ptr_nonnull(o);
+    fg_diag_print(o, path, r);
+    fclose(o);
+    o = fopen(out, "r");
+    char text[8192];
+    size_t n = fread(text, 1, sizeof text - 1, o);
+    text[n] = '\0';
+    fclose(o);
+    char want[160];
+    snprintf(want, sizeof want, "rule broken: %s (%s)", f->rule, f->source);
+    ck_assert_msg(strstr(text, want), "%s", text);
+    ck_assert_msg(strstr(text, "Q194685  invalid minor sync point followed by an abort"), "%s",
+                  text);
+    o = fopen(out, "w");
+    ck_assert_int_eq(fg_diag_print_json(o, path, r), 0);
+    fclose(o);
+    json_error_t je;
+    json_t *j = json_load_file(out, 0, &je);
+    ck_assert_msg(j != NULL, "json: %s", je.text);
+    json_t *x = json_array_get(json_object_get(j, "findings"), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(x, "kb")), "Q194685");
+    ck_assert_str_eq(json_string_value(json_object_get(x, "rule")), xc->rule);
+    ck_assert_str_eq(json_string_value(json_object_get(x, "rule_source")), f->source);
+    json_t *jf = json_object_get(x, "frames");
+    ck_assert_uint_eq(json_array_size(jf), 2);
+    ck_assert_uint_eq((uint64_t)json_integer_value(json_array_get(jf, 0)), bad);
+    ck_assert_uint_eq((uint64_t)json_integer_value(json_array_get(jf, 1)), ab);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(json_object_get(j, "stats"), "x400_connections")), 2);
+    json_decref(j);
+    unlink(out);
+    fg_diag_report_free(r);
+}
+END_TEST
+
+/* Nothing to report: healthy associations (one of them on an unusual
+ * port, one segmented octet by octet), an abort with no invalid sync
+ * point before it, an invalid sync point the peer let pass (the
+ * association was released), an abort after a release (a RST once DN
+ * was sent), and a capture that starts in the middle of an association
+ * (no CR: the session state is unknown, so nothing is judged). */
+START_TEST(q194685_healthy)
+{
+    struct writer w;
+    w_open(&w);
+    struct conn a = c_open(&w, "10.0.0.1", 41000, "10.0.0.7", 102);
+    xhealthy(&a, 3, 1448);
+    struct conn b = c_open(&w, "10.0.0.1", 41001, "10.0.0.8", 5000);
+    xhealthy(&b, 2, 1);
+    session(&w, "10.0.0.5", 40001, "10.0.0.1", 25, "a@company1.test", "Subject: s\r\n");
+
+    struct conn c = c_open(&w, "10.0.0.1", 41002, "10.0.0.7", 102);
+    xassociate(&c, 1448);
+    xdata(&c, 1448);
+    xpair(&c, 0, FG_SI_GT, FG_SI_MIP, 1, 1448);
+    xpair(&c, 1, FG_SI_PT, FG_SI_MIA, 1, 1448);
+    xabort(&c, XA_AB, 1448); /* an abort, but every sync point was valid */
+
+    struct conn d = c_open(&w, "10.0.0.1", 41003, "10.0.0.7", 102);
+    xassociate(&d, 1448);
+    xdata(&d, 1448);
+    xpair(&d, 0, FG_SI_GT, FG_SI_MIP, 5, 1448); /* invalid, but no abort follows */
+    xpair(&d, 1, FG_SI_PT, FG_SI_MIA, 5, 1448);
+    xrelease(&d, 6, 1448);
+
+    struct conn e = c_open(&w, "10.0.0.1", 41004, "10.0.0.7", 102);
+    xassociate(&e, 1448);
+    xdata(&e, 1448);
+    xpair(&e, 0, FG_SI_GT, FG_SI_MIP, 9, 1448); /* invalid, then released, then RST */
+    xpair(&e, 1, FG_SI_PT, FG_SI_MIA, 9, 1448);
+    xpair(&e, 0, FG_SI_GT, FG_SI_AE, 10, 1448);
+    xpair(&e, 1, FG_SI_PT, FG_SI_AEA, 10, 1448);
+    struct fg_x400_buf p = {0};
+    fg_x400_put_pi_byte(&p, FG_PI_TDISC, FG_TDISC_RELEASED);
+    xone(&e, 0, FG_SI_FN, &p, 1448);
+    xone(&e, 1, FG_SI_DN, NULL, 1448);
+    fg_x400_buf_free(&p);
+    seg(&e, 1, RST | ACK, "", 0);
+
+    /* Mid-association: no handshake, no CR; a MIP then an abort. */
+    struct conn m = {&w, "10.0.0.1", "10.0.0.7", 41005, 102, {5000, 9000}};
+    xdata(&m, 1448);
+    xpair(&m, 0, FG_SI_GT, FG_SI_MIP, 7, 1448);
+    xabort(&m, XA_AB, 1448);
+    w_close(&w);
+
+    struct fg_diag_report *r = diagnose();
+    if (r->n)
+        dump(r);
+    ck_assert_uint_eq(r->n, 0);
+    ck_assert_uint_eq(r->x400_conns, 5);
+    ck_assert_uint_eq(r->smtp_conns, 1);
+    fg_diag_report_free(r);
+}
+END_TEST
+
 static Suite *diag_suite(void)
 {
     Suite *s = suite_create("diagnose");
@@ -677,6 +1004,8 @@ static Suite *diag_suite(void)
     tcase_add_test(tc, q131150_healthy_while_stalled);
     tcase_add_test(tc, json_and_text);
     tcase_add_test(tc, bad_captures);
+    tcase_add_loop_test(tc, q194685_invalid_sync_then_abort, 0, 48);
+    tcase_add_test(tc, q194685_healthy);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -537,6 +537,109 @@ START_TEST(fate_refused)
 }
 END_TEST
 
+/* The fake MTA's ledger beside the trace (meta->ledger is relative to the
+ * meta file, which is beside the capture): ndeliver deliveries of tok-1 on
+ * the wire, then the ledger's lines (NULL: no ledger file at all). */
+static struct fg_outcome *ledger_run(const char *name, const char *fate, int ndeliver,
+                                     const char *ledger, struct fg_scenario_result *res)
+{
+    struct tw w;
+    tw_open(&w, name);
+    fate_trace(&w, "tok-1", 250, ndeliver, 0, 30000);
+    tw_close(&w);
+    char lpath[300];
+    snprintf(lpath, sizeof lpath, "/tmp/fg-check-expect-%ld-%s.ledger.jsonl", (long)getpid(), name);
+    if (ledger) {
+        FILE *f = fopen(lpath, "w");
+        ck_assert_ptr_nonnull(f);
+        fputs(ledger, f);
+        fclose(f);
+    }
+    struct fg_meta *m = meta_new();
+    meta_token(m, "tok-1");
+    m->ledger = fg_strdup(strrchr(lpath, '/') + 1);
+    struct fg_expect_spec e = spec("message-fate", "20s", fate);
+    judge1(&w, m, &e, res);
+    unlink(lpath);
+    return &res->outcomes[0];
+}
+
+#define LMSG(tok, conn)                                                                            \
+    "{\"event\": \"message\", \"token\": \"" tok "\", \"mail_from\": \"<a@b.test>\", \"rcpt\": "   \
+    "[\"<c@d.test>\"], \"size\": 42, \"sha256\": \"00\", \"start_us\": 1, \"t_us\": 2, "           \
+    "\"conn\": " #conn ", \"tls\": false, \"bdat\": false, \"violations\": []}\n"
+
+START_TEST(fate_ledger)
+{
+    struct fg_scenario_result res;
+    /* Agreement, with a violation event and an empty line in the ledger. */
+    struct fg_outcome *o = ledger_run(
+        "l-agree", "delivered-once", 1,
+        "{\"event\": \"violation\", \"rule\": \"bare-lf\", \"detail\": \"x\", \"conn\": 1, "
+        "\"t_us\": 1}\n\n" LMSG("tok-1", 1),
+        &res);
+    ck_assert_msg(o->verdict == FG_V_PASS, "%s: %s", o->summary, o->evidence);
+    ck_assert_msg(strstr(o->evidence, "ledger agrees: 1 message"), "%s", o->evidence);
+    ck_assert_ptr_nonnull(strstr(o->summary, "1 message: delivered-once as expected"));
+    fg_scenario_result_clear(&res);
+
+    /* Delivered on the wire (the 250 of the MTA connection is frame 28),
+     * missing from the ledger: not a pass. */
+    o = ledger_run("l-missing", "delivered-once", 1, "", &res);
+    ck_assert_msg(o->verdict == FG_V_INCONC, "%s: %s", o->summary, o->evidence);
+    ck_assert_msg(strstr(o->evidence, "token tok-1: 1 delivery on the wire (first: proxy-to-MTA "
+                                      "connection #1, frame 28) but 0 in the fake MTA's ledger"),
+                  "%s", o->evidence);
+    ck_assert_msg(strstr(o->evidence, "l-missing.ledger.jsonl"), "%s", o->evidence);
+    ck_assert_msg(strstr(o->summary, "delivered-once"), "%s", o->summary);
+    ck_assert_msg(strstr(o->summary, "ledger disagrees"), "%s", o->summary);
+    fg_scenario_result_clear(&res);
+
+    /* In the ledger, never seen on the wire: "lost" is not asserted. */
+    o = ledger_run("l-unseen", "delivered-once", 0, LMSG("tok-1", 3), &res);
+    ck_assert_msg(o->verdict == FG_V_INCONC, "%s: %s", o->summary, o->evidence);
+    ck_assert_msg(strstr(o->evidence, "token tok-1: 1 message in the fake MTA's ledger"), "%s",
+                  o->evidence);
+    ck_assert_msg(
+        strstr(o->evidence, "(first: its connection 3) but 0 deliveries seen on the wire"), "%s",
+        o->evidence);
+    ck_assert_msg(strstr(o->summary, "lost"), "%s", o->summary);
+    fg_scenario_result_clear(&res);
+
+    /* Duplicated on the wire, once in the ledger. */
+    o = ledger_run("l-dup", "delivered-once", 2, LMSG("tok-1", 1), &res);
+    ck_assert_msg(o->verdict == FG_V_INCONC, "%s: %s", o->summary, o->evidence);
+    ck_assert_msg(strstr(o->evidence, "2 deliveries on the wire"), "%s", o->evidence);
+    fg_scenario_result_clear(&res);
+
+    /* The injected message agrees, but the ledger holds another one. */
+    o = ledger_run("l-extra", "delivered-once", 1, LMSG("tok-1", 1) LMSG("tok-9", 2), &res);
+    ck_assert_msg(o->verdict == FG_V_INCONC, "%s: %s", o->summary, o->evidence);
+    ck_assert_msg(strstr(o->evidence, "token tok-9: 1 message in the fake MTA's ledger"), "%s",
+                  o->evidence);
+    ck_assert_msg(!strstr(o->evidence, "token tok-1:"), "%s", o->evidence);
+    fg_scenario_result_clear(&res);
+
+    /* The MTA found no token where the wire did (or the reverse): the same
+     * message all the same. */
+    o = ledger_run("l-untok", "delivered-once", 1, LMSG("", 1), &res);
+    ck_assert_msg(o->verdict == FG_V_PASS, "%s: %s", o->summary, o->evidence);
+    ck_assert_msg(strstr(o->evidence, "ledger agrees: 1 message"), "%s", o->evidence);
+    fg_scenario_result_clear(&res);
+
+    /* No ledger file, or a broken one: the trace alone decides, and the
+     * evidence says the ledger was not read (with file:line:col). */
+    o = ledger_run("l-none", "delivered-once", 1, NULL, &res);
+    ck_assert_msg(o->verdict == FG_V_PASS, "%s: %s", o->summary, o->evidence);
+    ck_assert_msg(strstr(o->evidence, "ledger not read"), "%s", o->evidence);
+    fg_scenario_result_clear(&res);
+    o = ledger_run("l-bad", "delivered-once", 1, LMSG("tok-1", 1) "{\"event\": \n", &res);
+    ck_assert_msg(o->verdict == FG_V_PASS, "%s: %s", o->summary, o->evidence);
+    ck_assert_msg(strstr(o->evidence, "l-bad.ledger.jsonl:2:"), "%s", o->evidence);
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
 /* --- gateway-alive ------------------------------------------------------ */
 
 struct loopguard {
@@ -1278,6 +1381,7 @@ static Suite *suite(void)
     tcase_add_test(tc, stall_eod_trigger);
     tcase_add_test(tc, fate_delivered_once);
     tcase_add_test(tc, fate_duplicated);
+    tcase_add_test(tc, fate_ledger);
     tcase_add_test(tc, fate_lost_and_deferred);
     tcase_add_test(tc, fate_bounced);
     tcase_add_test(tc, fate_refused);

@@ -19,8 +19,11 @@
  *   Q131150  while one session stalls, connections to the stalled
  *            client's host are refused or never greeted;
  *   Q194685  an invalid minor synchronization point followed by an abort
- *            (X.400): a protocol detector registered in
- *            fg_diag_detectors (see below).
+ *            (X.400 over RFC 1006, on any port: a connection is taken for
+ *            RFC 1006 by its first client octets): the SPDU that broke
+ *            an X.225 rule (x400_state.h), the rule and its source, and
+ *            the AB, COTP DR or TCP RST that followed.  A protocol
+ *            detector registered in fg_diag_detectors (see below).
  */
 #ifndef FAULTGATE_DIAGNOSE_H
 #define FAULTGATE_DIAGNOSE_H
@@ -44,6 +47,9 @@ struct fg_diag_finding {
     uint64_t frames[FG_DIAG_FRAMES]; /* the frames that show it, ascending */
     size_t nframes;
     uint64_t us; /* time of its first frame */
+    /* The protocol rule broken, when the symptom is one ("serial-not-vm",
+     * "X.225 Table A-4"); "" otherwise. */
+    char rule[40], source[48];
 };
 
 struct fg_diag_report {
@@ -51,6 +57,7 @@ struct fg_diag_report {
     size_t n, cap;
     struct fg_trace_stats stats;
     uint64_t smtp_conns; /* connections that spoke SMTP */
+    uint64_t x400_conns; /* connections that spoke RFC 1006 from their start */
     uint64_t messages;   /* bodies whose end of data was seen */
     uint64_t relayed;    /* messages seen again on a later connection */
     uint64_t dropped;    /* findings not kept (over FG_DIAG_MAX_FINDINGS) */
@@ -82,14 +89,22 @@ void fg_diag_add(struct fg_diag_report *r, const struct fg_diag_finding *f);
 
 /* Detectors for protocols other than SMTP (X.400 over RFC 1006) plug in
  * here: each connection is offered to every detector's open(); one that
- * returns non-NULL state gets the connection's bytes and its close, and
- * adds what it finds with fg_diag_add.  fg_diag_detectors is
+ * returns non-NULL state gets the connection's bytes, its TCP events and
+ * its close, and adds what it finds with fg_diag_add.  data() returns
+ * FG_DIAG_MINE once the connection is its protocol (the SMTP detectors
+ * then stop reading it), FG_DIAG_NOT_MINE when it is not (no more calls
+ * but close), FG_DIAG_UNSURE otherwise.  fg_diag_detectors is
  * NULL-terminated; diagnose.c holds the table. */
+enum { FG_DIAG_UNSURE = 0, FG_DIAG_MINE = 1, FG_DIAG_NOT_MINE = -1 };
+enum fg_diag_tcp { FG_DIAG_FIN, FG_DIAG_RST, FG_DIAG_GAP };
 struct fg_diag_detector {
     const char *name;
     void *(*open)(const struct fg_trace_conn *c);
-    void (*data)(void *st, const struct fg_trace_conn *c, int dir, const uint8_t *buf, size_t len,
-                 uint64_t frame, uint64_t us);
+    int (*data)(void *st, const struct fg_trace_conn *c, int dir, const uint8_t *buf, size_t len,
+                uint64_t frame, uint64_t us);
+    void (*tcp)(void *st, const struct fg_trace_conn *c, int dir, enum fg_diag_tcp what,
+                uint64_t frame, uint64_t us);
+    /* Called once; frees st. */
     void (*close)(void *st, const struct fg_trace_conn *c, struct fg_diag_report *r);
 };
 extern const struct fg_diag_detector *const fg_diag_detectors[];
