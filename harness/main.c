@@ -25,22 +25,23 @@
 #include "faultgate/x400_timeline.h"
 #include "run.h"
 
-static const char usage_main[] = "usage: faultgate COMMAND [OPTIONS] [ARGS]\n"
-                                 "\n"
-                                 "SMTP protocol conformance and fault-injection harness.\n"
-                                 "\n"
-                                 "commands:\n"
-                                 "  run       run scenarios against a gateway under test\n"
-                                 "  judge     judge a saved trace against a scenario\n"
-                                 "  proxy     run the fault-injecting proxy on its own\n"
-                                 "  fake-mta  run the fake MTA on its own\n"
-                                 "  list      list scenarios with their sources\n"
-                                 "  diagnose  find the knowledge-base symptoms in any capture\n"
-                                 "  report    merge shards; re-render report.html, summary.md, junit\n"
-                                 "  x400-peer  run the fake X.400 MTA (responder or initiator)\n"
-                                 "  x400-timeline  print the X.400 sessions of a capture\n"
-                                 "\n"
-                                 "`faultgate COMMAND --help` describes each command.\n";
+static const char usage_main[] =
+    "usage: faultgate COMMAND [OPTIONS] [ARGS]\n"
+    "\n"
+    "SMTP protocol conformance and fault-injection harness.\n"
+    "\n"
+    "commands:\n"
+    "  run       run scenarios against a gateway under test\n"
+    "  judge     judge a saved trace against a scenario\n"
+    "  proxy     run the fault-injecting proxy on its own\n"
+    "  fake-mta  run the fake MTA on its own\n"
+    "  list      list scenarios with their sources\n"
+    "  diagnose  find the knowledge-base symptoms in any capture\n"
+    "  report    merge shards; re-render report.html, summary.md, junit\n"
+    "  x400-peer  run the fake X.400 MTA (responder or initiator)\n"
+    "  x400-timeline  print the X.400 sessions of a capture\n"
+    "\n"
+    "`faultgate COMMAND --help` describes each command.\n";
 
 static const char usage_run[] =
     "usage: faultgate run [-g PROFILE] [-o DIR] [--seed N] [--shard K/N]\n"
@@ -416,7 +417,9 @@ static int cmd_list(int argc, char **argv)
             continue;
         }
         printf("%-40s %-8s ", sc->id,
-               sc->leg == FG_LEG_INBOUND ? "inbound" : sc->leg == FG_LEG_X400 ? "x400" : "outbound");
+               sc->leg == FG_LEG_INBOUND ? "inbound"
+               : sc->leg == FG_LEG_X400  ? "x400"
+                                         : "outbound");
         print_list((const char *const *)sc->kb, sc->nkb, "KB ");
         if (sc->nkb && sc->nrfc)
             printf("; ");

@@ -400,8 +400,8 @@ static int rule_known(const char *name)
 static int load_expect(const struct fg_yaml_doc *d, const struct fg_yaml_node *n,
                        struct fg_scenario *s, struct fg_expect_spec *e, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"rule", "within", "fate", "after",
-                                       "stage", "min", "leg", NULL};
+    static const char *const keys[] = {"rule",  "within", "fate", "after",
+                                       "stage", "min",    "leg",  NULL};
     int rc;
     if ((rc = fg_yaml_expect(d, n, FG_YAML_MAP, "an expectation", err, errlen)))
         return rc;

@@ -97,7 +97,8 @@ struct fg_expect_rule {
     fg_expect_eval_fn eval;
 };
 
-#define FG_EXPECT_TABLES(XX) XX(fg_expect_core_rules) XX(fg_expect_x400_rules) XX(fg_expect_client_rules)
+#define FG_EXPECT_TABLES(XX)                                                                       \
+    XX(fg_expect_core_rules) XX(fg_expect_x400_rules) XX(fg_expect_client_rules)
 
 #define FG_EXPECT_XX_DECLARE(t) extern const struct fg_expect_rule t[];
 FG_EXPECT_TABLES(FG_EXPECT_XX_DECLARE)
