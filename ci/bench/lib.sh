@@ -112,5 +112,5 @@ report() {
 # ratio_check A VA B VB: print A/B; never fails the run (speed is reported,
 # not asserted).
 ratio_check() {
-    echo "  $1 / $3 = $(python3 -c "print('%.2f' % ($2 / $4))")"
+    echo "  $1 / $3 = $(python3 -c "print('%.2f' % ($2 / $4) if $4 else 'n/a')")"
 }
