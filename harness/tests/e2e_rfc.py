@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""End-to-end discrimination table of the RFC 5321 conformance suite
+(scenarios/rfc5321/) and the SMTP security suite (scenarios/security/).
+
+Each scenario is run against refgw's correct mode and the conforming test
+client (scenarios/gateways/peer-none.yaml), which must pass it, and against
+the systems that break the scenario's rule - a test peer from
+scenarios/gateways/peers/ through its peer-<violation>.yaml profile, a refgw
+bug mode, or a client that keeps no queue - which must fail it, on the rule
+the scenario is about.  The table is printed, one row per scenario.
+
+Usage: e2e_rfc.py BUILD_DIR SOURCE_DIR
+Profiles run two at a time; every faultgate run has a timeout and
+faultgate bounds every wait inside it.
+"""
+import concurrent.futures
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+BUILD = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build"
+SRC = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else "."
+FG = os.path.join(BUILD, "faultgate")
+SCEN = os.path.join(SRC, "scenarios")
+GW = os.path.join(SCEN, "gateways")
+CAPTURE = os.environ.get("FG_E2E_CAPTURE", "auto")
+
+# Client-side scenarios: the conforming peer passes them too.  The value
+# lists (profile, rule that must fail).  quit-at-end is not concerned when
+# the server closes first after its 221, a race: there a conforming system
+# may be inconclusive, never failing.
+TIMEOUTS = ["t2-greeting-timeout", "t2-ehlo-timeout", "t3-mail-timeout", "t4-rcpt-timeout",
+            "t5-data-init-timeout", "t7-data-done-timeout"]
+TABLE = {}
+for t in TIMEOUTS:
+    TABLE[t] = [("peer-short-timeout", "timeout-at-least")]
+TABLE["t7-data-done-timeout"] += [("refgw-no-data-timeout", "closes-after-stall"),
+                                  ("peer-no-timeout", "closes-after-stall")]
+for s in ["s1-crlf-only", "s1-crlf-after-helo", "s1-crlf-with-bdat-offered",
+          "security/sec-outbound-no-bare-lf"]:
+    TABLE[s] = [("peer-bare-lf", "crlf-only")]
+for s in ["s1-no-bare-cr", "security/sec-outbound-no-bare-cr"]:
+    TABLE[s] = [("peer-bare-cr", "crlf-only")]
+for s in ["s3-dot-stuffing", "s3-dot-stuffing-8bit", "s2-end-of-data-exact",
+          "security/sec-outbound-no-early-end-of-data"]:
+    TABLE[s] = [("peer-no-dot-stuffing", "dot-stuffing")]
+TABLE["s4-text-line-length"] = [("peer-long-line", "line-length")]
+TABLE["s4-line-length-large"] = [("peer-long-line", "line-length")]
+TABLE["s5-command-line-length"] = [("peer-long-command", "line-length")]
+for s in ["h2-ehlo-500-helo-fallback", "h2-ehlo-502-helo-fallback", "h2-pix-masked-banner"]:
+    TABLE[s] = [("peer-no-helo-fallback", "ehlo-helo-fallback")]
+TABLE["r6-no-data-after-554-to-data"] = [("peer-data-after-reject", "no-data-without-354")]
+TABLE["r6-wait-for-354"] = [("peer-data-before-354", "no-data-without-354")]
+TABLE["r7-no-nested-mail"] = [("peer-nested-mail", "no-nested-mail")]
+TABLE["p1-no-pipelining-unless-advertised"] = [
+    ("peer-pipelining-unadvertised", "pipelining-only-if-advertised")]
+TABLE["p1-no-pipelining-after-helo"] = [
+    ("peer-pipelining-unadvertised", "pipelining-only-if-advertised")]
+TABLE["p1-group-ends"] = [("peer-pipeline-after-ehlo", "pipelining-only-if-advertised"),
+                          ("peer-data-before-354", "no-data-without-354")]
+TABLE["x1-starttls-not-pipelined"] = [("peer-starttls-pipelined",
+                                       "pipelining-only-if-advertised")]
+TABLE["security/sec-starttls-nothing-pipelined"] = [
+    ("peer-starttls-pipelined", "pipelining-only-if-advertised")]
+TABLE["security/sec-desync-before-ehlo-reply"] = [("peer-pipeline-after-ehlo",
+                                                    "pipelining-only-if-advertised")]
+TABLE["security/sec-desync-before-354"] = [("peer-data-before-354", "no-data-without-354")]
+TABLE["q-quit-at-end"] = [("peer-no-quit", "quit-at-end")]
+TABLE["q-quit-after-rcpt-refused"] = [("peer-no-quit", "quit-at-end")]
+CLIENT_SIDE = set(TABLE)
+# Relay scenarios (queueing, retry, bounce, 421): refgw configured to bounce
+# at the first transient failure fails the retry ones; refgw's silent-drop
+# mode never bounces.
+for s in ["r1-retry-after-451-end-of-data", "r1-retry-after-450-mail",
+          "r1-retry-after-451-rcpt", "r1-retry-after-452-data", "r1-retry-after-421-rcpt"]:
+    TABLE[s] = [("peer-refgw-bounce-on-4xx", "retry-after-4xx")]
+for s in ["r2-no-retry-after-554-end-of-data", "r2-no-retry-after-550-rcpt",
+          "r2-no-retry-after-553-mail", "r2-no-retry-after-554-data"]:
+    TABLE[s] = [("refgw-silent-drop", "no-retry-after-5xx")]
+# After a 5xx to the end of data, refgw-silent-drop's run is cut short
+# before the bounce window closes (inconclusive): the peer that sends the
+# message again judges this one.
+TABLE["r2-no-retry-after-554-end-of-data"] = [("peer-retry-after-5xx", "no-retry-after-5xx")]
+for s in ["r4-421-at-greeting", "r4-421-at-ehlo", "r4-421-at-mail", "r4-421-at-end-of-data",
+          "r4-421-unsolicited"]:
+    TABLE[s] = [("peer-ignore-421", "handles-421")]
+MAYBE_INCONC = {"q-quit-at-end", "q-quit-after-rcpt-refused"}
+
+
+def path(sid):
+    d, _, name = sid.rpartition("/")
+    return os.path.join(SCEN, d or "rfc5321", name + ".yaml")
+
+
+def fg(*args, timeout=600):
+    return subprocess.run([FG, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def run_profile(tmp, profile, sids):
+    out = os.path.join(tmp, profile)
+    p = fg("run", "-q", "--capture", CAPTURE, "--seed", "9", "-g",
+           os.path.join(GW, profile + ".yaml"), "-o", out, *[path(s) for s in sids])
+    try:
+        with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+            res = {s["id"]: s for s in json.load(f)["scenarios"]}
+    except OSError:
+        res = {}
+    return profile, p, res
+
+
+class Rfc(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="fg-e2e-rfc-")
+        jobs = {"refgw": sorted(TABLE), "peer-none": sorted(CLIENT_SIDE)}
+        for sid, bad in TABLE.items():
+            for prof, _ in bad:
+                jobs.setdefault(prof, []).append(sid)
+        cls.runs = {}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as ex:
+            for prof, p, res in ex.map(lambda kv: run_profile(cls.tmp, *kv), jobs.items()):
+                cls.runs[prof] = (p, res)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def verdict(self, prof, sid):
+        p, res = self.runs[prof]
+        s = res.get(sid.rpartition("/")[2])
+        self.assertIsNotNone(s, "%s: %s not run: %s" % (prof, sid, p.stderr[-2000:]))
+        self.assertNotIn("Sanitizer", p.stderr)
+        return s
+
+    def test_every_scenario_is_in_the_table(self):
+        on_disk = set()
+        for d in ("rfc5321", "security"):
+            for f in os.listdir(os.path.join(SCEN, d)):
+                if f.endswith(".yaml"):
+                    on_disk.add(("" if d == "rfc5321" else d + "/") + f[:-5])
+        self.assertEqual(on_disk, set(TABLE))
+        self.assertGreaterEqual(len([s for s in TABLE if "/" not in s]), 40)
+
+    def test_list_names_sources(self):
+        p = fg("list", os.path.join(SCEN, "rfc5321"), os.path.join(SCEN, "security"))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        for sid in TABLE:
+            name = sid.rpartition("/")[2]
+            line = [l for l in p.stdout.splitlines() if l.startswith(name + " ")]
+            self.assertEqual(len(line), 1, name)
+            self.assertRegex(line[0], r"RFC \d+ [\d.]+ (MUST|SHOULD|MAY)", name)
+
+    def test_discrimination(self):
+        rows, wrong = [], []
+        for sid in sorted(TABLE):
+            good = ["refgw"] + (["peer-none"] if sid in CLIENT_SIDE else [])
+            cells = []
+            for prof in good:
+                s = self.verdict(prof, sid)
+                ok = {"pass", "inconc"} if sid in MAYBE_INCONC else {"pass"}
+                if s["verdict"] not in ok:
+                    wrong.append("%s / %s: %s" % (prof, sid, json.dumps(s["expectations"])))
+                cells.append("%s %s" % (prof, s["verdict"].upper()))
+            for prof, rule in TABLE[sid]:
+                s = self.verdict(prof, sid)
+                r = {e["rule"]: e for e in s["expectations"]}
+                if s["verdict"] != "fail" or r.get(rule, {}).get("verdict") != "fail":
+                    wrong.append("%s / %s: %s" % (prof, sid, json.dumps(s["expectations"])))
+                cells.append("%s %s (%s)" % (prof, s["verdict"].upper(), rule))
+            rows.append("| %s | %s |" % (sid, " | ".join(cells)))
+        print("\n| scenario | conforming, then violating |\n| --- | --- |")
+        print("\n".join(rows))
+        self.assertEqual(wrong, [], "\n".join(wrong))
+
+
+if __name__ == "__main__":
+    unittest.main(argv=sys.argv[:1] + sys.argv[3:], verbosity=2)
