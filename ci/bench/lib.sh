@@ -104,7 +104,7 @@ report() {
     echo "== $title"
     printf '  %-10s %10s  1.00 x direct\n' direct "$direct"
     while [ $# -gt 0 ]; do
-        printf '  %-10s %10s  %s x direct\n' "$1" "$2" "$(python3 -c "print('%.2f' % ($2 / $direct))")"
+        printf '  %-10s %10s  %s x direct\n' "$1" "$2" "$(python3 -c "print('%.2f' % ($2 / $direct) if $direct else 'n/a')")"
         shift 2
     done
 }

@@ -26,8 +26,9 @@ hap=$PORT
 # send (no figure) is tried once more and otherwise counts as 0.
 send() {
     local v
-    v=$("$FGSTREAM" send "$1" "$mib" 2>/dev/null || true)
-    [ -n "$v" ] || v=$("$FGSTREAM" send "$1" "$mib" 2>/dev/null || true)
+    v=$("$FGSTREAM" send "$1" "$mib" 2>>"$WORK/send.log" || true)
+    [ -n "$v" ] || v=$("$FGSTREAM" send "$1" "$mib" 2>>"$WORK/send.log" || true)
+    [ -n "$v" ] || { echo "send to port $1 failed:" >&2; tail -2 "$WORK/send.log" >&2; }
     echo "${v:-0}"
 }
 direct=0 fg=0 so=0 ha=0
