@@ -15,6 +15,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,20 @@ static void put(int fd, const char *s, size_t n)
     }
 }
 
+/* put_s - the sink's write: a peer that left (a readiness probe that
+ * connects and closes at once) ends its session, never the sink. */
+static int put_s(int fd, const char *s, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, s, n);
+        if (w <= 0)
+            return -1;
+        s += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
 /* One reply line back: read up to LF (sessions here are lock-step). */
 static void line(int fd, char *out, size_t cap)
 {
@@ -62,7 +77,10 @@ static void *session(void *arg)
 {
     int fd = (int)(long)arg;
     static const char greet[] = "220 sink ESMTP\r\n";
-    put(fd, greet, sizeof greet - 1);
+    if (put_s(fd, greet, sizeof greet - 1)) {
+        close(fd);
+        return NULL;
+    }
     char *buf = malloc(BUF);
     char tail[5] = {0};
     int in_data = 0;
@@ -97,7 +115,8 @@ static void *session(void *arg)
                     break;
                 }
                 in_data = 0;
-                put(fd, "250 ok\r\n", 8);
+                if (put_s(fd, "250 ok\r\n", 8))
+                    goto out;
                 i = endpos - 1;
                 continue;
             }
@@ -110,12 +129,15 @@ static void *session(void *arg)
             if (!strncasecmp(l, "DATA", 4)) {
                 in_data = 1;
                 memcpy(tail, "\0\0\0\r\n", 5);
-                put(fd, "354 go\r\n", 8);
+                if (put_s(fd, "354 go\r\n", 8))
+                    goto out;
             } else if (!strncasecmp(l, "QUIT", 4)) {
-                put(fd, "221 bye\r\n", 9);
+                if (put_s(fd, "221 bye\r\n", 9))
+                    goto out;
                 goto out;
             } else {
-                put(fd, "250 ok\r\n", 8);
+                if (put_s(fd, "250 ok\r\n", 8))
+                    goto out;
             }
         }
     }
@@ -160,6 +182,7 @@ static double now_s(void)
 int main(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "sink")) {
+        signal(SIGPIPE, SIG_IGN);
         int s = listen_on(argc > 2 ? atoi(argv[2]) : 0);
         for (;;) {
             int fd = accept(s, NULL, NULL);
