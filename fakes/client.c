@@ -23,6 +23,15 @@
  *
  * Every write and read is reported to the capture (synth mode) so that the
  * injector's leg appears in the run's pcap even without live capture.
+ *
+ * Hostile modes for the gateway as a server (scenarios/FORMAT.md): EHLO
+ * before the greeting, an out-of-sequence RCPT before the EHLO reply
+ * (pipelining desynchronisation), and SMTP smuggling: the body ends with a
+ * non-standard end-of-data sequence followed by a second transaction in
+ * the same write, then QUIT, and every reply is read until the 221.  And
+ * STARTTLS command injection (CVE-2011-0411): "STARTTLS\r\n" with more
+ * plaintext in one write, the TLS handshake (tls.c), EHLO again inside TLS;
+ * the capture then holds the TLS records as sent and received.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,6 +42,7 @@
 #include "faultgate/error.h"
 #include "faultgate/injector.h"
 #include "faultgate/util.h"
+#include "tls.h"
 
 #define INJ_READ_BUF (64u * 1024)
 #define INJ_DEFAULT_TIMEOUT_MS 30000u
@@ -47,9 +57,23 @@
 #define CAP_CHUNKING 0x2u
 #define CAP_8BITMIME 0x4u
 #define CAP_SIZE 0x8u
+#define CAP_STARTTLS 0x10u
 
 /* What an awaited reply answers. */
-enum inj_exp { X_GREETING, X_EHLO, X_HELO, X_MAIL, X_RCPT, X_DATA, X_EOD, X_BDAT, X_RSET, X_QUIT };
+enum inj_exp {
+    X_GREETING,
+    X_EHLO,
+    X_HELO,
+    X_MAIL,
+    X_RCPT,
+    X_DATA,
+    X_EOD,
+    X_BDAT,
+    X_RSET,
+    X_QUIT,
+    X_EARLY,   /* the out-of-sequence command sent before the EHLO reply */
+    X_STARTTLS /* STARTTLS, with the injected plaintext after it */
+};
 
 struct inj_sess {
     struct fg_injector *inj;
@@ -65,7 +89,16 @@ struct inj_sess {
     int have_reply, reply_code;
     int probe_ok;
     unsigned caps;
-    int helo_only; /* no ESMTP: no extension and no parameter (RFC 5321 §4.1.1.1) */
+    int helo_only;  /* no ESMTP: no extension and no parameter (RFC 5321 §4.1.1.1) */
+    int early_ehlo; /* EHLO went before the greeting */
+    int ehlo_wait;  /* EHLO answered, the early command's reply still due */
+    int drain;      /* after a smuggling payload: only 221 (or 421) ends the wait */
+    /* STARTTLS: sent once per connection; the session from the 220 on,
+     * up once its handshake is done */
+    int starttls_sent;
+    struct fg_tls *tls;
+    int tls_up;
+    int settling; /* the timer waits FG_INJ_TLS_SETTLE_MS, then EHLO */
 
     /* awaited replies, oldest first */
     unsigned char *exp;
@@ -94,6 +127,7 @@ struct fg_injector {
     char *helo;
     fg_injector_done_cb done_cb;
     void *ud;
+    struct fg_tls_ctx *tls_ctx; /* made at the first STARTTLS */
 
     struct inj_sess *sessions;
     unsigned nsess;   /* sessions not yet freed */
@@ -133,6 +167,8 @@ static void retire(struct inj_sess *s)
 }
 
 static void send_quit(struct inj_sess *s);
+static void tls_begin(struct inj_sess *s);
+static void starttls_send(struct inj_sess *s, const struct fg_inject_msg *m);
 
 /* --- output ------------------------------------------------------------ */
 
@@ -197,6 +233,8 @@ static void on_timeout(uv_timer_t *t);
 
 static void arm(struct inj_sess *s)
 {
+    if (s->settling)
+        return; /* the settle wait is short and ends in EHLO, which arms */
     uv_timer_start(&s->timer, on_timeout, s->inj->timeout_ms, 0);
 }
 
@@ -272,7 +310,8 @@ static void on_write(uv_write_t *req, int status)
     arm(s);
 }
 
-static void flush(struct inj_sess *s, struct inj_write *w)
+/* send_raw - w onto the wire as it is (plaintext, or TLS records). */
+static void send_raw(struct inj_sess *s, struct inj_write *w)
 {
     if (w->len == 0) {
         free(w);
@@ -311,6 +350,33 @@ static void flush(struct inj_sess *s, struct inj_write *w)
     arm(s);
 }
 
+/* tls_send - the TLS records OpenSSL has ready (handshake, or data). */
+static void tls_send(struct inj_sess *s)
+{
+    size_t n = fg_tls_output_len(s->tls);
+    if (n == 0 || s->closing)
+        return;
+    struct inj_write *w = wbuf_new(n);
+    w->len = fg_tls_output_read(s->tls, w->data, n);
+    send_raw(s, w);
+}
+
+/* flush - what the session sends: through TLS once it is up. */
+static void flush(struct inj_sess *s, struct inj_write *w)
+{
+    if (!s->tls_up) {
+        send_raw(s, w);
+        return;
+    }
+    int r = w->len ? fg_tls_write(s->tls, w->data, w->len) : 0;
+    free(w);
+    if (r < 0) {
+        conn_fail(s, FG_EPROTO);
+        return;
+    }
+    tls_send(s);
+}
+
 static void send_cmd(struct inj_sess *s, enum inj_exp e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void send_cmd(struct inj_sess *s, enum inj_exp e, const char *fmt, ...)
@@ -333,9 +399,9 @@ static int line_start(const char *b, size_t i)
     return i == 0 || (i >= 2 && b[i - 1] == '\n' && b[i - 2] == '\r');
 }
 
-/* put_body - the message, dot-stuffed (a '.' added to every line that
- * begins with one, RFC 5321 §4.5.2), then CRLF.CRLF. */
-static void put_body(struct inj_write **wp, const char *body, size_t len)
+/* put_stuffed - the text dot-stuffed (a '.' added to every line that
+ * begins with one, RFC 5321 §4.5.2). */
+static void put_stuffed(struct inj_write **wp, const char *body, size_t len)
 {
     wbuf_reserve(wp, len + len / 64 + 8);
     size_t i = 0;
@@ -351,9 +417,38 @@ static void put_body(struct inj_write **wp, const char *body, size_t len)
         wbuf_put(wp, body + i, end - i);
         i = end;
     }
+}
+
+/* put_body - the message, dot-stuffed, then CRLF.CRLF. */
+static void put_body(struct inj_write **wp, const char *body, size_t len)
+{
+    put_stuffed(wp, body, len);
     if (len < 2 || body[len - 2] != '\r' || body[len - 1] != '\n')
         wbuf_put(wp, "\r\n", 2);
     wbuf_put(wp, ".\r\n", 3);
+}
+
+/* put_smuggle - SMTP smuggling (SEC Consult, 2023; CVE-2023-51764/5/6):
+ * the message text without its last CRLF, the non-standard end-of-data
+ * sequence, then a whole second transaction whose sender the gateway never
+ * accepted as a command, and the real CRLF.CRLF.  A server that keeps to
+ * RFC 5321 §4.1.1.4 (only CRLF.CRLF ends the data) and §2.3.8 (no other
+ * line terminator) keeps all of it in one message, or refuses it. */
+static void put_smuggle(struct inj_write **wp, const struct fg_inject_msg *m, const char *body,
+                        size_t len)
+{
+    if (len >= 2 && body[len - 2] == '\r' && body[len - 1] == '\n')
+        len -= 2;
+    put_stuffed(wp, body, len);
+    wbuf_put(wp, m->smuggle, m->smuggle_len);
+    wbuf_printf(wp, "MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n", m->smuggle_from, m->to[0]);
+    wbuf_printf(wp,
+                "From: <%s>\r\nTo: <%s>\r\nSubject: smuggled after %s\r\n"
+                "Message-ID: <%s" FG_INJ_SMUGGLED_SUFFIX
+                "@injector.faultgate.test>\r\n" FG_TOKEN_HEADER ": %s" FG_INJ_SMUGGLED_SUFFIX
+                "\r\n\r\n"
+                "This message was smuggled inside the text of message %s.\r\n.\r\n",
+                m->smuggle_from, m->to[0], m->token, m->token, m->token, m->token);
 }
 
 /* put_chunk - one BDAT chunk: the command and its octets (not stuffed). */
@@ -458,7 +553,7 @@ static int start_message(struct inj_sess *s)
     s->pipe = (m->flags & FG_INJ_PIPELINING) && (s->caps & CAP_PIPELINING);
     s->bdat = (m->flags & FG_INJ_BDAT) && (s->caps & CAP_CHUNKING);
     m->used = (s->pipe ? FG_INJ_PIPELINING : 0) | (s->bdat ? FG_INJ_BDAT : 0) |
-              (m->flags & (FG_INJ_8BIT | FG_INJ_NO_DOTS));
+              (m->flags & (FG_INJ_8BIT | FG_INJ_NO_DOTS)) | (s->tls_up ? FG_INJ_STARTTLS : 0);
     s->body = fg_injector_body(m, &s->body_len);
     send_group(s);
     return 0;
@@ -467,6 +562,10 @@ static int start_message(struct inj_sess *s)
 static int msg_valid(const struct fg_inject_msg *m)
 {
     if (!m->from || strpbrk(m->from, "\r\n") || m->nto == 0 || !m->to)
+        return 0;
+    if (m->smuggle_len && (!m->smuggle || !m->smuggle_from || strpbrk(m->smuggle_from, "\r\n")))
+        return 0;
+    if (m->starttls_inject_len && !m->starttls_inject)
         return 0;
     for (size_t i = 0; i < m->nto; i++)
         if (!m->to[i] || strpbrk(m->to[i], "\r\n"))
@@ -522,6 +621,10 @@ static void on_reply(struct inj_sess *s, int code)
             conn_fail(s, FG_EPROTO);
         return;
     }
+    if (s->drain && code != 221 && code != 421) {
+        arm(s); /* an answer to a smuggled command: the capture has it */
+        return;
+    }
     enum inj_exp e = (enum inj_exp)s->exp[s->exp_head];
     s->exp_head++;
     s->exp_len--;
@@ -543,6 +646,17 @@ static void on_reply(struct inj_sess *s, int code)
         } else if (inj->nmsgs == 0) {
             inj->probe_status = 0;
             send_quit(s);
+        } else if (s->early_ehlo) {
+            arm(s); /* EHLO went before the greeting: its reply is next */
+        } else if (m && (m->flags & FG_INJ_EARLY_EHLO)) {
+            /* RFC 2920 §3.1: EHLO ends a group.  This RCPT goes before
+             * its reply, and before any MAIL, so that the reply it is due
+             * (503, RFC 5321 §4.3.2) cannot pass for EHLO's. */
+            struct inj_write *w = wbuf_new(256);
+            wbuf_printf(&w, "EHLO %s\r\nRCPT TO:<%s>\r\n", inj->helo, m->to[0]);
+            expect(s, X_EHLO);
+            expect(s, X_EARLY);
+            flush(s, w);
         } else {
             send_cmd(s, X_EHLO, "EHLO %s\r\n", inj->helo);
         }
@@ -553,6 +667,15 @@ static void on_reply(struct inj_sess *s, int code)
             s->helo_only = e == X_HELO;
             if (s->helo_only)
                 s->caps = 0;
+            if (s->exp_len > 0 && s->exp[s->exp_head] == X_EARLY) {
+                s->ehlo_wait = 1; /* the early command's reply first */
+                arm(s);
+                return;
+            }
+            if (m && m->starttls_inject_len && !s->starttls_sent && (s->caps & CAP_STARTTLS)) {
+                starttls_send(s, m);
+                return;
+            }
             if (!m || start_message(s))
                 take_next(s);
         } else if (e == X_EHLO && code / 100 == 5) {
@@ -595,6 +718,8 @@ static void on_reply(struct inj_sess *s, int code)
                  * refused still needs the end of data; send none. */
                 refuse(s, s->fail_code ? s->fail_code : code);
                 put_body(&w, "", 0);
+            } else if (m->smuggle_len) {
+                put_smuggle(&w, m, s->body, s->body_len);
             } else {
                 put_body(&w, s->body, s->body_len);
             }
@@ -607,10 +732,18 @@ static void on_reply(struct inj_sess *s, int code)
     case X_EOD:
         /* The transaction is over either way (RFC 5321 §4.1.1.4). */
         if (m) {
+            int smuggled = m->smuggle_len > 0;
             if (ok && !s->failed)
                 msg_end(s, 0, code);
             else
                 msg_end(s, FG_EPROTO, s->failed ? s->fail_code : code);
+            if (smuggled && !s->closing) {
+                /* Whatever the gateway answers to the smuggled commands
+                 * comes before its 221: read it all into the capture. */
+                s->drain = 1;
+                send_quit(s);
+                return;
+            }
         }
         break;
     case X_BDAT:
@@ -626,8 +759,31 @@ static void on_reply(struct inj_sess *s, int code)
         break;
     case X_RSET:
         break;
+    case X_EARLY:
+        if (s->exp_len > 0) {
+            arm(s);
+            return;
+        }
+        if (s->ehlo_wait) {
+            s->ehlo_wait = 0;
+            if (!m || start_message(s))
+                take_next(s);
+        }
+        return;
     case X_QUIT:
         sess_close(s);
+        return;
+    case X_STARTTLS:
+        if (code == 220) {
+            tls_begin(s);
+            return;
+        }
+        /* Refused: the plaintext sent with it may have been answered as
+         * commands; read everything until the 221 into the capture. */
+        if (m)
+            msg_end(s, FG_EPROTO, code);
+        s->drain = 1;
+        send_quit(s);
         return;
     }
     if (s->closing)
@@ -655,7 +811,8 @@ static int on_event(void *ud, const struct fg_smtp_event *ev)
         } kws[] = {{"PIPELINING", CAP_PIPELINING},
                    {"CHUNKING", CAP_CHUNKING},
                    {"8BITMIME", CAP_8BITMIME},
-                   {"SIZE", CAP_SIZE}};
+                   {"SIZE", CAP_SIZE},
+                   {"STARTTLS", CAP_STARTTLS}};
         s->caps = 0;
         const char *t = ev->text, *end = ev->text + ev->text_len;
         unsigned line = 0;
@@ -683,6 +840,123 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(s->inj->rbuf, sizeof(s->inj->rbuf));
 }
 
+/* parse_replies - server octets in plaintext: each reply acted on as it
+ * completes. */
+static void parse_replies(struct inj_sess *s, const char *d, size_t len)
+{
+    size_t off = 0;
+    /* Held events come with the next feed, even an empty one. */
+    while (!s->closing && (off < len || fg_smtp_parser_queued(&s->p, FG_S2C))) {
+        unsigned q0 = fg_smtp_parser_queued(&s->p, FG_S2C);
+        size_t n = fg_smtp_parser_feed(&s->p, FG_S2C, off < len ? d + off : NULL, len - off);
+        off += n;
+        if (s->have_reply) {
+            s->have_reply = 0;
+            if (!s->settling)
+                uv_timer_stop(&s->timer);
+            on_reply(s, s->reply_code);
+            /* The 220 to STARTTLS: what came with it was sent before TLS
+             * and is no reply (RFC 3207 §4.2); the capture has it. */
+            if (s->tls && !s->tls_up)
+                return;
+        } else if (n == 0 && (off < len || fg_smtp_parser_queued(&s->p, FG_S2C) >= q0)) {
+            break;
+        }
+    }
+}
+
+/* tls_read_all - decrypted octets from the server, parsed as replies. */
+static void tls_read_all(struct inj_sess *s)
+{
+    int k = 0;
+    while (!s->closing && (k = fg_tls_read(s->tls, s->inj->rbuf, sizeof(s->inj->rbuf))) > 0)
+        parse_replies(s, s->inj->rbuf, (size_t)k);
+    if (s->closing)
+        return;
+    tls_send(s);
+    if (k < 0)
+        conn_fail(s, k == UV_EOF ? UV_EOF : FG_EPROTO);
+}
+
+/* After the handshake and FG_INJ_TLS_SETTLE_MS: what the server sent in
+ * that time answered nothing of ours inside TLS (the injected plaintext,
+ * if it ran), and is left to the capture; then EHLO again (RFC 3207 §4.2:
+ * the client discards what it knew from before TLS). */
+static void on_tls_settled(uv_timer_t *t)
+{
+    struct inj_sess *s = t->data;
+    s->settling = 0;
+    if (s->closing)
+        return;
+    s->caps = 0;
+    send_cmd(s, X_EHLO, "EHLO %s\r\n", s->inj->helo);
+}
+
+/* tls_input - TLS records from the server. */
+static void tls_input(struct inj_sess *s, const char *d, size_t n)
+{
+    if (fg_tls_put(s->tls, d, n) < 0) {
+        conn_fail(s, FG_EPROTO);
+        return;
+    }
+    if (!s->tls_up) {
+        int r = fg_tls_handshake(s->tls);
+        tls_send(s);
+        if (s->closing)
+            return;
+        if (r < 0) {
+            conn_fail(s, FG_EPROTO);
+            return;
+        }
+        if (r == 0) {
+            arm(s);
+            return;
+        }
+        s->tls_up = 1;
+        s->settling = 1;
+        uv_timer_start(&s->timer, on_tls_settled, FG_INJ_TLS_SETTLE_MS, 0);
+    }
+    tls_read_all(s);
+}
+
+/* tls_begin - after the 220 to STARTTLS: the ClientHello.  TLS 1.2 at
+ * most, so that handshake and application data records stay apart on the
+ * wire (fg_tls_ctx_tls12_only). */
+static void tls_begin(struct inj_sess *s)
+{
+    struct fg_injector *inj = s->inj;
+    if (!inj->tls_ctx) {
+        char err[256];
+        if (fg_tls_client_ctx_new(NULL, &inj->tls_ctx, err, sizeof(err)) < 0) {
+            conn_fail(s, FG_EPROTO);
+            return;
+        }
+        fg_tls_ctx_tls12_only(inj->tls_ctx);
+    }
+    s->tls = fg_tls_new(inj->tls_ctx);
+    int r = fg_tls_handshake(s->tls);
+    tls_send(s);
+    if (s->closing)
+        return;
+    if (r < 0)
+        conn_fail(s, FG_EPROTO);
+    else
+        arm(s);
+}
+
+/* starttls_send - STARTTLS and the injected plaintext in one write: a
+ * server that keeps what it read along with the STARTTLS line runs it
+ * inside TLS (CVE-2011-0411). */
+static void starttls_send(struct inj_sess *s, const struct fg_inject_msg *m)
+{
+    s->starttls_sent = 1;
+    struct inj_write *w = wbuf_new(16 + m->starttls_inject_len);
+    wbuf_put(&w, "STARTTLS\r\n", 10);
+    wbuf_put(&w, m->starttls_inject, m->starttls_inject_len);
+    expect(s, X_STARTTLS);
+    flush(s, w);
+}
+
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     struct inj_sess *s = st->data;
@@ -700,21 +974,10 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     if (s->sc && nread > 0)
         fg_capture_conn_data(s->sc, FG_S2C, buf->base, (size_t)nread);
-    size_t off = 0, len = (size_t)nread;
-    /* Held events come with the next feed, even an empty one. */
-    while (!s->closing && (off < len || fg_smtp_parser_queued(&s->p, FG_S2C))) {
-        unsigned q0 = fg_smtp_parser_queued(&s->p, FG_S2C);
-        size_t n =
-            fg_smtp_parser_feed(&s->p, FG_S2C, off < len ? buf->base + off : NULL, len - off);
-        off += n;
-        if (s->have_reply) {
-            s->have_reply = 0;
-            uv_timer_stop(&s->timer);
-            on_reply(s, s->reply_code);
-        } else if (n == 0 && (off < len || fg_smtp_parser_queued(&s->p, FG_S2C) >= q0)) {
-            break;
-        }
-    }
+    if (s->tls)
+        tls_input(s, buf->base, (size_t)nread);
+    else
+        parse_replies(s, buf->base, (size_t)nread);
 }
 
 /* --- connections --------------------------------------------------------- */
@@ -727,6 +990,7 @@ static void maybe_free(struct fg_injector *inj)
     void *ud = inj->close_ud;
     free(inj->host);
     free(inj->helo);
+    fg_tls_ctx_free(inj->tls_ctx);
     free(inj);
     if (cb)
         cb(ud);
@@ -771,6 +1035,7 @@ static void on_handle_closed(uv_handle_t *h)
         }
     if (s->sc)
         fg_capture_conn_free(s->sc);
+    fg_tls_free(s->tls);
     free(s->exp);
     free(s->body);
     free(s);
@@ -815,6 +1080,14 @@ static void on_connect(uv_connect_t *req, int status)
     int r = uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
     if (r < 0) {
         conn_fail(s, r);
+        return;
+    }
+    struct fg_inject_msg *m = cur_msg(s);
+    if (m && (m->flags & FG_INJ_EARLY_GREETING)) {
+        /* RFC 5321 §4.3.1: the client SHOULD wait for the greeting; this
+         * one does not, on purpose (pipelining desynchronisation). */
+        s->early_ehlo = 1;
+        send_cmd(s, X_EHLO, "EHLO %s\r\n", s->inj->helo);
         return;
     }
     arm(s);

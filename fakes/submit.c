@@ -452,6 +452,9 @@ int fg_submit_start(uv_loop_t *loop, const struct fg_submit_opts *o, const struc
         if (uv_write(&s->wreq, (uv_stream_t *)&s->in, &b, 1, on_written) != 0)
             close_handle(s, (uv_handle_t *)&s->in, &s->in_open);
     }
+    /* The loop's cached clock may be older than start_ms: refresh it so
+     * that the deadline is never reached before timeout_ms has passed. */
+    uv_update_time(loop);
     uv_timer_start(&s->timer, on_deadline, o->timeout_ms ? o->timeout_ms : DEFAULT_TIMEOUT_MS, 0);
     *out = s;
     return 0;

@@ -7,6 +7,7 @@
  * STARTTLS (RFC 3207) upgrades a connection that is already running, which
  * this keeps simple.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,21 @@ struct fg_tls_ctx {
     char *ca_pem;
     int server;
 };
+
+/* The process's key log (fg_tls_keylog_set); NULL: none. */
+static FILE *keylog_file;
+
+/* OpenSSL hands over one line per secret, already in the NSS key log
+ * format (CLIENT_RANDOM, CLIENT_HANDSHAKE_TRAFFIC_SECRET, ...); flushed at
+ * once so that a killed run loses nothing. */
+static void keylog_cb(const SSL *ssl, const char *line)
+{
+    (void)ssl;
+    if (keylog_file) {
+        fprintf(keylog_file, "%s\n", line);
+        fflush(keylog_file);
+    }
+}
 
 struct fg_tls {
     SSL *ssl;
@@ -134,6 +150,7 @@ int fg_tls_server_ctx_new(const char *hostname, struct fg_tls_ctx **out, char *e
         goto done;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_keylog_callback(ctx, keylog_cb);
     struct fg_tls_ctx *c = fg_calloc(1, sizeof(*c));
     c->ctx = ctx;
     c->server = 1;
@@ -153,6 +170,7 @@ int fg_tls_client_ctx_new(const char *ca_pem, struct fg_tls_ctx **out, char *err
     if (!ctx)
         return ssl_errf(err, errlen, "client context");
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_keylog_callback(ctx, keylog_cb);
     if (ca_pem) {
         BIO *b = BIO_new_mem_buf(ca_pem, -1);
         X509 *ca = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
@@ -171,6 +189,11 @@ int fg_tls_client_ctx_new(const char *ca_pem, struct fg_tls_ctx **out, char *err
     c->ctx = ctx;
     *out = c;
     return 0;
+}
+
+void fg_tls_ctx_tls12_only(struct fg_tls_ctx *c)
+{
+    SSL_CTX_set_max_proto_version(c->ctx, TLS1_2_VERSION);
 }
 
 const char *fg_tls_ca_pem(const struct fg_tls_ctx *c)
@@ -278,4 +301,40 @@ const char *fg_tls_error(const struct fg_tls *t)
 const char *fg_tls_version(const struct fg_tls *t)
 {
     return SSL_get_version(t->ssl);
+}
+
+void fg_tls_keylog_set(FILE *f)
+{
+    keylog_file = f;
+}
+
+int fg_tls_set_server_name(struct fg_tls *t, const char *name)
+{
+    /* SNI (RFC 6066 §3): the name the proxy's upstream leg asks for. */
+    return SSL_set_tlsext_host_name(t->ssl, name) == 1 ? 0 : FG_EPROTO;
+}
+
+int fg_tls_is_up(const struct fg_tls *t)
+{
+    return SSL_is_init_finished(t->ssl);
+}
+
+size_t fg_tls_output_len(const struct fg_tls *t)
+{
+    return BIO_ctrl_pending(t->wbio);
+}
+
+size_t fg_tls_output_read(struct fg_tls *t, char *buf, size_t cap)
+{
+    int r = cap ? BIO_read(t->wbio, buf, cap > INT_MAX ? INT_MAX : (int)cap) : 0;
+    return r > 0 ? (size_t)r : 0;
+}
+
+void fg_tls_shutdown(struct fg_tls *t)
+{
+    /* close_notify (RFC 8446 §6.1) before the TCP FIN; the peer's own is
+     * not waited for. */
+    if (SSL_is_init_finished(t->ssl))
+        SSL_shutdown(t->ssl);
+    ERR_clear_error();
 }

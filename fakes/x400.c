@@ -809,10 +809,13 @@ static void conn_closed(struct xconn *c)
     c->sc = NULL;
     if (c->is_sender) {
         struct fg_x400_sender *s = c->snd;
-        int st = s->cancelled                                               ? UV_ECANCELED
-                 : (s->st == SND_DONE || (c->transfer_done && c->released)) ? 0
-                 : s->status                                                ? s->status
-                                                                            : FG_EPROTO;
+        /* The AEA confirms the transfer (X.410 §4: RT-TRANSFER confirm):
+         * an association aborted after it, during release, has still
+         * delivered the message, and sending it again would duplicate it. */
+        int st = s->cancelled                              ? UV_ECANCELED
+                 : (s->st == SND_DONE || c->transfer_done) ? 0
+                 : s->status                               ? s->status
+                                                           : FG_EPROTO;
         if (st < 0 && !c->why[0])
             snprintf(c->why, sizeof(c->why), "association ended before the transfer completed");
         if (s->done)

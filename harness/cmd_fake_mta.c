@@ -2,7 +2,6 @@
  * script (scenarios/FORMAT.md, "The fake MTA"), until SIGINT or SIGTERM.
  */
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +9,7 @@
 
 #include "faultgate/error.h"
 #include "faultgate/fake_mta.h"
+#include "faultgate/serve.h"
 #include "faultgate/util.h"
 
 static const char usage_mta[] =
@@ -33,7 +33,7 @@ static const char usage_mta[] =
 
 struct mta_serve {
     uv_loop_t loop;
-    uv_signal_t sigint, sigterm;
+    struct fg_serve sig;
     struct fg_mta *mta;
 };
 
@@ -42,12 +42,9 @@ static void on_closed(void *ud)
     (void)ud;
 }
 
-static void on_signal(uv_signal_t *s, int signum)
+static void stop_mta(void *ud)
 {
-    struct mta_serve *sv = s->data;
-    (void)signum;
-    uv_close((uv_handle_t *)&sv->sigint, NULL);
-    uv_close((uv_handle_t *)&sv->sigterm, NULL);
+    struct mta_serve *sv = ud;
     if (sv->mta)
         fg_mta_close(sv->mta, on_closed, NULL);
     sv->mta = NULL;
@@ -149,17 +146,14 @@ int fg_cmd_fake_mta(int argc, char **argv)
                 status = 2;
             }
         }
+        /* Signals before the port is printed: a caller may stop us as
+         * soon as it reads it. */
+        if (status == 0)
+            fg_serve_signals(&sv.loop, &sv.sig, stop_mta, &sv);
         /* Printed even with -q: a caller that asked for port 0 needs it. */
         fprintf(stderr, "faultgate: fake MTA listening on %s:%d\n", host, fg_mta_port(sv.mta));
-        if (status == 0) {
-            uv_signal_init(&sv.loop, &sv.sigint);
-            uv_signal_init(&sv.loop, &sv.sigterm);
-            sv.sigint.data = sv.sigterm.data = &sv;
-            uv_signal_start(&sv.sigint, on_signal, SIGINT);
-            uv_signal_start(&sv.sigterm, on_signal, SIGTERM);
-        } else {
+        if (status != 0)
             fg_mta_close(sv.mta, on_closed, NULL);
-        }
         uv_run(&sv.loop, UV_RUN_DEFAULT);
     }
     uv_run(&sv.loop, UV_RUN_DEFAULT);

@@ -3,7 +3,6 @@
  * (--send), optionally with an invalid minor-sync variant.
  */
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +10,7 @@
 
 #include "faultgate/error.h"
 #include "faultgate/fake_x400.h"
+#include "faultgate/serve.h"
 #include "faultgate/util.h"
 
 static const char usage[] =
@@ -34,17 +34,14 @@ static const char usage[] =
 
 struct srv {
     uv_loop_t loop;
-    uv_signal_t sigint, sigterm;
+    struct fg_serve sig;
     struct fg_x400_peer *peer;
     int status;
 };
 
-static void on_signal(uv_signal_t *s, int signum)
+static void stop_peer(void *ud)
 {
-    struct srv *v = s->data;
-    (void)signum;
-    uv_close((uv_handle_t *)&v->sigint, NULL);
-    uv_close((uv_handle_t *)&v->sigterm, NULL);
+    struct srv *v = ud;
     if (v->peer)
         fg_x400_peer_close(v->peer, NULL, NULL);
     v->peer = NULL;
@@ -159,12 +156,8 @@ int fg_cmd_x400_peer(int argc, char **argv)
             uv_loop_close(&sv.loop);
             return 2;
         }
+        fg_serve_signals(&sv.loop, &sv.sig, stop_peer, &sv);
         fprintf(stderr, "x400-peer: listening on %s:%d\n", host, fg_x400_peer_port(sv.peer));
-        sv.sigint.data = sv.sigterm.data = &sv;
-        uv_signal_init(&sv.loop, &sv.sigint);
-        uv_signal_init(&sv.loop, &sv.sigterm);
-        uv_signal_start(&sv.sigint, on_signal, SIGINT);
-        uv_signal_start(&sv.sigterm, on_signal, SIGTERM);
         uv_run(&sv.loop, UV_RUN_DEFAULT);
         uv_loop_close(&sv.loop);
         return 0;

@@ -369,35 +369,6 @@ int fg_expect_validate(const struct fg_scenario *sc, const struct fg_expect_spec
 
 /* --- text helpers -------------------------------------------------------- */
 
-struct sb {
-    char *s;
-    size_t len, cap;
-};
-
-static void sb_printf(struct sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(struct sb *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    fg_array_reserve((void **)&b->s, &b->cap, b->len + (size_t)n + 1, 1);
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
-static char *sb_take(struct sb *b)
-{
-    char *s = b->s ? b->s : fg_strdup("");
-    b->s = NULL;
-    b->len = b->cap = 0;
-    return s;
-}
-
 /* Seconds for people: "9.0", "0.25", "14.012". */
 static const char *secs(char *buf, size_t len, uint64_t us)
 {
@@ -416,13 +387,13 @@ static uint64_t since(uint64_t a, uint64_t b)
 
 /* "9.0 s = timeouts.data_done + 5s (data_done = 4.0 s)": the limit and how
  * it was computed, so a reader can check it against the profile. */
-static void limit_text(struct sb *b, const char *expr, uint64_t ms, const struct fg_meta *m)
+static void limit_text(struct fg_strbuf *b, const char *expr, uint64_t ms, const struct fg_meta *m)
 {
     char t[32];
-    sb_printf(b, "%s s", secs(t, sizeof t, ms * 1000));
+    fg_strbuf_printf(b, "%s s", secs(t, sizeof t, ms * 1000));
     if (!expr || !strstr(expr, "timeouts."))
         return;
-    sb_printf(b, " = %s (", expr);
+    fg_strbuf_printf(b, " = %s (", expr);
     const char *p = expr;
     int first = 1;
     while ((p = strstr(p, "timeouts.")) != NULL) {
@@ -432,12 +403,12 @@ static void limit_text(struct sb *b, const char *expr, uint64_t ms, const struct
         snprintf(name, sizeof name, "%.*s", (int)(n < 31 ? n : 31), p);
         int64_t v = fg_meta_timeout(m, name);
         if (v >= 0)
-            sb_printf(b, "%s%s = %s s", first ? "" : ", ", name,
-                      secs(t, sizeof t, (uint64_t)v * 1000));
+            fg_strbuf_printf(b, "%s%s = %s s", first ? "" : ", ", name,
+                             secs(t, sizeof t, (uint64_t)v * 1000));
         first = 0;
         p += n;
     }
-    sb_printf(b, ")");
+    fg_strbuf_printf(b, ")");
 }
 
 static void frame_add(struct fg_outcome *o, uint64_t frame)
@@ -540,7 +511,7 @@ static long trigger_event(const struct fg_tl_conn *c, const struct fg_fault *f)
 static enum fg_verdict stall_one(const struct fg_decision *d, const struct fg_expect_spec *e,
                                  uint64_t limit_ms, const struct fg_judge_ctx *ctx,
                                  struct fg_tl_conn **pc, size_t npc, struct fg_outcome *o,
-                                 struct sb *ev, char **summary)
+                                 struct fg_strbuf *ev, char **summary)
 {
     const struct fg_meta *m = ctx->meta;
     const struct fg_timeline *tl = ctx->tl;
@@ -549,10 +520,11 @@ static enum fg_verdict stall_one(const struct fg_decision *d, const struct fg_ex
     const char *trig = d->trigger[0] ? d->trigger : "its trigger";
 
     if (d->conn == 0 || d->conn > npc) {
-        sb_printf(ev,
-                  "stall after %s on connection #%u to the proxy (port %d): that connection is "
-                  "not in the trace (%zu connection%s to the proxy)",
-                  trig, d->conn, m->proxy_port, npc, npc == 1 ? "" : "s");
+        fg_strbuf_printf(
+            ev,
+            "stall after %s on connection #%u to the proxy (port %d): that connection is "
+            "not in the trace (%zu connection%s to the proxy)",
+            trig, d->conn, m->proxy_port, npc, npc == 1 ? "" : "s");
         *summary = fg_asprintf("the stalled connection #%u is not in the trace", d->conn);
         return FG_V_INCONC;
     }
@@ -576,18 +548,18 @@ static enum fg_verdict stall_one(const struct fg_decision *d, const struct fg_ex
     uint64_t stall_frame = si >= 0 ? cn->ev[si].frame : 0;
     frame_add(o, stall_frame);
 
-    struct sb where = {0};
-    sb_printf(&where, "connection #%u (%s -> %s", d->conn, cn->client, cn->server);
+    struct fg_strbuf where = {0};
+    fg_strbuf_printf(&where, "connection #%u (%s -> %s", d->conn, cn->client, cn->server);
     if (cn->id != d->conn)
-        sb_printf(&where, ", trace connection %u", cn->id);
+        fg_strbuf_printf(&where, ", trace connection %u", cn->id);
     if (si >= 0)
-        sb_printf(&where, ", frame %llu, t=+%s s)", (unsigned long long)stall_frame,
-                  secs(a, sizeof a, since(stall_us, t0)));
+        fg_strbuf_printf(&where, ", frame %llu, t=+%s s)", (unsigned long long)stall_frame,
+                         secs(a, sizeof a, since(stall_us, t0)));
     else
-        sb_printf(&where,
-                  "; the trigger event is not in the trace, so the stall is placed at "
-                  "the fault decision, t=+%s s)",
-                  secs(a, sizeof a, since(stall_us, t0)));
+        fg_strbuf_printf(&where,
+                         "; the trigger event is not in the trace, so the stall is placed at "
+                         "the fault decision, t=+%s s)",
+                         secs(a, sizeof a, since(stall_us, t0)));
 
     /* The gateway is the client on the proxy's port: its FIN or RST.  A
      * close once faultgate began ending the run (the liveness probe, then
@@ -604,7 +576,7 @@ static enum fg_verdict stall_one(const struct fg_decision *d, const struct fg_ex
             break;
         }
     }
-    struct sb lim = {0};
+    struct fg_strbuf lim = {0};
     limit_text(&lim, e->within, limit_ms, m);
     uint64_t limit_us = limit_ms * 1000;
     enum fg_verdict v;
@@ -616,21 +588,21 @@ static enum fg_verdict stall_one(const struct fg_decision *d, const struct fg_ex
         frame_add(o, x->frame);
         if (dt <= limit_us) {
             v = FG_V_PASS;
-            sb_printf(ev,
-                      "%s stalled after %s; the gateway closed it with %s (frame %llu, "
-                      "t=+%s s) after %s s, limit %s",
-                      where.s, trig, how, (unsigned long long)x->frame,
-                      secs(a, sizeof a, since(x->us, t0)), secs(b, sizeof b, dt), lim.s);
+            fg_strbuf_printf(ev,
+                             "%s stalled after %s; the gateway closed it with %s (frame %llu, "
+                             "t=+%s s) after %s s, limit %s",
+                             where.s, trig, how, (unsigned long long)x->frame,
+                             secs(a, sizeof a, since(x->us, t0)), secs(b, sizeof b, dt), lim.s);
             *summary = fg_asprintf("the gateway closed the connection stalled after %s after "
                                    "%s s (limit %s s)",
                                    trig, secs(b, sizeof b, dt), secs(c, sizeof c, limit_us));
         } else {
             v = FG_V_FAIL;
-            sb_printf(ev,
-                      "stall after %s on %s: the gateway closed it with %s (frame %llu, "
-                      "t=+%s s) only after %s s, over the limit %s",
-                      trig, where.s, how, (unsigned long long)x->frame,
-                      secs(a, sizeof a, since(x->us, t0)), secs(b, sizeof b, dt), lim.s);
+            fg_strbuf_printf(ev,
+                             "stall after %s on %s: the gateway closed it with %s (frame %llu, "
+                             "t=+%s s) only after %s s, over the limit %s",
+                             trig, where.s, how, (unsigned long long)x->frame,
+                             secs(a, sizeof a, since(x->us, t0)), secs(b, sizeof b, dt), lim.s);
             *summary = fg_asprintf("the gateway closed the connection stalled after %s only "
                                    "after %s s (limit %s s)",
                                    trig, secs(b, sizeof b, dt), secs(c, sizeof c, limit_us));
@@ -639,21 +611,21 @@ static enum fg_verdict stall_one(const struct fg_decision *d, const struct fg_ex
         uint64_t left = since(run_end_us, stall_us);
         if (left >= limit_us) {
             v = FG_V_FAIL;
-            sb_printf(ev,
-                      "stall after %s on %s: the gateway never closed it: no FIN or RST "
-                      "from the gateway in the %s s of trace after the stall%s (limit %s)",
-                      trig, where.s, secs(a, sizeof a, left),
-                      run_end_us < tl->stats.last_us ? ", until faultgate ended the run" : "",
-                      lim.s);
+            fg_strbuf_printf(
+                ev,
+                "stall after %s on %s: the gateway never closed it: no FIN or RST "
+                "from the gateway in the %s s of trace after the stall%s (limit %s)",
+                trig, where.s, secs(a, sizeof a, left),
+                run_end_us < tl->stats.last_us ? ", until faultgate ended the run" : "", lim.s);
             *summary = fg_asprintf("the gateway never closed the connection stalled after %s "
                                    "(%s s of trace after the stall, limit %s s)",
                                    trig, secs(a, sizeof a, left), secs(c, sizeof c, limit_us));
         } else {
             v = FG_V_INCONC;
-            sb_printf(ev,
-                      "stall after %s on %s: the gateway had not closed it when the trace "
-                      "ended %s s after the stall, before the limit %s",
-                      trig, where.s, secs(a, sizeof a, left), lim.s);
+            fg_strbuf_printf(ev,
+                             "stall after %s on %s: the gateway had not closed it when the trace "
+                             "ended %s s after the stall, before the limit %s",
+                             trig, where.s, secs(a, sizeof a, left), lim.s);
             *summary = fg_asprintf("the trace ends %s s after the stall, before the limit of "
                                    "%s s",
                                    secs(a, sizeof a, left), secs(c, sizeof c, limit_us));
@@ -671,7 +643,7 @@ static void eval_stall(const struct fg_expect_spec *e, const struct fg_judge_ctx
     struct fg_tl_conn **pc;
     size_t npc = conns_to(ctx->tl, m->proxy_port, &pc);
     unsigned only = e->after ? (unsigned)strtoul(e->after, NULL, 10) : 0;
-    struct sb ev = {0};
+    struct fg_strbuf ev = {0};
     enum fg_verdict worst = FG_V_SKIP;
     char *wsum = NULL;
     size_t nstall = 0;
@@ -682,7 +654,7 @@ static void eval_stall(const struct fg_expect_spec *e, const struct fg_judge_ctx
             continue;
         char *sum = NULL;
         if (nstall++)
-            sb_printf(&ev, "\n");
+            fg_strbuf_printf(&ev, "\n");
         enum fg_verdict v = stall_one(d, e, limit_ms, ctx, pc, npc, o, &ev, &sum);
         if (!wsum || verdict_rank(v) > verdict_rank(worst)) {
             free(wsum);
@@ -694,10 +666,10 @@ static void eval_stall(const struct fg_expect_spec *e, const struct fg_judge_ctx
     }
     free(pc);
     if (nstall == 0) {
-        sb_printf(&ev,
-                  "no stall fault fired in this run: the trigger was never reached (%zu "
-                  "fault decision%s recorded)",
-                  m->ndecisions, m->ndecisions == 1 ? "" : "s");
+        fg_strbuf_printf(&ev,
+                         "no stall fault fired in this run: the trigger was never reached (%zu "
+                         "fault decision%s recorded)",
+                         m->ndecisions, m->ndecisions == 1 ? "" : "s");
         set_result(o, FG_V_INCONC,
                    fg_strdup("no stall fault fired: the trigger was never "
                              "reached"));
@@ -709,7 +681,7 @@ static void eval_stall(const struct fg_expect_spec *e, const struct fg_judge_ctx
         }
         set_result(o, worst, wsum);
     }
-    o->evidence = sb_take(&ev);
+    o->evidence = fg_strbuf_take(&ev);
 }
 
 /* --- message-fate ---------------------------------------------------------- */
@@ -763,7 +735,8 @@ static int fate_matches(const char *want, const char *got)
 static enum fg_verdict fate_one(const struct fg_meta_token *tok, const struct fg_expect_spec *e,
                                 uint64_t limit_ms, const struct fg_judge_ctx *ctx,
                                 struct fg_tl_conn **in, size_t nin, struct fg_tl_conn **out,
-                                size_t nout, struct fg_outcome *o, struct sb *ev, char **fate_out)
+                                size_t nout, struct fg_outcome *o, struct fg_strbuf *ev,
+                                char **fate_out)
 {
     uint64_t t0 = ctx->tl->stats.first_us;
     char a[32], b[32];
@@ -781,40 +754,41 @@ static enum fg_verdict fate_one(const struct fg_meta_token *tok, const struct fg
                 seen = acc;
         }
 
-    sb_printf(ev, "message %s: ", tok->token);
+    fg_strbuf_printf(ev, "message %s: ", tok->token);
     if (!accepted) {
         *fate_out = "refused";
         if (seen.c) {
             frame_add(o, seen.frame);
             if (seen.code)
-                sb_printf(ev,
-                          "refused: the gateway answered %d to its end of data on inbound "
-                          "connection #%u (%s -> %s, frame %llu, t=+%s s)",
-                          seen.code, seen.portno, seen.c->client, seen.c->server,
-                          (unsigned long long)seen.frame, secs(a, sizeof a, since(seen.us, t0)));
+                fg_strbuf_printf(ev,
+                                 "refused: the gateway answered %d to its end of data on inbound "
+                                 "connection #%u (%s -> %s, frame %llu, t=+%s s)",
+                                 seen.code, seen.portno, seen.c->client, seen.c->server,
+                                 (unsigned long long)seen.frame,
+                                 secs(a, sizeof a, since(seen.us, t0)));
             else
-                sb_printf(ev,
-                          "refused: no reply to its end of data on inbound connection #%u "
-                          "(%s -> %s, frame %llu)",
-                          seen.portno, seen.c->client, seen.c->server,
-                          (unsigned long long)seen.frame);
+                fg_strbuf_printf(ev,
+                                 "refused: no reply to its end of data on inbound connection #%u "
+                                 "(%s -> %s, frame %llu)",
+                                 seen.portno, seen.c->client, seen.c->server,
+                                 (unsigned long long)seen.frame);
             o->conn = o->conn ? o->conn : seen.c->id;
         } else {
-            sb_printf(ev,
-                      "refused: not accepted: it is on no inbound connection (port %d) of "
-                      "the trace with a 2xx reply",
-                      ctx->meta->gateway_port);
+            fg_strbuf_printf(ev,
+                             "refused: not accepted: it is on no inbound connection (port %d) of "
+                             "the trace with a 2xx reply",
+                             ctx->meta->gateway_port);
             if (tok->reply_code)
-                sb_printf(ev, " (the injector saw reply %d)", tok->reply_code);
+                fg_strbuf_printf(ev, " (the injector saw reply %d)", tok->reply_code);
         }
-        sb_printf(ev, "; expected %s", e->fate);
+        fg_strbuf_printf(ev, "; expected %s", e->fate);
         return FG_V_FAIL;
     }
 
     frame_add(o, acc.frame);
-    sb_printf(ev, "accepted on inbound connection #%u (%s -> %s, frame %llu, t=+%s s); ",
-              acc.portno, acc.c->client, acc.c->server, (unsigned long long)acc.frame,
-              secs(a, sizeof a, since(acc.us, t0)));
+    fg_strbuf_printf(ev, "accepted on inbound connection #%u (%s -> %s, frame %llu, t=+%s s); ",
+                     acc.portno, acc.c->client, acc.c->server, (unsigned long long)acc.frame,
+                     secs(a, sizeof a, since(acc.us, t0)));
 
     uint64_t deadline = acc.us + limit_ms * 1000;
     struct hit dl[FG_MAX_FRAMES], bounce = {0};
@@ -839,56 +813,56 @@ static enum fg_verdict fate_one(const struct fg_meta_token *tok, const struct fg
             }
         }
 
-    struct sb lim = {0};
+    struct fg_strbuf lim = {0};
     limit_text(&lim, e->within, limit_ms, ctx->meta);
     const char *fate;
     if (ndel == 1) {
         fate = "delivered-once";
         frame_add(o, dl[0].frame);
-        sb_printf(ev,
-                  "delivered once within %s: proxy-to-MTA connection #%u (frame %llu, "
-                  "t=+%s s, %s s after acceptance)",
-                  lim.s, dl[0].portno, (unsigned long long)dl[0].frame,
-                  secs(a, sizeof a, since(dl[0].us, t0)),
-                  secs(b, sizeof b, since(dl[0].us, acc.us)));
+        fg_strbuf_printf(ev,
+                         "delivered once within %s: proxy-to-MTA connection #%u (frame %llu, "
+                         "t=+%s s, %s s after acceptance)",
+                         lim.s, dl[0].portno, (unsigned long long)dl[0].frame,
+                         secs(a, sizeof a, since(dl[0].us, t0)),
+                         secs(b, sizeof b, since(dl[0].us, acc.us)));
     } else if (ndel > 1) {
         fate = "duplicated";
-        sb_printf(ev, "duplicated: %zu deliveries at the fake MTA within %s (RFC 1047):", ndel,
-                  lim.s);
+        fg_strbuf_printf(
+            ev, "duplicated: %zu deliveries at the fake MTA within %s (RFC 1047):", ndel, lim.s);
         for (size_t k = 0; k < ndel && k < FG_MAX_FRAMES; k++) {
             frame_add(o, dl[k].frame);
-            sb_printf(ev, "%s proxy-to-MTA connection #%u (frame %llu, t=+%s s)", k ? ";" : "",
-                      dl[k].portno, (unsigned long long)dl[k].frame,
-                      secs(a, sizeof a, since(dl[k].us, t0)));
+            fg_strbuf_printf(ev, "%s proxy-to-MTA connection #%u (frame %llu, t=+%s s)",
+                             k ? ";" : "", dl[k].portno, (unsigned long long)dl[k].frame,
+                             secs(a, sizeof a, since(dl[k].us, t0)));
         }
     } else if (nbounce) {
         fate = "bounced";
         frame_add(o, bounce.frame);
-        sb_printf(ev,
-                  "bounced: no delivery, a bounce with the null reverse-path <> on "
-                  "proxy-to-MTA connection #%u (frame %llu, t=+%s s) within %s",
-                  bounce.portno, (unsigned long long)bounce.frame,
-                  secs(a, sizeof a, since(bounce.us, t0)), lim.s);
+        fg_strbuf_printf(ev,
+                         "bounced: no delivery, a bounce with the null reverse-path <> on "
+                         "proxy-to-MTA connection #%u (frame %llu, t=+%s s) within %s",
+                         bounce.portno, (unsigned long long)bounce.frame,
+                         secs(a, sizeof a, since(bounce.us, t0)), lim.s);
     } else if (ctx->tl->stats.last_us >= deadline) {
         fate = "lost";
-        sb_printf(ev,
-                  "lost: neither delivered nor bounced within %s (0 deliveries at the fake "
-                  "MTA)",
-                  lim.s);
+        fg_strbuf_printf(ev,
+                         "lost: neither delivered nor bounced within %s (0 deliveries at the fake "
+                         "MTA)",
+                         lim.s);
     } else {
         fate = "deferred";
-        sb_printf(ev,
-                  "deferred: neither delivered nor bounced yet, but the trace ends %s s "
-                  "after acceptance, before the limit %s",
-                  secs(a, sizeof a, since(ctx->tl->stats.last_us, acc.us)), lim.s);
+        fg_strbuf_printf(ev,
+                         "deferred: neither delivered nor bounced yet, but the trace ends %s s "
+                         "after acceptance, before the limit %s",
+                         secs(a, sizeof a, since(ctx->tl->stats.last_us, acc.us)), lim.s);
     }
     free(lim.s);
     if (nlate)
-        sb_printf(ev, " (and %zu more after the limit)", nlate);
+        fg_strbuf_printf(ev, " (and %zu more after the limit)", nlate);
     *fate_out = (char *)fate;
     if (fate_matches(e->fate, fate))
         return FG_V_PASS;
-    sb_printf(ev, "; expected %s", e->fate);
+    fg_strbuf_printf(ev, "; expected %s", e->fate);
     if (!o->conn)
         o->conn = acc.c->id;
     return strcmp(fate, "deferred") == 0 ? FG_V_INCONC : FG_V_FAIL;
@@ -914,7 +888,7 @@ struct lcheck {
     struct lrow *row;
     size_t nrow, caprow;
     size_t nwire, nledger;
-    struct sb text; /* the disagreements, for the evidence */
+    struct fg_strbuf text; /* the disagreements, for the evidence */
     size_t nbad;
 };
 
@@ -1031,17 +1005,18 @@ static void ledger_check(struct lcheck *lc, const struct fg_judge_ctx *ctx, stru
         lc->nbad++;
         const char *tok = r->token[0] ? r->token : "(none)";
         if (r->wire > r->ledger)
-            sb_printf(&lc->text,
-                      "%stoken %s: %zu deliver%s on the wire (first: proxy-to-MTA connection #%u, "
-                      "frame %llu) but %zu in the fake MTA's ledger %s",
-                      lc->nbad > 1 ? "; " : "", tok, r->wire, r->wire == 1 ? "y" : "ies",
-                      r->wire_conn, (unsigned long long)r->wire_frame, r->ledger, lc->path);
+            fg_strbuf_printf(
+                &lc->text,
+                "%stoken %s: %zu deliver%s on the wire (first: proxy-to-MTA connection #%u, "
+                "frame %llu) but %zu in the fake MTA's ledger %s",
+                lc->nbad > 1 ? "; " : "", tok, r->wire, r->wire == 1 ? "y" : "ies", r->wire_conn,
+                (unsigned long long)r->wire_frame, r->ledger, lc->path);
         else
-            sb_printf(&lc->text,
-                      "%stoken %s: %zu message%s in the fake MTA's ledger %s (first: its "
-                      "connection %u) but %zu deliver%s seen on the wire",
-                      lc->nbad > 1 ? "; " : "", tok, r->ledger, r->ledger == 1 ? "" : "s", lc->path,
-                      r->ledger_conn, r->wire, r->wire == 1 ? "y" : "ies");
+            fg_strbuf_printf(&lc->text,
+                             "%stoken %s: %zu message%s in the fake MTA's ledger %s (first: its "
+                             "connection %u) but %zu deliver%s seen on the wire",
+                             lc->nbad > 1 ? "; " : "", tok, r->ledger, r->ledger == 1 ? "" : "s",
+                             lc->path, r->ledger_conn, r->wire, r->wire == 1 ? "y" : "ies");
     }
 }
 
@@ -1071,7 +1046,7 @@ static void eval_fate(const struct fg_expect_spec *e, const struct fg_judge_ctx 
     struct fg_tl_conn **in, **out;
     size_t nin = conns_to(ctx->tl, m->gateway_port, &in);
     size_t nout = conns_to(ctx->tl, m->mta_port, &out);
-    struct sb ev = {0};
+    struct fg_strbuf ev = {0};
     enum fg_verdict worst = FG_V_PASS;
     char *wsum = NULL;
     size_t nbad = 0;
@@ -1081,7 +1056,7 @@ static void eval_fate(const struct fg_expect_spec *e, const struct fg_judge_ctx 
     for (size_t i = 0; i < m->ntokens; i++) {
         char *fate = NULL;
         if (i)
-            sb_printf(&ev, "\n");
+            fg_strbuf_printf(&ev, "\n");
         enum fg_verdict v =
             fate_one(&m->tokens[i], e, limit_ms, ctx, in, nin, out, nout, o, &ev, &fate);
         /* The wire and the ledger disagree about this message: its fate
@@ -1089,7 +1064,7 @@ static void eval_fate(const struct fg_expect_spec *e, const struct fg_judge_ctx 
         int unsure =
             v != FG_V_INCONC && v != FG_V_ERROR && ledger_disagrees(&lc, m->tokens[i].token);
         if (unsure) {
-            sb_printf(&ev, " (but the fake MTA's ledger disagrees with the trace)");
+            fg_strbuf_printf(&ev, " (but the fake MTA's ledger disagrees with the trace)");
             v = FG_V_INCONC;
         }
         if (v != FG_V_PASS) {
@@ -1106,7 +1081,8 @@ static void eval_fate(const struct fg_expect_spec *e, const struct fg_judge_ctx 
     free(in);
     free(out);
     if (lc.done && lc.nbad) {
-        sb_printf(&ev, "%sledger disagrees with the trace: %s", m->ntokens ? "\n" : "", lc.text.s);
+        fg_strbuf_printf(&ev, "%sledger disagrees with the trace: %s", m->ntokens ? "\n" : "",
+                         lc.text.s);
         if (worst == FG_V_PASS && m->ntokens) {
             /* Only messages the run did not inject disagree. */
             worst = FG_V_INCONC;
@@ -1117,13 +1093,14 @@ static void eval_fate(const struct fg_expect_spec *e, const struct fg_judge_ctx 
                                m->ntokens, m->ntokens == 1 ? "" : "s", e->fate);
         }
     } else if (lc.done && m->ntokens) {
-        sb_printf(&ev, "\nledger agrees: %zu message%s", lc.nledger, lc.nledger == 1 ? "" : "s");
+        fg_strbuf_printf(&ev, "\nledger agrees: %zu message%s", lc.nledger,
+                         lc.nledger == 1 ? "" : "s");
     } else if (lc.problem && m->ntokens) {
-        sb_printf(&ev, "\nledger not read (%s): not cross-checked", lc.problem);
+        fg_strbuf_printf(&ev, "\nledger not read (%s): not cross-checked", lc.problem);
     }
     ledger_free(&lc);
     if (m->ntokens == 0) {
-        sb_printf(&ev, "the run's metadata lists no injected message");
+        fg_strbuf_printf(&ev, "the run's metadata lists no injected message");
         set_result(o, FG_V_INCONC, fg_strdup("no message was injected"));
     } else if (nbad == 0 && worst == FG_V_PASS) {
         set_result(o, FG_V_PASS,
@@ -1140,7 +1117,7 @@ static void eval_fate(const struct fg_expect_spec *e, const struct fg_judge_ctx 
         }
         set_result(o, worst, wsum);
     }
-    o->evidence = sb_take(&ev);
+    o->evidence = fg_strbuf_take(&ev);
 }
 
 /* --- gateway-alive --------------------------------------------------------- */
@@ -1160,30 +1137,31 @@ static const char *signal_abbrev(int sig)
 
 /* What happened to one probe connection: 1 greeted with 2xx, 0 not. */
 static int probe_one(const struct fg_tl_conn *c, unsigned portno, uint64_t t0, uint64_t trace_end,
-                     struct fg_outcome *o, struct sb *ev, char **summary)
+                     struct fg_outcome *o, struct fg_strbuf *ev, char **summary)
 {
     char a[32], b[32];
     uint64_t open_us = conn_open_us(c);
     uint64_t open_frame = c->nev ? c->ev[0].frame : 0;
     frame_add(o, open_frame);
-    sb_printf(ev,
-              "liveness probe: connection #%u to the gateway (%s -> %s, opened frame %llu, "
-              "t=+%s s) ",
-              portno, c->client, c->server, (unsigned long long)open_frame,
-              secs(a, sizeof a, since(open_us, t0)));
+    fg_strbuf_printf(ev,
+                     "liveness probe: connection #%u to the gateway (%s -> %s, opened frame %llu, "
+                     "t=+%s s) ",
+                     portno, c->client, c->server, (unsigned long long)open_frame,
+                     secs(a, sizeof a, since(open_us, t0)));
     for (size_t i = 0; i < c->nev; i++) {
         const struct fg_tl_event *x = &c->ev[i];
         if (x->kind == FG_TL_REPLY && x->dir == FG_S2C) {
             frame_add(o, x->frame);
             if (x->code / 100 == 2) {
-                sb_printf(ev, "got the greeting %d (frame %llu) after %s s", x->code,
-                          (unsigned long long)x->frame, secs(b, sizeof b, since(x->us, open_us)));
+                fg_strbuf_printf(ev, "got the greeting %d (frame %llu) after %s s", x->code,
+                                 (unsigned long long)x->frame,
+                                 secs(b, sizeof b, since(x->us, open_us)));
                 *summary = fg_asprintf("the gateway answered the liveness probe with %d", x->code);
                 return 1;
             }
-            sb_printf(ev, "was answered %d instead of a 2xx greeting (frame %llu, after %s s)",
-                      x->code, (unsigned long long)x->frame,
-                      secs(b, sizeof b, since(x->us, open_us)));
+            fg_strbuf_printf(
+                ev, "was answered %d instead of a 2xx greeting (frame %llu, after %s s)", x->code,
+                (unsigned long long)x->frame, secs(b, sizeof b, since(x->us, open_us)));
             *summary = fg_asprintf("the gateway answered the liveness probe with %d, not a 2xx "
                                    "greeting",
                                    x->code);
@@ -1192,16 +1170,16 @@ static int probe_one(const struct fg_tl_conn *c, unsigned portno, uint64_t t0, u
         if ((x->kind == FG_TL_RST || x->kind == FG_TL_FIN) && x->dir == FG_S2C) {
             frame_add(o, x->frame);
             if (x->kind == FG_TL_RST && i == 1 && x->frame == open_frame + 1) {
-                sb_printf(ev, "was refused: its SYN was answered by RST (frame %llu)",
-                          (unsigned long long)x->frame);
+                fg_strbuf_printf(ev, "was refused: its SYN was answered by RST (frame %llu)",
+                                 (unsigned long long)x->frame);
                 *summary = fg_strdup("the gateway refused the liveness probe connection");
             } else {
-                sb_printf(ev,
-                          "was %s by the gateway without a greeting (%s, frame %llu, after "
-                          "%s s)",
-                          x->kind == FG_TL_RST ? "reset" : "closed",
-                          x->kind == FG_TL_RST ? "RST" : "FIN", (unsigned long long)x->frame,
-                          secs(b, sizeof b, since(x->us, open_us)));
+                fg_strbuf_printf(ev,
+                                 "was %s by the gateway without a greeting (%s, frame %llu, after "
+                                 "%s s)",
+                                 x->kind == FG_TL_RST ? "reset" : "closed",
+                                 x->kind == FG_TL_RST ? "RST" : "FIN", (unsigned long long)x->frame,
+                                 secs(b, sizeof b, since(x->us, open_us)));
                 *summary = fg_asprintf("the gateway %s the liveness probe without a greeting",
                                        x->kind == FG_TL_RST ? "reset" : "closed");
             }
@@ -1209,15 +1187,15 @@ static int probe_one(const struct fg_tl_conn *c, unsigned portno, uint64_t t0, u
         }
         if ((x->kind == FG_TL_RST || x->kind == FG_TL_FIN) && x->dir == FG_C2S) {
             frame_add(o, x->frame);
-            sb_printf(ev, "got no greeting: the probe gave up after %s s (%s, frame %llu)",
-                      secs(b, sizeof b, since(x->us, open_us)),
-                      x->kind == FG_TL_RST ? "RST" : "FIN", (unsigned long long)x->frame);
+            fg_strbuf_printf(ev, "got no greeting: the probe gave up after %s s (%s, frame %llu)",
+                             secs(b, sizeof b, since(x->us, open_us)),
+                             x->kind == FG_TL_RST ? "RST" : "FIN", (unsigned long long)x->frame);
             *summary = fg_strdup("the gateway did not greet the liveness probe");
             return 0;
         }
     }
-    sb_printf(ev, "got no greeting in the %s s of trace after it opened",
-              secs(b, sizeof b, since(trace_end, open_us)));
+    fg_strbuf_printf(ev, "got no greeting in the %s s of trace after it opened",
+                     secs(b, sizeof b, since(trace_end, open_us)));
     *summary = fg_strdup("the gateway did not greet the liveness probe");
     return 0;
 }
@@ -1229,21 +1207,21 @@ static void eval_alive(const struct fg_expect_spec *e, const struct fg_judge_ctx
     const struct fg_timeline *tl = ctx->tl;
     struct fg_tl_conn **gc;
     size_t ngc = conns_to(tl, m->gateway_port, &gc);
-    struct sb ev = {0};
+    struct fg_strbuf ev = {0};
     enum fg_verdict v = FG_V_INCONC;
     char *sum = NULL;
 
     if (!m->gateway_running_at_end) {
         if (m->gateway_term_signal > 0)
-            sb_printf(&ev,
-                      "the gateway process died with signal %d (%s) before the end of the "
-                      "run",
-                      m->gateway_term_signal, signal_abbrev(m->gateway_term_signal));
+            fg_strbuf_printf(&ev,
+                             "the gateway process died with signal %d (%s) before the end of the "
+                             "run",
+                             m->gateway_term_signal, signal_abbrev(m->gateway_term_signal));
         else
-            sb_printf(&ev,
-                      "the gateway process exited with status %lld before the end of the "
-                      "run",
-                      (long long)m->gateway_exit_status);
+            fg_strbuf_printf(&ev,
+                             "the gateway process exited with status %lld before the end of the "
+                             "run",
+                             (long long)m->gateway_exit_status);
         sum = fg_strdup(ev.s);
         v = FG_V_FAIL;
     }
@@ -1256,7 +1234,7 @@ static void eval_alive(const struct fg_expect_spec *e, const struct fg_judge_ctx
             continue;
         char *s = NULL;
         if (ev.len)
-            sb_printf(&ev, "\n");
+            fg_strbuf_printf(&ev, "\n");
         int ok =
             probe_one(gc[i], (unsigned)i + 1, tl->stats.first_us, tl->stats.last_us, o, &ev, &s);
         if (!o->conn || (ok && !alive))
@@ -1275,9 +1253,10 @@ static void eval_alive(const struct fg_expect_spec *e, const struct fg_judge_ctx
     free(gc);
     if (nprobe == 0) {
         if (ev.len)
-            sb_printf(&ev, "\n");
-        sb_printf(&ev, "no liveness probe connection to the gateway (port %d) in the trace%s",
-                  m->gateway_port, m->probe_start_us ? " after the probe started" : "");
+            fg_strbuf_printf(&ev, "\n");
+        fg_strbuf_printf(&ev,
+                         "no liveness probe connection to the gateway (port %d) in the trace%s",
+                         m->gateway_port, m->probe_start_us ? " after the probe started" : "");
         if (!sum)
             sum = fg_strdup("no liveness probe connection in the trace");
     } else if (v != FG_V_FAIL) {
@@ -1287,7 +1266,7 @@ static void eval_alive(const struct fg_expect_spec *e, const struct fg_judge_ctx
     }
     free(psum);
     set_result(o, v, sum);
-    o->evidence = sb_take(&ev);
+    o->evidence = fg_strbuf_take(&ev);
 }
 
 /* --- inbound-accepts-while-busy ------------------------------------------- */
@@ -1295,47 +1274,50 @@ static void eval_alive(const struct fg_expect_spec *e, const struct fg_judge_ctx
 /* Whether connection c, opened while the gateway was busy, got a 2xx
  * greeting within limit_us: 1 yes, 0 no, -1 the trace ends too soon. */
 static int greeted_within(const struct fg_tl_conn *c, unsigned portno, uint64_t limit_us,
-                          uint64_t t0, uint64_t trace_end, struct fg_outcome *o, struct sb *ev)
+                          uint64_t t0, uint64_t trace_end, struct fg_outcome *o,
+                          struct fg_strbuf *ev)
 {
     char a[32], b[32];
     uint64_t open_us = conn_open_us(c);
     uint64_t open_frame = c->nev ? c->ev[0].frame : 0;
     frame_add(o, open_frame);
-    sb_printf(ev, "inbound connection #%u (%s -> %s, opened frame %llu, t=+%s s) ", portno,
-              c->client, c->server, (unsigned long long)open_frame,
-              secs(a, sizeof a, since(open_us, t0)));
+    fg_strbuf_printf(ev, "inbound connection #%u (%s -> %s, opened frame %llu, t=+%s s) ", portno,
+                     c->client, c->server, (unsigned long long)open_frame,
+                     secs(a, sizeof a, since(open_us, t0)));
     for (size_t i = 0; i < c->nev; i++) {
         const struct fg_tl_event *x = &c->ev[i];
         if (x->kind == FG_TL_REPLY && x->dir == FG_S2C) {
             frame_add(o, x->frame);
             uint64_t w = since(x->us, open_us);
             if (x->code / 100 == 2 && w <= limit_us) {
-                sb_printf(ev, "was greeted with %d after %s s (frame %llu)", x->code,
-                          secs(b, sizeof b, w), (unsigned long long)x->frame);
+                fg_strbuf_printf(ev, "was greeted with %d after %s s (frame %llu)", x->code,
+                                 secs(b, sizeof b, w), (unsigned long long)x->frame);
                 return 1;
             }
-            sb_printf(ev, "was answered %d after %s s (frame %llu)%s", x->code,
-                      secs(b, sizeof b, w), (unsigned long long)x->frame,
-                      x->code / 100 == 2 ? ": too late" : ", not a 2xx greeting");
+            fg_strbuf_printf(ev, "was answered %d after %s s (frame %llu)%s", x->code,
+                             secs(b, sizeof b, w), (unsigned long long)x->frame,
+                             x->code / 100 == 2 ? ": too late" : ", not a 2xx greeting");
             return 0;
         }
         if ((x->kind == FG_TL_RST || x->kind == FG_TL_FIN) && i > 0) {
             frame_add(o, x->frame);
-            sb_printf(ev, "was %s without a greeting after %s s (%s by the %s, frame %llu)",
-                      x->dir == FG_S2C ? (x->kind == FG_TL_RST ? "refused" : "closed") : "given up",
-                      secs(b, sizeof b, since(x->us, open_us)),
-                      x->kind == FG_TL_RST ? "RST" : "FIN", x->dir == FG_S2C ? "gateway" : "client",
-                      (unsigned long long)x->frame);
+            fg_strbuf_printf(
+                ev, "was %s without a greeting after %s s (%s by the %s, frame %llu)",
+                x->dir == FG_S2C ? (x->kind == FG_TL_RST ? "refused" : "closed") : "given up",
+                secs(b, sizeof b, since(x->us, open_us)), x->kind == FG_TL_RST ? "RST" : "FIN",
+                x->dir == FG_S2C ? "gateway" : "client", (unsigned long long)x->frame);
             return 0;
         }
         if (x->kind == FG_TL_GAP) {
-            sb_printf(ev, "lost bytes to a gap in the trace (frame %llu) before any greeting",
-                      (unsigned long long)x->frame);
+            fg_strbuf_printf(ev,
+                             "lost bytes to a gap in the trace (frame %llu) before any greeting",
+                             (unsigned long long)x->frame);
             return -1;
         }
     }
     uint64_t left = since(trace_end, open_us);
-    sb_printf(ev, "got no greeting in the %s s of trace after it opened", secs(b, sizeof b, left));
+    fg_strbuf_printf(ev, "got no greeting in the %s s of trace after it opened",
+                     secs(b, sizeof b, left));
     return left >= limit_us ? 0 : -1;
 }
 
@@ -1357,7 +1339,7 @@ static void eval_busy(const struct fg_expect_spec *e, const struct fg_judge_ctx 
     struct fg_tl_conn **pc, **gc;
     size_t npc = conns_to(tl, m->proxy_port, &pc);
     size_t ngc = conns_to(tl, m->gateway_port, &gc);
-    struct sb ev = {0};
+    struct fg_strbuf ev = {0};
     char a[32], b[32];
     struct {
         uint64_t start, end;
@@ -1383,9 +1365,9 @@ static void eval_busy(const struct fg_expect_spec *e, const struct fg_judge_ctx 
         busy[nbusy].start = d->t_us;
         busy[nbusy].end = end;
         nbusy++;
-        sb_printf(&ev, "busy: %s on outbound connection #%u (%s) from t=+%s s to t=+%s s\n",
-                  d->action, d->conn, d->trigger, secs(a, sizeof a, since(d->t_us, t0)),
-                  secs(b, sizeof b, since(end, t0)));
+        fg_strbuf_printf(&ev, "busy: %s on outbound connection #%u (%s) from t=+%s s to t=+%s s\n",
+                         d->action, d->conn, d->trigger, secs(a, sizeof a, since(d->t_us, t0)),
+                         secs(b, sizeof b, since(end, t0)));
     }
     size_t nin = 0, nbad = 0, nopen = 0;
     for (size_t i = 0; i < ngc && nbusy; i++) {
@@ -1399,7 +1381,7 @@ static void eval_busy(const struct fg_expect_spec *e, const struct fg_judge_ctx 
         nin++;
         int r =
             greeted_within(gc[i], (unsigned)i + 1, limit_ms * 1000, t0, tl->stats.last_us, o, &ev);
-        sb_printf(&ev, "\n");
+        fg_strbuf_printf(&ev, "\n");
         if (r == 0) {
             nbad++;
             if (!o->conn)
@@ -1410,14 +1392,15 @@ static void eval_busy(const struct fg_expect_spec *e, const struct fg_judge_ctx 
     }
     free(pc);
     free(gc);
-    struct sb lim = {0};
+    struct fg_strbuf lim = {0};
     limit_text(&lim, e->within, limit_ms, m);
     if (nbusy == 0) {
-        sb_printf(&ev, "no stall, delay or throttle fault fired: the gateway was never busy");
+        fg_strbuf_printf(&ev,
+                         "no stall, delay or throttle fault fired: the gateway was never busy");
         set_result(o, FG_V_INCONC, fg_strdup("the gateway was never made busy in this run"));
     } else if (nin == 0) {
-        sb_printf(&ev, "no connection to the gateway (port %d) opened while it was busy",
-                  m->gateway_port);
+        fg_strbuf_printf(&ev, "no connection to the gateway (port %d) opened while it was busy",
+                         m->gateway_port);
         set_result(o, FG_V_INCONC, fg_strdup("no inbound connection while the gateway was busy"));
     } else if (nbad) {
         set_result(o, FG_V_FAIL,
@@ -1438,7 +1421,7 @@ static void eval_busy(const struct fg_expect_spec *e, const struct fg_judge_ctx 
     free(lim.s);
     while (ev.len && ev.s[ev.len - 1] == '\n')
         ev.s[--ev.len] = '\0';
-    o->evidence = sb_take(&ev);
+    o->evidence = fg_strbuf_take(&ev);
 }
 
 /* --- retries-after-drop ----------------------------------------------------- */
@@ -1474,7 +1457,7 @@ static void eval_retry(const struct fg_expect_spec *e, const struct fg_judge_ctx
     uint64_t t0 = tl->stats.first_us;
     struct fg_tl_conn **pc;
     size_t npc = conns_to(tl, m->proxy_port, &pc);
-    struct sb ev = {0}, lim = {0};
+    struct fg_strbuf ev = {0}, lim = {0};
     char a[32], b[32];
     limit_text(&lim, e->within, limit_ms, m);
     size_t first = npc, ndrops = 0;
@@ -1490,10 +1473,10 @@ static void eval_retry(const struct fg_expect_spec *e, const struct fg_judge_ctx
         }
     }
     if (first == npc) {
-        sb_printf(&ev,
-                  "none of the %zu connection%s to the proxy (port %d) was closed after "
-                  "EHLO/HELO before its reply",
-                  npc, npc == 1 ? "" : "s", m->proxy_port);
+        fg_strbuf_printf(&ev,
+                         "none of the %zu connection%s to the proxy (port %d) was closed after "
+                         "EHLO/HELO before its reply",
+                         npc, npc == 1 ? "" : "s", m->proxy_port);
         set_result(o, FG_V_INCONC, fg_strdup("no connection was dropped after EHLO"));
     } else {
         const struct fg_tl_conn *c = pc[first];
@@ -1501,12 +1484,13 @@ static void eval_retry(const struct fg_expect_spec *e, const struct fg_judge_ctx
         o->conn = c->id;
         frame_add(o, he->frame);
         frame_add(o, ce->frame);
-        sb_printf(&ev,
-                  "outbound connection #%zu (%s -> %s): %s at frame %llu (t=+%s s), the next "
-                  "hop %s the connection at frame %llu before replying\n",
-                  first + 1, c->client, c->server, he->text ? he->text : "EHLO",
-                  (unsigned long long)he->frame, secs(a, sizeof a, since(he->us, t0)),
-                  ce->kind == FG_TL_RST ? "reset" : "closed", (unsigned long long)ce->frame);
+        fg_strbuf_printf(
+            &ev,
+            "outbound connection #%zu (%s -> %s): %s at frame %llu (t=+%s s), the next "
+            "hop %s the connection at frame %llu before replying\n",
+            first + 1, c->client, c->server, he->text ? he->text : "EHLO",
+            (unsigned long long)he->frame, secs(a, sizeof a, since(he->us, t0)),
+            ce->kind == FG_TL_RST ? "reset" : "closed", (unsigned long long)ce->frame);
         if (first + 1 < npc) {
             const struct fg_tl_conn *n = pc[first + 1];
             uint64_t w = since(conn_open_us(n), ce->us);
@@ -1519,12 +1503,13 @@ static void eval_retry(const struct fg_expect_spec *e, const struct fg_judge_ctx
             const char *verb = k < 0 ? NULL : n->ev[k].verb == FG_VERB_HELO ? "HELO" : "EHLO";
             if (k >= 0)
                 frame_add(o, n->ev[k].frame);
-            sb_printf(&ev, "the gateway connected again after %s s (connection #%zu, frame %llu)",
-                      secs(b, sizeof b, w), first + 2,
-                      (unsigned long long)(n->nev ? n->ev[0].frame : 0));
+            fg_strbuf_printf(
+                &ev, "the gateway connected again after %s s (connection #%zu, frame %llu)",
+                secs(b, sizeof b, w), first + 2, (unsigned long long)(n->nev ? n->ev[0].frame : 0));
             if (verb)
-                sb_printf(&ev, " and used %s%s", verb,
-                          strcmp(verb, "HELO") == 0 ? " (the fallback of the KB's fix)" : "");
+                fg_strbuf_printf(&ev, " and used %s%s", verb,
+                                 strcmp(verb, "HELO") == 0 ? " (the fallback of the KB's fix)"
+                                                           : "");
             if (w <= limit_ms * 1000)
                 set_result(o, FG_V_PASS,
                            fg_asprintf("the gateway connected again %s s after the drop (limit "
@@ -1538,8 +1523,9 @@ static void eval_retry(const struct fg_expect_spec *e, const struct fg_judge_ctx
                                        secs(a, sizeof a, w), lim.s));
         } else {
             uint64_t left = since(tl->stats.last_us, ce->us);
-            sb_printf(&ev, "no later connection to the proxy in the %s s of trace after the drop",
-                      secs(b, sizeof b, left));
+            fg_strbuf_printf(&ev,
+                             "no later connection to the proxy in the %s s of trace after the drop",
+                             secs(b, sizeof b, left));
             if (left >= limit_ms * 1000)
                 set_result(o, FG_V_FAIL,
                            fg_asprintf("the gateway did not connect again within %s of the drop "
@@ -1551,12 +1537,12 @@ static void eval_retry(const struct fg_expect_spec *e, const struct fg_judge_ctx
                                        secs(a, sizeof a, left), lim.s));
         }
         if (ndrops > 1)
-            sb_printf(&ev, "\n(%zu later drops after EHLO are not judged by this rule)",
-                      ndrops - 1);
+            fg_strbuf_printf(&ev, "\n(%zu later drops after EHLO are not judged by this rule)",
+                             ndrops - 1);
     }
     free(pc);
     free(lim.s);
-    o->evidence = sb_take(&ev);
+    o->evidence = fg_strbuf_take(&ev);
 }
 
 /* --- the conformance catalog: per-connection checks ------------------------
@@ -1582,7 +1568,7 @@ struct cctx {
     size_t nall;
     size_t idx;          /* this connection's index in all */
     uint64_t run_end_us; /* the gateway's own behaviour ends here */
-    struct sb *ev;
+    struct fg_strbuf *ev;
     struct fg_outcome *o;
     char why[200]; /* the first BAD's one-line reason */
 };
@@ -1605,9 +1591,9 @@ static void cbad(struct cctx *x, const struct fg_tl_conn *c, uint64_t frame, con
             us = c->ev[i].us;
             break;
         }
-    sb_printf(x->ev, "connection #%zu (%s -> %s), frame %llu, t=+%s s: %s\n", x->idx + 1, c->client,
-              c->server, (unsigned long long)frame,
-              secs(t, sizeof t, since(us, x->ctx->tl->stats.first_us)), msg);
+    fg_strbuf_printf(x->ev, "connection #%zu (%s -> %s), frame %llu, t=+%s s: %s\n", x->idx + 1,
+                     c->client, c->server, (unsigned long long)frame,
+                     secs(t, sizeof t, since(us, x->ctx->tl->stats.first_us)), msg);
     frame_add(x->o, frame);
     if (!x->o->conn)
         x->o->conn = c->id;
@@ -1636,7 +1622,7 @@ static void eval_per_conn(const struct fg_expect_spec *e, const struct fg_judge_
     int inb = leg_inbound(e);
     int port = inb ? m->gateway_port : m->proxy_port;
     struct cctx x;
-    struct sb ev = {0};
+    struct fg_strbuf ev = {0};
     memset(&x, 0, sizeof x);
     x.ctx = ctx;
     x.e = e;
@@ -1661,11 +1647,11 @@ static void eval_per_conn(const struct fg_expect_spec *e, const struct fg_judge_
     }
     const char *legname = inb ? "inbound" : "outbound";
     size_t judged = n[C_OK] + n[C_BAD] + n[C_UNSURE];
-    sb_printf(&ev,
-              "%zu %s connection%s (port %d): %zu ok, %zu failing, %zu undecided, %zu not "
-              "concerned",
-              x.nall, legname, x.nall == 1 ? "" : "s", port, n[C_OK], n[C_BAD], n[C_UNSURE],
-              n[C_NA]);
+    fg_strbuf_printf(&ev,
+                     "%zu %s connection%s (port %d): %zu ok, %zu failing, %zu undecided, %zu not "
+                     "concerned",
+                     x.nall, legname, x.nall == 1 ? "" : "s", port, n[C_OK], n[C_BAD], n[C_UNSURE],
+                     n[C_NA]);
     if (n[C_BAD])
         set_result(o, FG_V_FAIL,
                    fg_asprintf("%zu of %zu %s connection%s: %s", n[C_BAD], judged, legname,
@@ -1684,7 +1670,7 @@ static void eval_per_conn(const struct fg_expect_spec *e, const struct fg_judge_
         set_result(o, FG_V_INCONC,
                    fg_asprintf("not exercised: no %s connection where the rule applies", legname));
     free(x.all);
-    o->evidence = sb_take(&ev);
+    o->evidence = fg_strbuf_take(&ev);
 }
 
 /* crlf-only: RFC 5321 §2.3.8 (MUST): lines end in CRLF, no bare CR or LF. */
@@ -1974,12 +1960,23 @@ static enum cres chk_pipelining(const struct fg_tl_conn *c, struct cctx *x)
         const char *text;
     } q[PIPE_TRACK];
     size_t restricted = 0; /* unanswered group-ending commands */
+    int greeted = 0;
     for (size_t i = 0; i < c->nev; i++) {
         const struct fg_tl_event *v = &c->ev[i];
         if (v->kind == FG_TL_GAP)
             return r == C_NA ? C_NA : C_UNSURE;
         if (v->kind == FG_TL_TLS)
             break;
+        if (v->kind == FG_TL_REPLY && v->answers == FG_ANS_GREETING)
+            greeted = 1;
+        if (v->kind == FG_TL_COMMAND && !greeted) {
+            /* RFC 5321 §3.1, §4.3.1: the session opens with the server's
+             * greeting; a command before it is a pipelining desync. */
+            cbad(x, c, v->frame,
+                 "\"%.30s\" sent before the server's greeting (RFC 5321 §3.1; RFC 2920 §3.1)",
+                 v->text ? v->text : "?");
+            return C_BAD;
+        }
         if (v->kind == FG_TL_REPLY &&
             (v->answers == FG_ANS_COMMAND || v->answers == FG_ANS_END_OF_DATA ||
              v->answers == FG_ANS_BDAT) &&
@@ -2061,10 +2058,12 @@ static enum cres chk_quit(const struct fg_tl_conn *c, struct cctx *x)
             if (v->answers != FG_ANS_GREETING && v->answers != FG_ANS_UNSOLICITED && outstanding)
                 outstanding--;
         } else if (v->kind == FG_TL_FIN || v->kind == FG_TL_RST) {
-            if (v->dir == FG_S2C || saw421 || v->us >= x->run_end_us)
-                return C_NA;
+            /* After QUIT either side may close first: a server closes as
+             * soon as its 221 is out (§4.1.1.10), often before the client. */
             if (quit)
                 return C_OK;
+            if (v->dir == FG_S2C || saw421 || v->us >= x->run_end_us)
+                return C_NA;
             if (outstanding || !cmds)
                 return C_NA;
             cbad(x, c, v->frame, "the gateway %s the connection without QUIT (RFC 5321 §4.1.1.10)",
@@ -2117,6 +2116,24 @@ static enum cres chk_timeout(const struct fg_tl_conn *c, struct cctx *x)
     size_t outstanding = 0;
     int greeted = 0;
     uint64_t min_us = x->limit_ms * 1000;
+    /* The client waits for its oldest unanswered command: with
+     * PIPELINING, commands sent behind it (QUIT after the final dot, DATA
+     * after MAIL and RCPT) do not change what it is waiting for. */
+    struct {
+        const char *stage;
+        uint64_t us, frame;
+    } q[PIPE_TRACK];
+    size_t qhead = 0;
+    /* A command of the stage judged among those unanswered (RCPT behind
+     * MAIL in one group): the client waited for its reply that long too. */
+#define WANTED_OUTSTANDING()                                                                       \
+    for (size_t k_ = 0; k_ < outstanding && k_ < PIPE_TRACK; k_++)                                 \
+        if (strcmp(q[(qhead + k_) % PIPE_TRACK].stage, want) == 0) {                               \
+            stage = want;                                                                          \
+            since_us = q[(qhead + k_) % PIPE_TRACK].us;                                            \
+            since_frame = q[(qhead + k_) % PIPE_TRACK].frame;                                      \
+            break;                                                                                 \
+        }
     char a[32], b[32];
     for (size_t i = 0; i < c->nev; i++) {
         const struct fg_tl_event *v = &c->ev[i];
@@ -2127,18 +2144,32 @@ static enum cres chk_timeout(const struct fg_tl_conn *c, struct cctx *x)
         if (v->kind == FG_TL_REPLY) {
             if (v->answers == FG_ANS_GREETING)
                 greeted = 1;
-            else if (outstanding && v->answers != FG_ANS_UNSOLICITED)
+            else if (outstanding && v->answers != FG_ANS_UNSOLICITED) {
                 outstanding--;
+                qhead++;
+                if (outstanding && outstanding <= PIPE_TRACK) {
+                    stage = q[qhead % PIPE_TRACK].stage;
+                    since_us = q[qhead % PIPE_TRACK].us;
+                    since_frame = q[qhead % PIPE_TRACK].frame;
+                }
+            }
             if (!outstanding && greeted) {
                 stage = "idle";
                 since_us = v->us;
                 since_frame = v->frame;
             }
         } else if (v->kind == FG_TL_COMMAND) {
-            outstanding++;
-            stage = cmd_stage(v->verb);
-            since_us = v->us;
-            since_frame = v->frame;
+            if (outstanding < PIPE_TRACK) {
+                size_t t = (qhead + outstanding) % PIPE_TRACK;
+                q[t].stage = cmd_stage(v->verb);
+                q[t].us = v->us;
+                q[t].frame = v->frame;
+            }
+            if (outstanding++ == 0) {
+                stage = cmd_stage(v->verb);
+                since_us = v->us;
+                since_frame = v->frame;
+            }
         } else if (v->kind == FG_TL_DATA) {
             stage = "data_block";
             since_us = v->us;
@@ -2149,22 +2180,30 @@ static enum cres chk_timeout(const struct fg_tl_conn *c, struct cctx *x)
                     since_frame = c->msg[k].last_frame;
                 }
         } else if (v->kind == FG_TL_END_OF_DATA) {
-            outstanding++;
-            stage = "data_done";
-            since_us = v->us;
-            since_frame = v->frame;
+            if (outstanding < PIPE_TRACK) {
+                size_t t = (qhead + outstanding) % PIPE_TRACK;
+                q[t].stage = "data_done";
+                q[t].us = v->us;
+                q[t].frame = v->frame;
+            }
+            if (outstanding++ == 0) {
+                stage = "data_done";
+                since_us = v->us;
+                since_frame = v->frame;
+            }
         } else if (v->kind == FG_TL_FIN || v->kind == FG_TL_RST) {
             if (v->dir == FG_S2C)
                 return C_NA; /* the peer was not silent: it closed */
+            WANTED_OUTSTANDING();
             if (strcmp(stage, want) != 0)
                 return C_NA;
             if (v->us >= x->run_end_us)
                 break; /* faultgate ended the run: still waiting then */
             uint64_t w = since(v->us, since_us);
             if (w >= min_us) {
-                sb_printf(x->ev, "connection #%zu: waited %s s at %s (frame %llu to %llu)\n",
-                          x->idx + 1, secs(a, sizeof a, w), want, (unsigned long long)since_frame,
-                          (unsigned long long)v->frame);
+                fg_strbuf_printf(x->ev, "connection #%zu: waited %s s at %s (frame %llu to %llu)\n",
+                                 x->idx + 1, secs(a, sizeof a, w), want,
+                                 (unsigned long long)since_frame, (unsigned long long)v->frame);
                 return C_OK;
             }
             cbad(x, c, v->frame,
@@ -2173,15 +2212,18 @@ static enum cres chk_timeout(const struct fg_tl_conn *c, struct cctx *x)
             return C_BAD;
         }
     }
+    WANTED_OUTSTANDING();
     if (strcmp(stage, want) != 0)
         return C_NA;
     uint64_t w = since(x->run_end_us, since_us);
     if (w >= min_us) {
-        sb_printf(x->ev, "connection #%zu: still waiting at %s after %s s (from frame %llu)\n",
-                  x->idx + 1, want, secs(a, sizeof a, w), (unsigned long long)since_frame);
+        fg_strbuf_printf(x->ev,
+                         "connection #%zu: still waiting at %s after %s s (from frame %llu)\n",
+                         x->idx + 1, want, secs(a, sizeof a, w), (unsigned long long)since_frame);
         return C_OK;
     }
     return C_UNSURE;
+#undef WANTED_OUTSTANDING
 }
 
 static void eval_crlf(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
@@ -2372,7 +2414,7 @@ static void later(struct fg_tl_conn **pc, size_t npc, const struct failure *f, u
 }
 
 static void fail_ctx(struct cctx *x, const struct fg_judge_ctx *ctx, const struct fg_expect_spec *e,
-                     uint64_t limit_ms, struct fg_outcome *o, struct sb *ev)
+                     uint64_t limit_ms, struct fg_outcome *o, struct fg_strbuf *ev)
 {
     memset(x, 0, sizeof *x);
     x->ctx = ctx;
@@ -2387,7 +2429,7 @@ static void fail_ctx(struct cctx *x, const struct fg_judge_ctx *ctx, const struc
     x->nall = conns_to(ctx->tl, ctx->meta->proxy_port, &x->all);
 }
 
-static void fail_result(struct cctx *x, struct fg_outcome *o, struct sb *ev, size_t n[4],
+static void fail_result(struct cctx *x, struct fg_outcome *o, struct fg_strbuf *ev, size_t n[4],
                         const char *what, const char *none)
 {
     size_t judged = n[C_OK] + n[C_BAD] + n[C_UNSURE];
@@ -2401,7 +2443,7 @@ static void fail_result(struct cctx *x, struct fg_outcome *o, struct sb *ev, siz
     else
         set_result(o, FG_V_INCONC, fg_strdup(none));
     free(x->all);
-    o->evidence = sb_take(ev);
+    o->evidence = fg_strbuf_take(ev);
 }
 
 static const char *fail_what(const struct failure *f, char *buf, size_t len)
@@ -2420,7 +2462,7 @@ static void eval_retry4(const struct fg_expect_spec *e, const struct fg_judge_ct
                         uint64_t limit_ms, struct fg_outcome *o)
 {
     struct cctx x;
-    struct sb ev = {0};
+    struct fg_strbuf ev = {0};
     size_t n[4] = {0};
     char a[32], b[320];
     fail_ctx(&x, ctx, e, limit_ms, o, &ev);
@@ -2443,9 +2485,9 @@ static void eval_retry4(const struct fg_expect_spec *e, const struct fg_judge_ct
             n[C_BAD]++;
         } else if (r && r - f->ev->us <= limit_ms * 1000) {
             frame_add(o, rf);
-            sb_printf(&ev, "%s: %d at frame %llu, tried again %s s later at frame %llu\n", b,
-                      f->ev->code, (unsigned long long)f->ev->frame,
-                      secs(a, sizeof a, r - f->ev->us), (unsigned long long)rf);
+            fg_strbuf_printf(&ev, "%s: %d at frame %llu, tried again %s s later at frame %llu\n", b,
+                             f->ev->code, (unsigned long long)f->ev->frame,
+                             secs(a, sizeof a, r - f->ev->us), (unsigned long long)rf);
             n[C_OK]++;
         } else if (r || since(x.run_end_us, f->ev->us) >= limit_ms * 1000) {
             cbad(&x, c, f->ev->frame, "%s: %d, %s within %s s (RFC 5321 §4.5.4.1)", b, f->ev->code,
@@ -2468,7 +2510,7 @@ static void eval_noretry5(const struct fg_expect_spec *e, const struct fg_judge_
                           uint64_t limit_ms, struct fg_outcome *o)
 {
     struct cctx x;
-    struct sb ev = {0};
+    struct fg_strbuf ev = {0};
     size_t n[4] = {0};
     char a[32], b[320];
     fail_ctx(&x, ctx, e, limit_ms, o, &ev);
@@ -2489,9 +2531,9 @@ static void eval_noretry5(const struct fg_expect_spec *e, const struct fg_judge_
             n[C_BAD]++;
         } else if (bo && bo - f->ev->us <= limit_ms * 1000) {
             frame_add(o, bf);
-            sb_printf(&ev, "%s: %d at frame %llu, bounce from <> %s s later at frame %llu\n", b,
-                      f->ev->code, (unsigned long long)f->ev->frame,
-                      secs(a, sizeof a, bo - f->ev->us), (unsigned long long)bf);
+            fg_strbuf_printf(&ev, "%s: %d at frame %llu, bounce from <> %s s later at frame %llu\n",
+                             b, f->ev->code, (unsigned long long)f->ev->frame,
+                             secs(a, sizeof a, bo - f->ev->us), (unsigned long long)bf);
             n[C_OK]++;
         } else if (bo || since(x.run_end_us, f->ev->us) >= limit_ms * 1000) {
             cbad(&x, c, f->ev->frame, "%s: %d, no bounce from <> within %s s (RFC 5321 §6.1)", b,
@@ -2515,7 +2557,7 @@ static void eval_421(const struct fg_expect_spec *e, const struct fg_judge_ctx *
                      uint64_t limit_ms, struct fg_outcome *o)
 {
     struct cctx x;
-    struct sb ev = {0};
+    struct fg_strbuf ev = {0};
     size_t n[4] = {0};
     char a[32];
     fail_ctx(&x, ctx, e, limit_ms, o, &ev);
@@ -2527,9 +2569,19 @@ static void eval_421(const struct fg_expect_spec *e, const struct fg_judge_ctx *
         x.idx = f->ci;
         frame_add(o, f->ev->frame);
         long more = -1;
-        for (size_t k = f->ei + 1; k < c->nev && more < 0; k++)
-            if (c->ev[k].kind == FG_TL_COMMAND && c->ev[k].verb != FG_VERB_QUIT)
-                more = (long)k;
+        for (size_t k = f->ei + 1; k < c->nev && more < 0; k++) {
+            const struct fg_tl_event *w = &c->ev[k];
+            if (w->kind != FG_TL_COMMAND || w->verb == FG_VERB_QUIT)
+                continue;
+            /* RSET or NOOP written in one segment with the QUIT behind
+             * it ends the session too: nothing waits for its reply
+             * (Postfix answers a 421 inside a pipeline so). */
+            long nx = fg_tl_conn_first(c, k + 1, FG_TL_COMMAND, FG_C2S);
+            if ((w->verb == FG_VERB_RSET || w->verb == FG_VERB_NOOP) && nx >= 0 &&
+                c->ev[nx].verb == FG_VERB_QUIT && c->ev[nx].frame == w->frame)
+                continue;
+            more = (long)k;
+        }
         if (more >= 0) {
             cbad(&x, c, c->ev[more].frame,
                  "\"%.30s\" sent after 421 (frame %llu): the session is over (RFC 5321 §3.8)",
@@ -2548,11 +2600,11 @@ static void eval_421(const struct fg_expect_spec *e, const struct fg_judge_ctx *
             n[C_BAD]++;
         } else if (rc && rc - f->ev->us <= limit_ms * 1000) {
             frame_add(o, rcf);
-            sb_printf(&ev,
-                      "421 at frame %llu (connection #%zu), connected again %s s later "
-                      "(frame %llu)\n",
-                      (unsigned long long)f->ev->frame, f->ci + 1,
-                      secs(a, sizeof a, rc - f->ev->us), (unsigned long long)rcf);
+            fg_strbuf_printf(&ev,
+                             "421 at frame %llu (connection #%zu), connected again %s s later "
+                             "(frame %llu)\n",
+                             (unsigned long long)f->ev->frame, f->ci + 1,
+                             secs(a, sizeof a, rc - f->ev->us), (unsigned long long)rcf);
             n[C_OK]++;
         } else if (rc || since(x.run_end_us, f->ev->us) >= limit_ms * 1000) {
             cbad(&x, c, f->ev->frame, "after 421 the gateway did not connect again within %s s",

@@ -46,27 +46,6 @@ const struct fg_expect_rule fg_expect_client_rules[] = {
 
 /* --- helpers ------------------------------------------------------------- */
 
-struct sb {
-    char *s;
-    size_t len, cap;
-};
-
-static void sb_printf(struct sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(struct sb *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n <= 0)
-        return;
-    fg_array_reserve((void **)&b->s, &b->cap, b->len + (size_t)n + 1, 1);
-    va_start(ap, fmt);
-    vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
 static uint64_t trace_start_us(const struct fg_timeline *tl)
 {
     uint64_t t0 = 0;
@@ -164,7 +143,7 @@ static void eval_exits(const struct fg_expect_spec *e, const struct fg_judge_ctx
         }
     }
     uint64_t t0 = trace_start_us(ctx->tl);
-    struct sb ev = {0};
+    struct fg_strbuf ev = {0};
     enum fg_verdict worst = FG_V_PASS;
     char *sum = NULL;
     uint64_t longest = 0;
@@ -182,24 +161,25 @@ static void eval_exits(const struct fg_expect_spec *e, const struct fg_judge_ctx
             v = FG_V_FAIL;
         if (c->duration_ms > longest)
             longest = c->duration_ms;
-        sb_printf(&ev, "%sclient run %zu (message %s, started t=+%s s): %s", i ? "\n" : "", i + 1,
-                  c->token, rel(t, sizeof t, c->start_us, t0), d);
+        fg_strbuf_printf(&ev, "%sclient run %zu (message %s, started t=+%s s): %s", i ? "\n" : "",
+                         i + 1, c->token, rel(t, sizeof t, c->start_us, t0), d);
         if (e->within && c->spawned && !c->timed_out)
-            sb_printf(&ev, "; limit %.1f s = %s", (double)within / 1000.0, e->within);
+            fg_strbuf_printf(&ev, "; limit %.1f s = %s", (double)within / 1000.0, e->within);
         if (line[0])
-            sb_printf(&ev, "; its stderr ends: %s", line);
+            fg_strbuf_printf(&ev, "; its stderr ends: %s", line);
         if (v != FG_V_PASS) {
             /* Where it hung: its connections still open when it was killed. */
             struct fg_tl_conn *cc[16];
             size_t nc = client_conns(ctx, c, cc, 16);
             for (size_t k = 0; k < nc; k++) {
                 const struct fg_tl_event *last = &cc[k]->ev[cc[k]->nev - 1];
-                sb_printf(&ev,
-                          "\n  connection %s -> %s (trace connection %u): last event %s%s%s "
-                          "at frame %llu, t=+%s s",
-                          cc[k]->client, cc[k]->server, cc[k]->id, fg_tl_kind_name(last->kind),
-                          last->text ? " " : "", last->text ? last->text : "",
-                          (unsigned long long)last->frame, rel(t, sizeof t, last->us, t0));
+                fg_strbuf_printf(&ev,
+                                 "\n  connection %s -> %s (trace connection %u): last event %s%s%s "
+                                 "at frame %llu, t=+%s s",
+                                 cc[k]->client, cc[k]->server, cc[k]->id,
+                                 fg_tl_kind_name(last->kind), last->text ? " " : "",
+                                 last->text ? last->text : "", (unsigned long long)last->frame,
+                                 rel(t, sizeof t, last->us, t0));
                 fg_outcome_frame(o, last->frame);
                 if (!o->conn)
                     o->conn = cc[k]->id;
@@ -352,7 +332,7 @@ static void eval_reports(const struct fg_expect_spec *e, const struct fg_judge_c
         return;
     }
     uint64_t t0 = trace_start_us(ctx->tl);
-    struct sb ev = {0};
+    struct fg_strbuf ev = {0};
     enum fg_verdict worst = FG_V_PASS;
     char *sum = NULL;
     size_t nfailed = 0;
@@ -388,15 +368,15 @@ static void eval_reports(const struct fg_expect_spec *e, const struct fg_judge_c
             v = FG_V_PASS;
             nfailed += !w.accepted;
         }
-        sb_printf(&ev, "%sclient run %zu (message %s): %s; on the wire: ", i ? "\n" : "", i + 1,
-                  c->token, d);
+        fg_strbuf_printf(&ev, "%sclient run %zu (message %s): %s; on the wire: ", i ? "\n" : "",
+                         i + 1, c->token, d);
         if (w.accepted)
-            sb_printf(&ev, "end of data answered %d (frame %llu)", w.accept_code,
-                      (unsigned long long)w.accept_frame);
+            fg_strbuf_printf(&ev, "end of data answered %d (frame %llu)", w.accept_code,
+                             (unsigned long long)w.accept_frame);
         else
-            sb_printf(&ev, "not accepted: %s", w.what);
+            fg_strbuf_printf(&ev, "not accepted: %s", w.what);
         if (line[0])
-            sb_printf(&ev, "; its stderr ends: %s", line);
+            fg_strbuf_printf(&ev, "; its stderr ends: %s", line);
         if (v != FG_V_PASS && (!sum || fg_verdict_worst(worst, v) != worst)) {
             free(sum);
             sum = s;

@@ -103,39 +103,10 @@ static char *vfmt(const char *fmt, va_list ap)
     return t;
 }
 
-struct sb {
-    char *s;
-    size_t len, cap;
-};
-
-static void sb_printf(struct sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(struct sb *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *t = vfmt(fmt, ap);
-    va_end(ap);
-    size_t n = strlen(t);
-    if (b->len + n + 1 > b->cap) {
-        b->cap = (b->len + n + 1) * 2;
-        b->s = fg_realloc(b->s, b->cap);
-    }
-    memcpy(b->s + b->len, t, n + 1);
-    b->len += n;
-    free(t);
-}
-
-static char *sb_take(struct sb *b)
-{
-    char *s = b->s ? b->s : fg_strdup("");
-    b->s = NULL;
-    b->len = b->cap = 0;
-    return s;
-}
-
-static void result(struct fg_outcome *o, enum fg_verdict v, struct sb *ev, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void result(struct fg_outcome *o, enum fg_verdict v, struct sb *ev, const char *fmt, ...)
+static void result(struct fg_outcome *o, enum fg_verdict v, struct fg_strbuf *ev, const char *fmt,
+                   ...) __attribute__((format(printf, 4, 5)));
+static void result(struct fg_outcome *o, enum fg_verdict v, struct fg_strbuf *ev, const char *fmt,
+                   ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -143,7 +114,7 @@ static void result(struct fg_outcome *o, enum fg_verdict v, struct sb *ev, const
     va_end(ap);
     o->verdict = v;
     if (ev && ev->len)
-        o->evidence = sb_take(ev);
+        o->evidence = fg_strbuf_take(ev);
     else
         o->evidence = fg_strdup(o->summary);
     free(ev ? ev->s : NULL);
@@ -198,38 +169,41 @@ static int sync_spdu(const struct fg_x4_event *e)
 }
 
 /* "the foreign system ended the association with AB (...) at frame N, T s" */
-static void end_text(struct sb *b, struct fg_outcome *o, const struct fg_x400_timeline *tl,
+static void end_text(struct fg_strbuf *b, struct fg_outcome *o, const struct fg_x400_timeline *tl,
                      const struct fg_x4_conn *c)
 {
     char d[96], t[48];
     if (c->end == FG_X4_END_NONE || c->end_event == FG_TL_NONE) {
-        sb_printf(b, "the association was still open when the trace ended");
+        fg_strbuf_printf(b, "the association was still open when the trace ended");
         return;
     }
     const struct fg_x4_event *e = &c->ev[c->end_event];
     fg_outcome_frame(o, e->frame);
-    sb_printf(b, "%s %s the association: %s", e->dir == FG_C2S ? "the gateway" : "the X.400 peer",
-              c->end == FG_X4_END_RELEASED ? "released" : "ended",
-              fg_x4_event_describe(c, c->end_event, d, sizeof d));
+    fg_strbuf_printf(b, "%s %s the association: %s",
+                     e->dir == FG_C2S ? "the gateway" : "the X.400 peer",
+                     c->end == FG_X4_END_RELEASED ? "released" : "ended",
+                     fg_x4_event_describe(c, c->end_event, d, sizeof d));
     if (e->rts_reason >= 0)
-        sb_printf(b, ", RTS reason %d", e->rts_reason);
-    sb_printf(b, ", frame %llu at %s", (unsigned long long)e->frame, at(t, sizeof t, tl, e->us));
+        fg_strbuf_printf(b, ", RTS reason %d", e->rts_reason);
+    fg_strbuf_printf(b, ", frame %llu at %s", (unsigned long long)e->frame,
+                     at(t, sizeof t, tl, e->us));
 }
 
-static void violation_text(struct sb *b, struct fg_outcome *o, const struct fg_x400_timeline *tl,
-                           const struct fg_x4_conn *c, size_t i)
+static void violation_text(struct fg_strbuf *b, struct fg_outcome *o,
+                           const struct fg_x400_timeline *tl, const struct fg_x4_conn *c, size_t i)
 {
     const struct fg_x4_event *e = &c->ev[i];
     char d[96], t[48];
     fg_outcome_frame(o, e->frame);
-    sb_printf(b, "frame %llu at %s: %s %s broke rule %s (%s): %s", (unsigned long long)e->frame,
-              at(t, sizeof t, tl, e->us), e->dir == FG_C2S ? "the gateway's" : "the X.400 peer's",
-              fg_x4_event_describe(c, i, d, sizeof d), e->rule, e->source, e->text ? e->text : "");
+    fg_strbuf_printf(
+        b, "frame %llu at %s: %s %s broke rule %s (%s): %s", (unsigned long long)e->frame,
+        at(t, sizeof t, tl, e->us), e->dir == FG_C2S ? "the gateway's" : "the X.400 peer's",
+        fg_x4_event_describe(c, i, d, sizeof d), e->rule, e->source, e->text ? e->text : "");
 }
 
-static void conn_head(struct sb *b, const struct fg_x4_conn *c)
+static void conn_head(struct fg_strbuf *b, const struct fg_x4_conn *c)
 {
-    sb_printf(b, "X.400 connection %u (%s -> %s)", c->id, c->client, c->server);
+    fg_strbuf_printf(b, "X.400 connection %u (%s -> %s)", c->id, c->client, c->server);
 }
 
 /* --- x400-minor-sync-valid ------------------------------------------------------ */
@@ -242,7 +216,7 @@ static void eval_sync(const struct fg_expect_spec *e, const struct fg_judge_ctx 
     struct fg_x400_timeline *tl = leg_timeline(ctx, o);
     if (!tl)
         return;
-    struct sb ev = {0};
+    struct fg_strbuf ev = {0};
     unsigned bad = 0, mips = 0, assoc = 0;
     const struct fg_x4_conn *fc = NULL;
     size_t fi = 0;
@@ -263,32 +237,32 @@ static void eval_sync(const struct fg_expect_spec *e, const struct fg_judge_ctx 
                 continue;
             if (cbad == 0) {
                 conn_head(&ev, c);
-                sb_printf(&ev, ":\n");
+                fg_strbuf_printf(&ev, ":\n");
             }
             if (!fc) {
                 fc = c;
                 fi = i;
             }
             if (cbad < 8) {
-                sb_printf(&ev, "  ");
+                fg_strbuf_printf(&ev, "  ");
                 violation_text(&ev, o, tl, c, i);
-                sb_printf(&ev, "\n");
+                fg_strbuf_printf(&ev, "\n");
             }
             cbad++;
         }
         if (cbad) {
             if (cbad > 8)
-                sb_printf(&ev, "  ... and %u more invalid sync SPDU(s)\n", cbad - 8);
-            sb_printf(&ev, "  ");
+                fg_strbuf_printf(&ev, "  ... and %u more invalid sync SPDU(s)\n", cbad - 8);
+            fg_strbuf_printf(&ev, "  ");
             end_text(&ev, o, tl, c);
-            sb_printf(&ev, "\n");
+            fg_strbuf_printf(&ev, "\n");
         } else if (c->nev > 1) {
             conn_head(&ev, c);
-            sb_printf(&ev,
-                      ": %u minor sync point(s) in %zu activit%s, all valid (checkpoint %u "
-                      "KiB, window %u)\n",
-                      cmips, c->nact, c->nact == 1 ? "y" : "ies", (unsigned)c->checkpoint,
-                      (unsigned)c->window);
+            fg_strbuf_printf(&ev,
+                             ": %u minor sync point(s) in %zu activit%s, all valid (checkpoint %u "
+                             "KiB, window %u)\n",
+                             cmips, c->nact, c->nact == 1 ? "y" : "ies", (unsigned)c->checkpoint,
+                             (unsigned)c->window);
         }
         bad += cbad;
         mips += cmips;
@@ -337,7 +311,7 @@ static void eval_completed(const struct fg_expect_spec *e, const struct fg_judge
     struct fg_x400_timeline *tl = leg_timeline(ctx, o);
     if (!tl)
         return;
-    struct sb ev = {0};
+    struct fg_strbuf ev = {0};
     unsigned bad = 0, msgs = 0;
     const struct fg_x4_conn *first = NULL;
     for (size_t k = 0; k < tl->nconn; k++) {
@@ -352,8 +326,8 @@ static void eval_completed(const struct fg_expect_spec *e, const struct fg_judge
             took = c->ev[c->end_event].us - c->ev[0].us;
         char t[32], t2[32];
         if (conn_completed(c) && took <= limit_ms * 1000) {
-            sb_printf(&ev, ": %u message(s) transferred, released after %s s\n", done,
-                      fg_expect_secs(t, sizeof t, took));
+            fg_strbuf_printf(&ev, ": %u message(s) transferred, released after %s s\n", done,
+                             fg_expect_secs(t, sizeof t, took));
             continue;
         }
         if (conn_completed(c)) {
@@ -361,22 +335,23 @@ static void eval_completed(const struct fg_expect_spec *e, const struct fg_judge
             if (!first)
                 first = c;
             fg_outcome_frame(o, c->ev[c->end_event].frame);
-            sb_printf(&ev, ": released only after %s s, more than the limit of %s s\n",
-                      fg_expect_secs(t, sizeof t, took),
-                      fg_expect_secs(t2, sizeof t2, limit_ms * 1000));
+            fg_strbuf_printf(&ev, ": released only after %s s, more than the limit of %s s\n",
+                             fg_expect_secs(t, sizeof t, took),
+                             fg_expect_secs(t2, sizeof t2, limit_ms * 1000));
             continue;
         }
         bad++;
         if (!first)
             first = c;
-        sb_printf(&ev, ": %s; %u of %zu activit%s completed\n  ",
-                  c->accepted ? "" : "never accepted", done, c->nact, c->nact == 1 ? "y" : "ies");
+        fg_strbuf_printf(&ev, ": %s; %u of %zu activit%s completed\n  ",
+                         c->accepted ? "" : "never accepted", done, c->nact,
+                         c->nact == 1 ? "y" : "ies");
         end_text(&ev, o, tl, c);
-        sb_printf(&ev, "\n");
+        fg_strbuf_printf(&ev, "\n");
         if (c->first_violation != FG_TL_NONE) {
-            sb_printf(&ev, "  first invalid SPDU: ");
+            fg_strbuf_printf(&ev, "  first invalid SPDU: ");
             violation_text(&ev, o, tl, c, c->first_violation);
-            sb_printf(&ev, "\n");
+            fg_strbuf_printf(&ev, "\n");
         }
     }
     if (tl->nconn == 0) {
@@ -420,15 +395,38 @@ static int conn_aborted(const struct fg_x4_conn *c)
     return c->end != FG_X4_END_RELEASED && c->end != FG_X4_END_NONE;
 }
 
+/* Whether every message the gateway accepted had been transferred (an
+ * activity carrying its token answered with AEA) on connections 0..k: an
+ * association aborted after that, e.g. during its release, leaves nothing
+ * to re-associate for (X.410 §4: the AEA confirmed the RT-TRANSFER). */
+static int all_sent_by(const struct fg_judge_ctx *ctx, const struct fg_x400_timeline *tl, size_t k)
+{
+    size_t ntok = ctx->meta ? ctx->meta->ntokens : 0, accepted = 0;
+    for (size_t i = 0; i < ntok; i++) {
+        const struct fg_meta_token *tok = &ctx->meta->tokens[i];
+        if (!tok->accepted)
+            continue;
+        accepted++;
+        int sent = 0;
+        for (size_t j = 0; j <= k && !sent; j++)
+            for (size_t a = 0; a < tl->conn[j].nact && !sent; a++)
+                sent = tl->conn[j].act[a].completed &&
+                       strcmp(tl->conn[j].act[a].token, tok->token) == 0;
+        if (!sent)
+            return 0;
+    }
+    return accepted > 0;
+}
+
 static void eval_recovers(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
                           uint64_t limit_ms, struct fg_outcome *o)
 {
     struct fg_x400_timeline *tl = leg_timeline(ctx, o);
     if (!tl)
         return;
-    struct sb ev = {0};
+    struct fg_strbuf ev = {0};
     char t[48], t2[48], d[96];
-    unsigned aborts = 0, late = 0, unrecovered = 0;
+    unsigned aborts = 0, late = 0, unrecovered = 0, after_all = 0;
     /* Each abnormal end must be followed by a new association (the RTS
      * user's retry: X.410 §4, RT-OPEN again), within the limit if any. */
     for (size_t k = 0; k < tl->nconn; k++) {
@@ -438,25 +436,31 @@ static void eval_recovers(const struct fg_expect_spec *e, const struct fg_judge_
         aborts++;
         uint64_t end_us = c->end_event != FG_TL_NONE ? c->ev[c->end_event].us : 0;
         conn_head(&ev, c);
-        sb_printf(&ev, ": ");
+        fg_strbuf_printf(&ev, ": ");
         end_text(&ev, o, tl, c);
-        sb_printf(&ev, "\n");
+        fg_strbuf_printf(&ev, "\n");
         if (k + 1 < tl->nconn) {
             const struct fg_x4_conn *n = &tl->conn[k + 1];
             uint64_t open_us = n->nev ? n->ev[0].us : 0;
             uint64_t gap = open_us > end_us ? open_us - end_us : 0;
             fg_outcome_frame(o, n->nev ? n->ev[0].frame : 0);
-            sb_printf(&ev, "  re-associated: connection %u opened at frame %llu, %s, %s s later\n",
-                      n->id, (unsigned long long)(n->nev ? n->ev[0].frame : 0),
-                      at(t, sizeof t, tl, open_us), fg_expect_secs(t2, sizeof t2, gap));
+            fg_strbuf_printf(
+                &ev, "  re-associated: connection %u opened at frame %llu, %s, %s s later\n", n->id,
+                (unsigned long long)(n->nev ? n->ev[0].frame : 0), at(t, sizeof t, tl, open_us),
+                fg_expect_secs(t2, sizeof t2, gap));
             if (gap > limit_ms * 1000) {
                 late++;
-                sb_printf(&ev, "  later than the limit of %s s\n",
-                          fg_expect_secs(t2, sizeof t2, limit_ms * 1000));
+                fg_strbuf_printf(&ev, "  later than the limit of %s s\n",
+                                 fg_expect_secs(t2, sizeof t2, limit_ms * 1000));
             }
+        } else if (all_sent_by(ctx, tl, k)) {
+            after_all++;
+            fg_strbuf_printf(&ev,
+                             "  every message had been transferred (AEA) before it ended: no new "
+                             "association needed\n");
         } else {
             unrecovered++;
-            sb_printf(&ev, "  no new association followed before the trace ended\n");
+            fg_strbuf_printf(&ev, "  no new association followed before the trace ended\n");
         }
     }
     /* Each message the gateway accepted must be transferred exactly once:
@@ -477,7 +481,7 @@ static void eval_recovers(const struct fg_expect_spec *e, const struct fg_judge_
                     size_t ei = c->act[a].end_event;
                     if (ei != FG_TL_NONE) {
                         fg_outcome_frame(o, c->ev[ei].frame);
-                        sb_printf(
+                        fg_strbuf_printf(
                             &ev, "message %s transferred on connection %u: %s, frame %llu at %s\n",
                             tok->token, c->id, fg_x4_event_describe(c, ei, d, sizeof d),
                             (unsigned long long)c->ev[ei].frame, at(t, sizeof t, tl, c->ev[ei].us));
@@ -485,13 +489,13 @@ static void eval_recovers(const struct fg_expect_spec *e, const struct fg_judge_
                 }
         if (n == 0) {
             lost++;
-            sb_printf(&ev,
-                      "message %s was never transferred (no activity carrying it was "
-                      "answered with AEA)\n",
-                      tok->token);
+            fg_strbuf_printf(&ev,
+                             "message %s was never transferred (no activity carrying it was "
+                             "answered with AEA)\n",
+                             tok->token);
         } else if (n > 1) {
             dup++;
-            sb_printf(&ev, "message %s was transferred %u times\n", tok->token, n);
+            fg_strbuf_printf(&ev, "message %s was transferred %u times\n", tok->token, n);
         } else {
             once++;
         }
@@ -513,10 +517,17 @@ static void eval_recovers(const struct fg_expect_spec *e, const struct fg_judge_
                "to follow",
                aborts);
     } else {
-        result(o, FG_V_PASS, &ev,
-               "%u aborted association(s), each followed by a new association%s; each of %u "
-               "message(s) transferred exactly once",
-               aborts, " within the limit", once);
+        if (after_all)
+            result(o, FG_V_PASS, &ev,
+                   "%u aborted association(s), %u after every message was transferred, the "
+                   "others followed by a new association within the limit; each of %u "
+                   "message(s) transferred exactly once",
+                   aborts, after_all, once);
+        else
+            result(o, FG_V_PASS, &ev,
+                   "%u aborted association(s), each followed by a new association%s; each of %u "
+                   "message(s) transferred exactly once",
+                   aborts, " within the limit", once);
     }
     (void)e;
     fg_x400_timeline_free(tl);

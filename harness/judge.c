@@ -8,9 +8,11 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "faultgate/error.h"
 #include "faultgate/judge.h"
+#include "faultgate/tls_decrypt.h"
 #include "faultgate/util.h"
 
 static char **strv_dup(char *const *v, size_t n)
@@ -48,6 +50,31 @@ void fg_scenario_result_init(struct fg_scenario_result *res, const struct fg_sce
 void fg_judge(const struct fg_scenario *sc, struct fg_meta *meta, const char *pcap_path,
               struct fg_scenario_result *res)
 {
+    fg_judge_keys(sc, meta, pcap_path, NULL, res);
+}
+
+/* The key log for a trace: the one named, else the meta's, which is
+ * relative to the meta file, written beside the trace. */
+static int load_keylog(const struct fg_meta *meta, const char *pcap_path, const char *keylog_path,
+                       struct fg_keylog **kl, char *err, size_t errlen)
+{
+    *kl = NULL;
+    if (keylog_path)
+        return fg_keylog_load(keylog_path, kl, err, errlen);
+    if (!meta || !meta->keylog || !meta->keylog[0] || !pcap_path)
+        return 0;
+    const char *slash = strrchr(pcap_path, '/');
+    char *path = meta->keylog[0] == '/' || !slash
+                     ? fg_strdup(meta->keylog)
+                     : fg_asprintf("%.*s/%s", (int)(slash - pcap_path), pcap_path, meta->keylog);
+    int rc = access(path, R_OK) == 0 ? fg_keylog_load(path, kl, err, errlen) : 0;
+    free(path);
+    return rc;
+}
+
+void fg_judge_keys(const struct fg_scenario *sc, struct fg_meta *meta, const char *pcap_path,
+                   const char *keylog_path, struct fg_scenario_result *res)
+{
     uint64_t t_start = fg_now_ms();
     fg_scenario_result_init(res, sc);
     res->meta = meta;
@@ -70,8 +97,17 @@ void fg_judge(const struct fg_scenario *sc, struct fg_meta *meta, const char *pc
             if (cand[i] > 0)
                 ports[np++] = cand[i];
     }
-    int rc = pcap_path ? fg_timeline_build_ports(pcap_path, ports, np, &res->tl, err, sizeof err)
-                       : FG_EINPUT;
+    struct fg_keylog *kl = NULL;
+    int rc = load_keylog(meta, pcap_path, keylog_path, &kl, err, sizeof err);
+    if (rc < 0) {
+        res->tl = NULL;
+        res->verdict = FG_V_ERROR;
+        res->error = fg_strdup(err);
+        goto done;
+    }
+    rc = pcap_path ? fg_timeline_build_keys(pcap_path, ports, np, kl, &res->tl, err, sizeof err)
+                   : FG_EINPUT;
+    fg_keylog_free(kl);
     if (rc != 0) {
         res->tl = NULL;
         res->verdict = FG_V_ERROR;
@@ -93,6 +129,7 @@ void fg_judge(const struct fg_scenario *sc, struct fg_meta *meta, const char *pc
                     fg_asprintf("%s: %s", res->outcomes[i].rule,
                                 res->outcomes[i].summary ? res->outcomes[i].summary : "error");
     }
+done:
     if (meta && meta->end_us > meta->start_us && meta->start_us)
         res->duration_ms = (meta->end_us - meta->start_us) / 1000;
     else

@@ -3,6 +3,7 @@
  * yet".  Exit status: 0 passed, 1 failed or inconclusive, 2 faultgate could
  * not do its job (bad input, gateway did not start, capture failed).
  */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -21,9 +22,12 @@
 #include "faultgate/fault.h"
 #include "faultgate/proxy.h"
 #include "faultgate/scenario.h"
+#include "faultgate/serve.h"
 #include "faultgate/util.h"
 #include "faultgate/x400_timeline.h"
 #include "run.h"
+
+#include "../fakes/tls.h"
 
 static const char usage_main[] =
     "usage: faultgate COMMAND [OPTIONS] [ARGS]\n"
@@ -65,23 +69,31 @@ static const char usage_run[] =
     "2 faultgate could not do its job (bad input, gateway did not start, capture).\n";
 
 static const char usage_judge[] =
-    "usage: faultgate judge -s SCENARIO [-o DIR] [--meta FILE] TRACE.pcap\n"
+    "usage: faultgate judge -s SCENARIO [-o DIR] [--meta FILE] [--keylog FILE] TRACE.pcap\n"
     "\n"
     "Judge a saved trace with a scenario's expectations, as the live run did. The\n"
     "run's metadata (ports and roles, the profile's timeouts, fault decisions) is read\n"
-    "from TRACE.meta.json beside the trace unless --meta names it. With -o, writes\n"
+    "from TRACE.meta.json beside the trace unless --meta names it. What follows\n"
+    "STARTTLS is decrypted with the TLS key log (NSS format) that --keylog names,\n"
+    "by default the run's <id>.keys beside the trace. With -o, writes\n"
     "results.json and junit.xml there. Exit status as for `run`.\n";
 
 static const char usage_proxy[] =
     "usage: faultgate proxy --listen HOST:PORT --upstream HOST:PORT\n"
     "                       [-s SCENARIO | --fault SPEC]... [--pcap FILE] [--seed N]\n"
     "                       [--capture auto|live|synth]\n"
+    "                       [--tls passthrough|terminate] [--ca-out FILE] [--keylog FILE]\n"
     "\n"
     "Forward SMTP from HOST:PORT to the upstream, injecting faults. A fault is\n"
     "`TRIGGER [, SELECTOR]... : ACTION [ARGS]`, for example\n"
     "  --fault 'reply 354: stall'   --fault 'command EHLO, first: close'\n"
     "(syntax: scenarios/FORMAT.md). Each decision is logged to stderr. Runs until\n"
-    "SIGINT or SIGTERM.\n";
+    "SIGINT or SIGTERM.\n"
+    "\n"
+    "--tls terminate (or the scenario's `tls: terminate`) ends STARTTLS at the\n"
+    "proxy on both legs so that faults act on the plaintext after it; the client\n"
+    "must trust the proxy's test CA, written to --ca-out FILE (PEM). --keylog\n"
+    "FILE appends the TLS secrets (NSS key log format) for Wireshark.\n";
 
 static const char usage_list[] =
     "usage: faultgate list [SCENARIO|DIR...]\n"
@@ -176,12 +188,11 @@ static int cmd_run(int argc, char **argv)
 
 static int cmd_judge(int argc, char **argv)
 {
-    static const struct option opts[] = {{"scenario", required_argument, NULL, 's'},
-                                         {"out", required_argument, NULL, 'o'},
-                                         {"meta", required_argument, NULL, 'm'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    const char *sc = NULL, *out = NULL, *meta = NULL;
+    static const struct option opts[] = {
+        {"scenario", required_argument, NULL, 's'}, {"out", required_argument, NULL, 'o'},
+        {"meta", required_argument, NULL, 'm'},     {"keylog", required_argument, NULL, 'k'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
+    const char *sc = NULL, *out = NULL, *meta = NULL, *keylog = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "+s:o:h", opts, NULL)) != -1) {
         switch (c) {
@@ -194,6 +205,9 @@ static int cmd_judge(int argc, char **argv)
         case 'm':
             meta = optarg;
             break;
+        case 'k':
+            keylog = optarg;
+            break;
         case 'h':
             fputs(usage_judge, stdout);
             return 0;
@@ -205,14 +219,14 @@ static int cmd_judge(int argc, char **argv)
         return bad_usage("judge", "-s SCENARIO is required", NULL);
     if (optind != argc - 1)
         return bad_usage("judge", "exactly one trace file is needed", NULL);
-    return fg_judge_main(sc, out, argv[optind], meta);
+    return fg_judge_main(sc, out, argv[optind], meta, keylog);
 }
 
 /* --- long-running subcommands ------------------------------------------ */
 
 struct serve {
     uv_loop_t loop;
-    uv_signal_t sigint, sigterm;
+    struct fg_serve sig;
     struct fg_proxy *proxy;
     struct fg_mta *mta;
     struct fg_capture *cap;
@@ -223,12 +237,9 @@ static void served_closed(void *ud)
     (void)ud;
 }
 
-static void on_stop_signal(uv_signal_t *s, int signum)
+static void stop_serving(void *ud)
 {
-    struct serve *sv = s->data;
-    (void)signum;
-    uv_close((uv_handle_t *)&sv->sigint, NULL);
-    uv_close((uv_handle_t *)&sv->sigterm, NULL);
+    struct serve *sv = ud;
     if (sv->proxy)
         fg_proxy_close(sv->proxy, served_closed, NULL);
     if (sv->mta)
@@ -237,27 +248,19 @@ static void on_stop_signal(uv_signal_t *s, int signum)
     sv->mta = NULL;
 }
 
-static void serve_signals(struct serve *sv)
-{
-    uv_signal_init(&sv->loop, &sv->sigint);
-    uv_signal_init(&sv->loop, &sv->sigterm);
-    sv->sigint.data = sv->sigterm.data = sv;
-    uv_signal_start(&sv->sigint, on_stop_signal, SIGINT);
-    uv_signal_start(&sv->sigterm, on_stop_signal, SIGTERM);
-}
-
 static int cmd_proxy(int argc, char **argv)
 {
-    static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
-                                         {"upstream", required_argument, NULL, 'u'},
-                                         {"scenario", required_argument, NULL, 's'},
-                                         {"fault", required_argument, NULL, 'f'},
-                                         {"pcap", required_argument, NULL, 'p'},
-                                         {"seed", required_argument, NULL, 'S'},
-                                         {"capture", required_argument, NULL, 'C'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"listen", required_argument, NULL, 'l'},   {"upstream", required_argument, NULL, 'u'},
+        {"scenario", required_argument, NULL, 's'}, {"fault", required_argument, NULL, 'f'},
+        {"pcap", required_argument, NULL, 'p'},     {"seed", required_argument, NULL, 'S'},
+        {"capture", required_argument, NULL, 'C'},  {"tls", required_argument, NULL, 'T'},
+        {"ca-out", required_argument, NULL, 'A'},   {"keylog", required_argument, NULL, 'K'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
     const char *listen = NULL, *upstream = NULL, *scenario = NULL, *pcap_path = NULL;
+    const char *ca_out = NULL, *keylog_path = NULL;
+    int tls = -1; /* -1: as the scenario says */
+    FILE *keylog = NULL;
     enum fg_capture_mode mode = FG_CAPTURE_AUTO;
     uint64_t seed = 0;
     struct fg_serve_fault {
@@ -295,6 +298,19 @@ static int cmd_proxy(int argc, char **argv)
                 free(specs);
                 return bad_usage("proxy", "--capture takes auto, live or synth", optarg);
             }
+            break;
+        case 'T':
+            if (strcmp(optarg, "terminate") != 0 && strcmp(optarg, "passthrough") != 0) {
+                free(specs);
+                return bad_usage("proxy", "--tls takes passthrough or terminate", optarg);
+            }
+            tls = strcmp(optarg, "terminate") == 0;
+            break;
+        case 'A':
+            ca_out = optarg;
+            break;
+        case 'K':
+            keylog_path = optarg;
             break;
         case 'h':
             free(specs);
@@ -359,17 +375,33 @@ static int cmd_proxy(int argc, char **argv)
                                .upstream_port = uport,
                                .faults = &fs,
                                .capture = sv.cap,
-                               .log = stderr};
+                               .log = stderr,
+                               .tls_terminate = tls >= 0 ? tls : sc && sc->tls_terminate,
+                               .tls_hostname = sc && sc->mta ? sc->mta->hostname : NULL};
+    if (keylog_path && !(keylog = fopen(keylog_path, "ae"))) {
+        fprintf(stderr, "faultgate: %s: %s\n", keylog_path, strerror(errno));
+        goto out;
+    }
+    fg_tls_keylog_set(keylog);
     if (fg_proxy_new(&sv.loop, &po, &sv.proxy, err, sizeof(err)) < 0) {
         fprintf(stderr, "faultgate: proxy: %s\n", err);
         sv.proxy = NULL;
         goto out;
     }
+    if (ca_out && fg_proxy_tls_ca_pem(sv.proxy)) {
+        FILE *f = fopen(ca_out, "w");
+        int bad = !f || fputs(fg_proxy_tls_ca_pem(sv.proxy), f) < 0;
+        if ((f && fclose(f) != 0) || bad) {
+            fprintf(stderr, "faultgate: %s: cannot write the CA\n", ca_out);
+            goto out;
+        }
+    }
+    /* Signals first: a caller may stop us as soon as it reads the port. */
+    fg_serve_signals(&sv.loop, &sv.sig, stop_serving, &sv);
     if (lport == 0)
         fprintf(stderr, "faultgate: listening on %s:%d\n", lhost, fg_proxy_port(sv.proxy));
     fprintf(stderr, "faultgate: proxy %s:%d -> %s:%d, %zu fault(s) armed\n", lhost,
             fg_proxy_port(sv.proxy), uhost, uport, fs.n);
-    serve_signals(&sv);
     uv_run(&sv.loop, UV_RUN_DEFAULT);
     status = 0;
 out:
@@ -380,6 +412,9 @@ out:
         status = 2;
     uv_run(&sv.loop, UV_RUN_DEFAULT);
     uv_loop_close(&sv.loop);
+    fg_tls_keylog_set(NULL);
+    if (keylog)
+        fclose(keylog);
     fg_fault_set_free(&fs);
     fg_scenario_free(sc);
     free(specs);
@@ -389,7 +424,8 @@ out:
 static void print_list(const char *const *items, size_t n, const char *prefix)
 {
     for (size_t i = 0; i < n; i++)
-        printf("%s%s%s", i ? ", " : "", prefix, items[i]);
+        /* a security advisory (CVE-...) names itself; a KB number does not */
+        printf("%s%s%s", i ? ", " : "", strncmp(items[i], "CVE-", 4) ? prefix : "", items[i]);
 }
 
 static int cmd_list(int argc, char **argv)

@@ -47,8 +47,14 @@ int fg_meta_write(const char *path, const struct fg_meta *m, char *err, size_t e
     json_object_set_new(o, "mta_port", json_integer(m->mta_port));
     if (m->x400_port)
         json_object_set_new(o, "x400_port", json_integer(m->x400_port));
+    if (m->x400_mta_port)
+        json_object_set_new(o, "x400_mta_port", json_integer(m->x400_mta_port));
     if (m->ledger)
         json_object_set_new(o, "ledger", json_string(m->ledger));
+    if (m->keylog)
+        json_object_set_new(o, "keylog", json_string(m->keylog));
+    if (m->tls_terminate)
+        json_object_set_new(o, "tls", json_string("terminate"));
     json_object_set_new(o, "profile_name", jstr_or_null(m->profile_name));
     json_object_set_new(o, "gateway_version", jstr_or_null(m->gateway_version));
 
@@ -189,7 +195,8 @@ static int read_body(struct rd *r, json_t *o, struct fg_meta *m)
         (rc = get_intv(r, o, "proxy_port", 0, 65535, &m->proxy_port)) ||
         (rc = get_intv(r, o, "mta_port", 0, 65535, &m->mta_port)) ||
         (rc = get_intv(r, o, "x400_port", 0, 65535, &m->x400_port)) ||
-        (rc = get_str(r, o, "ledger", &m->ledger)) ||
+        (rc = get_intv(r, o, "x400_mta_port", 0, 65535, &m->x400_mta_port)) ||
+        (rc = get_str(r, o, "ledger", &m->ledger)) || (rc = get_str(r, o, "keylog", &m->keylog)) ||
         (rc = get_str(r, o, "profile_name", &m->profile_name)) ||
         (rc = get_str(r, o, "gateway_version", &m->gateway_version)) ||
         (rc = get_u64(r, o, "start_us", &m->start_us)) ||
@@ -200,6 +207,12 @@ static int read_body(struct rd *r, json_t *o, struct fg_meta *m)
              get_int(r, o, "gateway_exit_status", INT64_MIN, INT64_MAX, &m->gateway_exit_status)) ||
         (rc = get_intv(r, o, "gateway_term_signal", 0, 1024, &m->gateway_term_signal)))
         return rc;
+    json_t *tls = json_object_get(o, "tls");
+    if (tls && !json_is_null(tls)) {
+        if (!json_is_string(tls) || strcmp(json_string_value(tls), "terminate") != 0)
+            return bad(r, "tls", "\"terminate\"");
+        m->tls_terminate = 1;
+    }
 
     json_t *to = json_object_get(o, "timeouts");
     if (to && !json_is_null(to)) {
@@ -338,6 +351,7 @@ void fg_meta_free(struct fg_meta *m)
     free(m->profile_name);
     free(m->gateway_version);
     free(m->ledger);
+    free(m->keylog);
     for (size_t i = 0; i < m->ntimeouts; i++)
         free(m->timeouts[i].name);
     free(m->timeouts);

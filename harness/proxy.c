@@ -17,6 +17,13 @@
  * first with uv_try_write so that the common case needs no write request
  * and frees the buffer at once.  The parser is allocated on a connection's
  * first octet, so idle connections stay small.
+ *
+ * TLS-terminating mode (proxy.h): once the parser has seen the 220 to
+ * STARTTLS, each leg gets an OpenSSL session over memory BIOs (fakes/tls.c):
+ * ciphertext read from a leg goes into its session and the plaintext that
+ * comes out is queued exactly as a plain read would be; what the forwarding
+ * loop writes to a leg is encrypted on the way out.  Everything between
+ * (parser, faults, shaping) sees plaintext only.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -29,6 +36,8 @@
 #include "faultgate/error.h"
 #include "faultgate/proxy.h"
 #include "faultgate/util.h"
+
+#include "../fakes/tls.h"
 
 #define CHUNK_SIZE (256 * 1024)
 #define SMALL_READ 16384 /* reads up to this size are copied out of the pool buffer */
@@ -69,6 +78,13 @@ struct side {
     int closed; /* uv_close called */
     int reading;
     struct fg_synth_conn *sc; /* this leg in the capture */
+    /* TLS-terminating mode, from the 220 to STARTTLS on: the leg's TLS
+     * session (the proxy is the server on the client leg, the client on
+     * the upstream leg), and plaintext written before its handshake. */
+    struct fg_tls *tls;
+    int tls_failed;
+    char *pend;
+    size_t pend_len;
 };
 
 struct flow {
@@ -132,6 +148,8 @@ struct conn {
     } inj[8];
     unsigned ninj;
     int inject_due;
+    int tls_switched; /* terminate mode: the legs speak TLS */
+    int tls_counted;  /* both handshakes done (fg_proxy_tls_sessions) */
 };
 
 struct fg_proxy {
@@ -154,10 +172,15 @@ struct fg_proxy {
     int closing;
     void (*close_cb)(void *ud);
     void *close_ud;
+    int tls_terminate;
+    struct fg_tls_ctx *tls_srv, *tls_cli; /* terminate mode: the two ends */
+    char *tls_hostname;
+    unsigned tls_sessions;
 };
 
 static void pump(struct conn *c, int d);
 static void conn_kill(struct conn *c);
+static void tls_flush(struct conn *c, int side);
 static void update_reading(struct conn *c, int d);
 
 /* --- chunks ------------------------------------------------------------- */
@@ -198,9 +221,13 @@ static void flow_drop(struct flow *f)
     f->noparse = 0;
 }
 
+/* What waits to go out on a side: the kernel's queue, plus plaintext held
+ * for a TLS handshake (it counts towards backpressure too). */
 static size_t wq(struct conn *c, int side)
 {
-    return c->s[side].closed ? 0 : uv_stream_get_write_queue_size((uv_stream_t *)&c->s[side].tcp);
+    return c->s[side].closed ? 0
+                             : uv_stream_get_write_queue_size((uv_stream_t *)&c->s[side].tcp) +
+                                   c->s[side].pend_len;
 }
 
 static void note_buffered(struct conn *c)
@@ -210,6 +237,13 @@ static void note_buffered(struct conn *c)
         c->p->peak = b;
 }
 
+/* synth - whether legs are reported to a synthesized capture, which needs
+ * each leg's addresses (a live capture reads them off the wire). */
+static int synth(const struct fg_proxy *p)
+{
+    return p->capture && fg_capture_mode(p->capture) == FG_CAPTURE_SYNTH;
+}
+
 /* --- closing ------------------------------------------------------------ */
 
 static void proxy_maybe_done(struct fg_proxy *p)
@@ -217,6 +251,9 @@ static void proxy_maybe_done(struct fg_proxy *p)
     if (!p->closing || p->handles || p->conns)
         return;
     pool_free(p);
+    fg_tls_ctx_free(p->tls_srv);
+    fg_tls_ctx_free(p->tls_cli);
+    free(p->tls_hostname);
     void (*cb)(void *) = p->close_cb;
     void *ud = p->close_ud;
     free(p);
@@ -232,8 +269,11 @@ static void conn_handle_closed(uv_handle_t *h)
     struct fg_proxy *p = c->p;
     flow_drop(&c->f[0]);
     flow_drop(&c->f[1]);
-    fg_capture_conn_free(c->s[CLI].sc);
-    fg_capture_conn_free(c->s[UPS].sc);
+    for (int side = CLI; side <= UPS; side++) {
+        fg_capture_conn_free(c->s[side].sc);
+        fg_tls_free(c->s[side].tls);
+        free(c->s[side].pend);
+    }
     free(c->parser);
     if (c->prev)
         c->prev->next = c->next;
@@ -355,6 +395,13 @@ static void relay_fin(struct conn *c, int d)
         return;
     f->shut_started = 1;
     f->shut.data = f;
+    struct side *ds = &c->s[DST(d)];
+    if (ds->tls && !ds->tls_failed && !ds->closed && fg_tls_is_up(ds->tls)) {
+        fg_tls_shutdown(ds->tls);
+        tls_flush(c, DST(d));
+        if (c->dead)
+            return;
+    }
     if (c->s[DST(d)].closed ||
         uv_shutdown(&f->shut, (uv_stream_t *)&c->s[DST(d)].tcp, on_shutdown) != 0) {
         f->fin_relayed = 1;
@@ -395,8 +442,9 @@ static void on_write(uv_write_t *req, int status)
     update_reading(c, FG_S2C);
 }
 
-static void write_slice(struct conn *c, int side, struct chunk *ch, size_t off, size_t len,
-                        int injected)
+/* Write len bytes of ch at off to a side's socket as they are. */
+static void raw_write(struct conn *c, int side, struct chunk *ch, size_t off, size_t len,
+                      int injected)
 {
     if (!len || c->dead || c->s[side].closed)
         return;
@@ -446,6 +494,90 @@ static void write_slice(struct conn *c, int side, struct chunk *ch, size_t off, 
     note_buffered(c);
 }
 
+/* --- TLS legs ----------------------------------------------------------- */
+
+static const char *side_name(int side)
+{
+    return side == CLI ? "client" : "upstream";
+}
+
+/* Ciphertext the session produced, onto the socket. */
+static void tls_flush(struct conn *c, int side)
+{
+    struct fg_tls *t = c->s[side].tls;
+    size_t n;
+    while (!c->dead && (n = fg_tls_output_len(t)) > 0) {
+        struct chunk *ch = fg_malloc(sizeof *ch + n);
+        memset(ch, 0, sizeof *ch);
+        ch->refs = 1;
+        ch->len = fg_tls_output_read(t, ch->data, n);
+        size_t got = ch->len;
+        raw_write(c, side, ch, 0, got, 1);
+        chunk_unref(ch);
+        if (!got)
+            break;
+    }
+}
+
+/* A handshake or record failed: send what alert there is and close both
+ * legs with FIN, as a server refusing the session would. */
+static void tls_fail(struct conn *c, int side)
+{
+    struct side *s = &c->s[side];
+    if (s->tls_failed || c->dead)
+        return;
+    s->tls_failed = 1;
+    if (c->p->log) {
+        fprintf(c->p->log, "faultgate: conn #%u TLS with the %s: %s\n", c->id, side_name(side),
+                fg_tls_error(s->tls));
+        fflush(c->p->log);
+    }
+    tls_flush(c, side);
+    for (int d = FG_C2S; d <= FG_S2C && !c->dead; d++) {
+        struct flow *f = &c->f[d];
+        f->done = 1;
+        flow_drop(f);
+        update_reading(c, d);
+        relay_fin(c, d);
+    }
+}
+
+/* Plaintext into a side's session (encrypted now, or held until its
+ * handshake is done). */
+static void tls_write(struct conn *c, int side, const char *buf, size_t len)
+{
+    struct side *s = &c->s[side];
+    if (s->tls_failed)
+        return;
+    if (!fg_tls_is_up(s->tls)) {
+        s->pend = fg_realloc(s->pend, s->pend_len + len);
+        memcpy(s->pend + s->pend_len, buf, len);
+        s->pend_len += len;
+        return;
+    }
+    if (fg_tls_write(s->tls, buf, len) < 0) {
+        tls_fail(c, side);
+        return;
+    }
+    tls_flush(c, side);
+}
+
+/* The next bytes towards a side: through its TLS session if it has one. */
+static void write_slice(struct conn *c, int side, struct chunk *ch, size_t off, size_t len,
+                        int injected)
+{
+    struct side *s = &c->s[side];
+    if (!s->tls) {
+        raw_write(c, side, ch, off, len, injected);
+        return;
+    }
+    if (!len || c->dead || s->closed)
+        return;
+    if (!injected)
+        c->p->bytes[TOWARD(side)] += len;
+    tls_write(c, side, ch->data + off, len);
+}
+
 /* Forward len bytes of ch at off, the next bytes of direction d; a corrupt
  * fault changes its octet here, in the buffer (the source leg's capture
  * already holds the original). */
@@ -483,10 +615,57 @@ static void inject(struct conn *c, const char *text)
 
 /* --- reading ------------------------------------------------------------ */
 
+static struct chunk *chunk_get(struct fg_proxy *p);
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct conn *c = h->data;
-    struct fg_proxy *p = c->p;
+    struct chunk *ch = chunk_get(c->p);
+    *buf = uv_buf_init(ch->data, CHUNK_SIZE);
+}
+
+static struct chunk *buf_chunk(const uv_buf_t *buf)
+{
+    return buf->base ? (struct chunk *)(void *)(buf->base - offsetof(struct chunk, data)) : NULL;
+}
+
+static void client_gone(struct conn *c, int rst);
+
+/* Queue nread bytes of ch (which the queue now owns) as direction d's
+ * next bytes, and forward what may go. */
+static void enqueue(struct conn *c, int d, struct chunk *ch, size_t nread)
+{
+    struct flow *f = &c->f[d];
+    if (f->done || f->discard) {
+        chunk_unref(ch);
+        return;
+    }
+    if (nread <= SMALL_READ &&
+        (f->head || f->stalled || f->hold_until || f->delay_ms || f->rate || f->slice)) {
+        /* It will wait in the queue: do not pin a pool buffer with it. */
+        struct chunk *small = fg_malloc(sizeof *small + nread);
+        memset(small, 0, sizeof *small);
+        small->refs = 1;
+        memcpy(small->data, ch->data, nread);
+        chunk_unref(ch);
+        ch = small;
+    }
+    ch->len = nread;
+    ch->t_ms = uv_now(c->p->loop);
+    if (f->tail)
+        f->tail->next = ch;
+    else
+        f->head = ch;
+    f->tail = ch;
+    f->held += ch->len;
+    note_buffered(c);
+    pump(c, d);
+    if (!c->dead)
+        update_reading(c, d);
+}
+
+static struct chunk *chunk_get(struct fg_proxy *p)
+{
     struct chunk *ch = p->pool;
     if (ch) {
         p->pool = ch->next;
@@ -497,15 +676,73 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     memset(ch, 0, sizeof *ch);
     ch->p = p;
     ch->refs = 1;
-    *buf = uv_buf_init(ch->data, CHUNK_SIZE);
+    return ch;
 }
 
-static struct chunk *buf_chunk(const uv_buf_t *buf)
+static void tls_ready(struct conn *c, int side)
 {
-    return buf->base ? (struct chunk *)(void *)(buf->base - offsetof(struct chunk, data)) : NULL;
+    struct side *s = &c->s[side];
+    if (c->p->log) {
+        fprintf(c->p->log, "faultgate: conn #%u TLS with the %s established (%s)\n", c->id,
+                side_name(side), fg_tls_version(s->tls));
+        fflush(c->p->log);
+    }
+    if (!c->tls_counted && fg_tls_is_up(c->s[1 - side].tls)) {
+        c->tls_counted = 1;
+        c->p->tls_sessions++;
+    }
+    if (s->pend_len) {
+        char *b = s->pend;
+        size_t n = s->pend_len;
+        s->pend = NULL;
+        s->pend_len = 0;
+        tls_write(c, side, b, n);
+        free(b);
+    }
 }
 
-static void client_gone(struct conn *c, int rst);
+/* Ciphertext read from a TLS leg: advance its handshake, then queue the
+ * plaintext it yields as the direction's next bytes. */
+static void tls_input(struct conn *c, int side, const char *data, size_t n)
+{
+    struct side *s = &c->s[side];
+    int d = FROM(side);
+    if (s->tls_failed)
+        return;
+    if (fg_tls_put(s->tls, data, n) < 0) {
+        tls_fail(c, side);
+        return;
+    }
+    if (!fg_tls_is_up(s->tls)) {
+        int r = fg_tls_handshake(s->tls);
+        tls_flush(c, side);
+        if (c->dead)
+            return;
+        if (r < 0) {
+            tls_fail(c, side);
+            return;
+        }
+        if (r == 0)
+            return;
+        tls_ready(c, side);
+        if (c->dead)
+            return;
+    }
+    while (!c->dead && !s->tls_failed) {
+        struct chunk *pc = chunk_get(c->p);
+        int k = fg_tls_read(s->tls, pc->data, CHUNK_SIZE);
+        tls_flush(c, side); /* a read may answer (a key update) */
+        if (k <= 0 || c->dead) {
+            chunk_unref(pc);
+            /* close_notify (UV_EOF): the TCP FIN that follows ends the
+             * direction, as for a plain leg. */
+            if (k < 0 && k != UV_EOF)
+                tls_fail(c, side);
+            return;
+        }
+        enqueue(c, d, pc, (size_t)k);
+    }
+}
 
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
@@ -517,32 +754,14 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 
     if (nread > 0 && !c->dead) {
         fg_capture_conn_data(c->s[side].sc, d, ch->data, (size_t)nread);
-        if (f->done || f->discard) {
+        if (c->s[side].tls) {
+            tls_input(c, side, ch->data, (size_t)nread);
             chunk_unref(ch);
+            if (!c->dead)
+                update_reading(c, d);
             return;
         }
-        if (nread <= SMALL_READ &&
-            (f->head || f->stalled || f->hold_until || f->delay_ms || f->rate || f->slice)) {
-            /* It will wait in the queue: do not pin a pool buffer with it. */
-            struct chunk *small = fg_malloc(sizeof *small + (size_t)nread);
-            memset(small, 0, sizeof *small);
-            small->refs = 1;
-            memcpy(small->data, ch->data, (size_t)nread);
-            chunk_unref(ch);
-            ch = small;
-        }
-        ch->len = (size_t)nread;
-        ch->t_ms = uv_now(c->p->loop);
-        if (f->tail)
-            f->tail->next = ch;
-        else
-            f->head = ch;
-        f->tail = ch;
-        f->held += ch->len;
-        note_buffered(c);
-        pump(c, d);
-        if (!c->dead)
-            update_reading(c, d);
+        enqueue(c, d, ch, (size_t)nread);
         return;
     }
     if (ch)
@@ -630,7 +849,7 @@ static size_t event_len(const struct fg_smtp_event *ev)
 static int on_event(void *ud, const struct fg_smtp_event *ev)
 {
     struct conn *c = ud;
-    if (c->injecting)
+    if (c->injecting || !c->p->faults)
         return 0;
     switch (ev->type) {
     case FG_SMTP_EV_COMMAND:
@@ -977,6 +1196,65 @@ static void ensure_parser(struct conn *c)
     }
 }
 
+/* Terminate mode, at the 220 to STARTTLS (RFC 3207 §4): bytes either side
+ * sent after it in plaintext go on raw (the server's after its 220, the
+ * client's injected behind STARTTLS: what a pass-through proxy would send;
+ * RFC 3207 §5 and CVE-2011-0411 are about exactly those), then both legs
+ * get a TLS session and the upstream handshake starts.  The parser
+ * restarts for the new session (§4.2: the client starts over with EHLO),
+ * keeping its verb counts so that `nth` counts on the connection. */
+static void tls_switch(struct conn *c)
+{
+    struct fg_proxy *p = c->p;
+    c->tls_switched = 1;
+    /* A fault stopped the feed at the 220 itself: its TLS_START is held
+     * in the parser; deliver it (a `starttls` trigger) before the restart. */
+    if (fg_smtp_parser_queued(c->parser, FG_S2C)) {
+        c->hit = -1;
+        fg_smtp_parser_feed(c->parser, FG_S2C, NULL, 0);
+        if (c->hit >= 0) {
+            c->hit_evlen = 0;
+            apply(c, FG_S2C, NULL, 0, c->hit);
+        }
+        if (c->dead)
+            return;
+    }
+    for (int d = FG_C2S; d <= FG_S2C; d++) {
+        struct flow *f = &c->f[d];
+        for (struct chunk *ch = f->head; ch && !c->dead; ch = ch->next) {
+            size_t n = ch->len - ch->off;
+            forward(c, d, ch, ch->off, n);
+            f->off += n;
+            f->held -= n;
+            ch->off = ch->len;
+        }
+        f->noparse = 0;
+    }
+    if (c->dead)
+        return;
+    c->s[CLI].tls = fg_tls_new(p->tls_srv);
+    c->s[UPS].tls = fg_tls_new(p->tls_cli);
+    fg_tls_set_server_name(c->s[UPS].tls, p->tls_hostname);
+    unsigned counts[FG_VERB__COUNT];
+    memcpy(counts, c->parser->verb_count, sizeof counts);
+    fg_smtp_parser_init(c->parser, on_event, c);
+    memcpy(c->parser->verb_count, counts, sizeof counts);
+    c->parser->greeted = 1;
+    if (p->log) {
+        fprintf(p->log, "faultgate: conn #%u STARTTLS: TLS terminated at the proxy\n", c->id);
+        fflush(p->log);
+    }
+    int r = fg_tls_handshake(c->s[UPS].tls);
+    tls_flush(c, UPS);
+    if (r < 0)
+        tls_fail(c, UPS);
+}
+
+static int tls_due(const struct conn *c)
+{
+    return c->p->tls_terminate && !c->tls_switched && c->parser && fg_smtp_parser_is_tls(c->parser);
+}
+
 /* Byte triggers of direction d that fire at the current offset. */
 static void fire_bytes(struct conn *c, int d)
 {
@@ -996,6 +1274,10 @@ static void pump(struct conn *c, int d)
 {
     struct flow *f = &c->f[d];
     while (!c->dead && !f->stalled && !f->done && !c->reset_pending) {
+        if (tls_due(c)) {
+            tls_switch(c);
+            continue;
+        }
         struct chunk *ch = f->head;
         if (!ch)
             break;
@@ -1098,6 +1380,8 @@ static void pump(struct conn *c, int d)
             break;
         }
     }
+    if (!c->dead && tls_due(c))
+        tls_switch(c);
     if (c->dead)
         return;
     if (f->eof && !f->head && !f->stalled && !c->reset_pending && !f->discard)
@@ -1191,7 +1475,9 @@ static void on_connect(uv_connect_t *req, int status)
     c->connected = 1;
     struct sockaddr_storage a, b;
     int al = sizeof a, bl = sizeof b;
-    if (uv_tcp_getsockname(&c->s[UPS].tcp, (struct sockaddr *)&a, &al) == 0 &&
+    /* Addresses only for a synthesized capture: two system calls per
+     * leg that the proxy's connection rate would pay for nothing. */
+    if (synth(c->p) && uv_tcp_getsockname(&c->s[UPS].tcp, (struct sockaddr *)&a, &al) == 0 &&
         uv_tcp_getpeername(&c->s[UPS].tcp, (struct sockaddr *)&b, &bl) == 0)
         c->s[UPS].sc =
             fg_capture_conn_open(c->p->capture, (struct sockaddr *)&a, (struct sockaddr *)&b);
@@ -1255,12 +1541,13 @@ static void on_connection(uv_stream_t *server, int status)
 
     struct sockaddr_storage peer, local;
     int pl = sizeof peer, ll = sizeof local;
-    if (uv_tcp_getpeername(&c->s[CLI].tcp, (struct sockaddr *)&peer, &pl) == 0 &&
+    if (synth(p) && uv_tcp_getpeername(&c->s[CLI].tcp, (struct sockaddr *)&peer, &pl) == 0 &&
         uv_tcp_getsockname(&c->s[CLI].tcp, (struct sockaddr *)&local, &ll) == 0)
         c->s[CLI].sc =
             fg_capture_conn_open(p->capture, (struct sockaddr *)&peer, (struct sockaddr *)&local);
 
     c->fc.conn = c->id;
+    c->parse = p->tls_terminate; /* the 220 to STARTTLS must be seen */
     if (p->faults && p->faults->n) {
         c->parse = 1;
         c->f[FG_C2S].next_byte = c->f[FG_S2C].next_byte = 0; /* computed once connected */
@@ -1327,6 +1614,18 @@ int fg_proxy_new(uv_loop_t *loop, const struct fg_proxy_opts *o, struct fg_proxy
     p->log = o->log;
     p->high_water = o->high_water ? o->high_water : 256 * 1024;
     p->up_addr = ua;
+    if (o->tls_terminate) {
+        int trc;
+        p->tls_terminate = 1;
+        p->tls_hostname = fg_strdup(o->tls_hostname ? o->tls_hostname : "mta.faultgate.test");
+        if ((trc = fg_tls_server_ctx_new(p->tls_hostname, &p->tls_srv, err, errlen)) < 0 ||
+            (trc = fg_tls_client_ctx_new(o->tls_upstream_ca, &p->tls_cli, err, errlen)) < 0) {
+            fg_tls_ctx_free(p->tls_srv);
+            free(p->tls_hostname);
+            free(p);
+            return trc;
+        }
+    }
     uv_tcp_init(loop, &p->listener);
     p->listener.data = p;
     uv_timer_init(loop, &p->watch);
@@ -1376,6 +1675,16 @@ unsigned fg_proxy_stalled_open(const struct fg_proxy *p)
     for (const struct conn *c = p->conns; c; c = c->next)
         n += !c->dead && c->stalled && !c->client_gone;
     return n;
+}
+
+const char *fg_proxy_tls_ca_pem(const struct fg_proxy *p)
+{
+    return p->tls_srv ? fg_tls_ca_pem(p->tls_srv) : NULL;
+}
+
+unsigned fg_proxy_tls_sessions(const struct fg_proxy *p)
+{
+    return p->tls_sessions;
 }
 
 size_t fg_proxy_peak_buffered(const struct fg_proxy *p)

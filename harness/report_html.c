@@ -474,7 +474,7 @@ static void matrix(FILE *f, const json_t *doc)
             if (!a)
                 continue;
             char label[128];
-            snprintf(label, sizeof label, "KB %s", a);
+            snprintf(label, sizeof label, "%s%s", strncmp(a, "CVE-", 4) ? "KB " : "", a);
             msec_add(&kb, a, label, i);
             placed = 1;
         }
@@ -504,7 +504,7 @@ static void matrix(FILE *f, const json_t *doc)
           "<p class=\"muted\">A scenario appears under every KB article and RFC area it cites. "
           "Select a scenario for its expectations, evidence and ladder diagram.</p>\n",
           f);
-    matrix_section(f, "KB articles", &kb, sa);
+    matrix_section(f, "KB articles and advisories", &kb, sa);
     matrix_section(f, "RFC areas", &rfc, sa);
     matrix_section(f, "Security", &sec, sa);
     matrix_section(f, "X.400", &x400, sa);
@@ -888,8 +888,10 @@ static void scenario(FILE *f, size_t idx, const json_t *sc, const char *prefix)
     json_array_foreach(json_object_get(sc, "kb"), i, x)
     {
         fputs(any++ ? ", " : "", f);
-        fputs("KB ", f);
-        esc(f, json_string_value(x));
+        const char *a = json_string_value(x);
+        if (a && strncmp(a, "CVE-", 4))
+            fputs("KB ", f);
+        esc(f, a);
     }
     json_array_foreach(json_object_get(sc, "rfc"), i, x)
     {

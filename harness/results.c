@@ -314,6 +314,8 @@ static json_t *scenario_json(const struct fg_run_info *ri, const struct fg_scena
     json_object_set_new(j, "duration_ms", json_integer((json_int_t)r->duration_ms));
     json_object_set_new(j, "pcap", jstr(r->pcap));
     json_object_set_new(j, "capture_mode", jstr(m ? m->capture_mode : NULL));
+    /* TLS keys of the run's sessions (NSS key log), beside the pcap */
+    json_object_set_new(j, "keylog", jstr(m ? m->keylog : NULL));
     /* The two clocks' origins, so that a report drawn from this file alone
      * can put the fault decisions (run time) on the trace's time axis. */
     json_object_set_new(j, "start_us",

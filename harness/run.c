@@ -35,7 +35,10 @@
 #include "faultgate/scenario.h"
 #include "faultgate/submit.h"
 #include "faultgate/util.h"
+#include "faultgate/x400_proxy.h"
 #include "run.h"
+
+#include "../fakes/tls.h"
 
 /* How often the run looks at whether it may end early, and how long it
  * keeps watching after everything looked settled (a late duplicate, RFC
@@ -61,11 +64,16 @@ struct scen_run {
     struct fg_progress *prog; /* the live status line, if any */
     const char *out_dir;
     char *workdir, *pcap_path, *meta_path, *pcap_name, *profile_dir;
+    FILE *keylog; /* <id>.keys: every TLS session's secrets (fakes/tls.h) */
+    char *keylog_path;
 
     struct fg_fault_set faults;
     struct fg_mta *mta;
     struct fg_x400_peer *x400; /* the foreign X.400 system (Q194685) */
     char x400_upstream[32];
+    /* With `x400_faults:`, the X.400 proxy between the gateway and x400. */
+    struct fg_x400_fault_set x4faults;
+    struct fg_x400_proxy *x4proxy;
     struct fg_proxy *proxy;
     struct fg_capture *cap;
     struct fg_gateway *gw;
@@ -133,6 +141,11 @@ static void build_messages(struct scen_run *r, const char *run_id)
             m->size = ms->size;
             m->flags = ms->flags;
             m->concurrency = ms->concurrency;
+            m->smuggle = ms->smuggle;
+            m->smuggle_len = ms->smuggle_len;
+            m->smuggle_from = ms->smuggle_from;
+            m->starttls_inject = ms->starttls_inject;
+            m->starttls_inject_len = ms->starttls_inject_len;
         }
     }
 }
@@ -188,6 +201,11 @@ static void close_all(struct scen_run *r)
         r->pending_closes++;
         fg_x400_peer_close(r->x400, closed_one, r);
         r->x400 = NULL;
+    }
+    if (r->x4proxy) {
+        r->pending_closes++;
+        fg_x400_proxy_close(r->x4proxy, closed_one, r);
+        r->x4proxy = NULL;
     }
     if (r->timer_open && !uv_is_closing((uv_handle_t *)&r->timer))
         uv_close((uv_handle_t *)&r->timer, timer_closed);
@@ -525,10 +543,14 @@ static void meta_from_profile(struct fg_meta *m, const struct fg_profile *p)
 static void meta_from_run(struct scen_run *r)
 {
     struct fg_meta *m = &r->meta;
-    m->ndecisions = r->faults.nlog;
+    m->ndecisions = r->faults.nlog + r->x4faults.nlog;
     m->decisions = fg_calloc(m->ndecisions ? m->ndecisions : 1, sizeof(*m->decisions));
-    if (m->ndecisions)
-        memcpy(m->decisions, r->faults.log, m->ndecisions * sizeof(*m->decisions));
+    if (r->faults.nlog)
+        memcpy(m->decisions, r->faults.log, r->faults.nlog * sizeof(*m->decisions));
+    /* The X.400 proxy's decisions follow (their actions read "x400 ..."). */
+    if (r->x4faults.nlog)
+        memcpy(m->decisions + r->faults.nlog, r->x4faults.log,
+               r->x4faults.nlog * sizeof(*m->decisions));
     m->ntokens = r->nmsgs;
     m->tokens = fg_calloc(r->nmsgs ? r->nmsgs : 1, sizeof(*m->tokens));
     for (size_t i = 0; i < r->nmsgs; i++) {
@@ -616,6 +638,61 @@ static const char *does_not_apply(const struct fg_scenario *sc, const struct fg_
     return NULL;
 }
 
+/* --- TLS: the key log and the test CA file ----------------------------- */
+
+/* <id>.keys beside <id>.pcap: every TLS session this process makes (the
+ * fake MTA's, the injector's, both legs of a terminating proxy) writes its
+ * secrets there, one flushed line each, so that Wireshark decrypts the
+ * trace (`tshark -o tls.keylog_file:<id>.keys`).  Without it the run goes
+ * on: only decryption is lost. */
+static void keylog_open(struct scen_run *r)
+{
+    r->keylog_path = fg_asprintf("%s/%s.keys", r->out_dir, r->sc->id);
+    r->keylog = fopen(r->keylog_path, "we"); /* not inherited by the gateway */
+    fg_tls_keylog_set(r->keylog);
+}
+
+/* Named in the meta only when some session wrote to it. */
+static void keylog_close(struct scen_run *r)
+{
+    if (!r->keylog_path)
+        return;
+    fg_tls_keylog_set(NULL);
+    long size = -1;
+    if (r->keylog) {
+        size = ftell(r->keylog);
+        fclose(r->keylog);
+        r->keylog = NULL;
+    }
+    if (size > 0)
+        r->meta.keylog = fg_asprintf("%s.keys", r->sc->id);
+    else
+        unlink(r->keylog_path);
+    FG_FREE(r->keylog_path);
+}
+
+/* {workdir}/ca.pem: the CAs a gateway must trust to verify its next hop
+ * under STARTTLS: the terminating proxy's (it is what the gateway talks
+ * to) and the fake MTA's.  One PEM bundle, which OpenSSL, GnuTLS and
+ * Python read alike. */
+static int write_ca_file(struct scen_run *r)
+{
+    const char *pem[2] = {r->proxy ? fg_proxy_tls_ca_pem(r->proxy) : NULL,
+                          r->mta ? fg_mta_ca_pem(r->mta) : NULL};
+    if (!pem[0] && !pem[1])
+        return 0;
+    char *path = fg_asprintf("%s/ca.pem", r->workdir);
+    FILE *f = fopen(path, "w");
+    int rc = f ? 0 : -errno;
+    for (int i = 0; i < 2 && f; i++)
+        if (pem[i] && fputs(pem[i], f) < 0)
+            rc = -EIO;
+    if (f && fclose(f) != 0 && rc == 0)
+        rc = -EIO;
+    free(path);
+    return rc;
+}
+
 static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o, struct fg_progress *prog,
                          const struct fg_profile *prof, const struct fg_scenario *sc,
                          const char *out_dir, const char *run_id, uint64_t seed,
@@ -629,7 +706,13 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o, struct fg
     r.prof = prof;
     r.prog = prog;
     r.out_dir = out_dir;
-    r.workdir = fg_asprintf("%s/%s", out_dir, sc->id);
+    /* {workdir} is absolute: a gateway's start command may chdir or make
+     * links to it (scenarios/gateways/postfix/postfix-gateway.sh). */
+    char cwd[4096];
+    if (out_dir[0] != '/' && getcwd(cwd, sizeof cwd))
+        r.workdir = fg_asprintf("%s/%s/%s", cwd, out_dir, sc->id);
+    else
+        r.workdir = fg_asprintf("%s/%s", out_dir, sc->id);
     r.pcap_name = fg_asprintf("%s.pcap", sc->id);
     r.pcap_path = fg_asprintf("%s/%s", out_dir, r.pcap_name);
     r.meta_path = fg_asprintf("%s/%s.meta.json", out_dir, sc->id);
@@ -653,6 +736,9 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o, struct fg
         f.reply_text = f.reply_text ? fg_strdup(f.reply_text) : NULL;
         fg_fault_set_add(&r.faults, &f);
     }
+    fg_x400_fault_set_init(&r.x4faults, seed);
+    for (size_t i = 0; i < sc->nx400_faults; i++)
+        fg_x400_fault_set_add(&r.x4faults, &sc->x400_faults[i]);
     build_messages(&r, run_id);
     for (size_t i = 0; i < sc->nexpects; i++)
         if (strcmp(sc->expects[i].rule, "inbound-accepts-while-busy") == 0)
@@ -677,6 +763,7 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o, struct fg
         goto judge;
     }
     m->capture_mode = fg_strdup(fg_capture_mode_name(fg_capture_mode(r.cap)));
+    keylog_open(&r);
 
     char *ledger = fg_asprintf("%s/ledger.jsonl", r.workdir);
     struct fg_mta_opts mo = {
@@ -697,11 +784,19 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o, struct fg
                                .upstream_port = m->mta_port,
                                .faults = &r.faults,
                                .capture = r.cap,
-                               .log = o->verbose ? stderr : NULL};
+                               .log = o->verbose ? stderr : NULL,
+                               .tls_terminate = sc->tls_terminate,
+                               .tls_hostname = sc->mta ? sc->mta->hostname : NULL,
+                               .tls_upstream_ca = fg_mta_ca_pem(r.mta)};
+    m->tls_terminate = sc->tls_terminate;
     rc = fg_proxy_new(loop, &po, &r.proxy, err, sizeof(err));
     if (rc < 0) {
         r.proxy = NULL;
         set_error(&r, rc, "proxy: %s", err);
+        goto teardown;
+    }
+    if ((rc = write_ca_file(&r)) < 0) {
+        set_error(&r, rc, "cannot write the test CA file: %s", NULL);
         goto teardown;
     }
     m->proxy_port = fg_proxy_port(r.proxy);
@@ -713,6 +808,7 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o, struct fg
     struct fg_x400_peer_opts xo = {.host = "127.0.0.1",
                                    .port = 0,
                                    .ledger_path = x400_ledger,
+                                   .on_invalid = (enum fg_x400_reaction)sc->x400_on_invalid,
                                    .capture = r.cap,
                                    .log = o->verbose ? stderr : NULL};
     rc = fg_x400_peer_new(loop, &xo, &r.x400, err, sizeof(err));
@@ -724,6 +820,27 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o, struct fg
     }
     m->x400_port = fg_x400_peer_port(r.x400);
     fg_capture_add_port(r.cap, m->x400_port);
+    if (sc->nx400_faults) {
+        /* X.400 faults: the gateway's peer is the X.400 proxy.  x400_port
+         * stays the port the gateway connects to, so that the X.400 rules
+         * judge the gateway's leg; the proxy's leg to the fake MTA is
+         * x400_mta_port. */
+        struct fg_x400_proxy_opts xpo = {.listen_host = "127.0.0.1",
+                                         .upstream_host = "127.0.0.1",
+                                         .upstream_port = m->x400_port,
+                                         .faults = &r.x4faults,
+                                         .capture = r.cap,
+                                         .log = o->verbose ? stderr : NULL};
+        rc = fg_x400_proxy_new(loop, &xpo, &r.x4proxy, err, sizeof(err));
+        if (rc < 0) {
+            r.x4proxy = NULL;
+            set_error(&r, rc, "X.400 proxy: %s", err);
+            goto teardown;
+        }
+        m->x400_mta_port = m->x400_port;
+        m->x400_port = fg_x400_proxy_port(r.x4proxy);
+        fg_capture_add_port(r.cap, m->x400_port);
+    }
     snprintf(r.x400_upstream, sizeof(r.x400_upstream), "127.0.0.1:%d", m->x400_port);
 
     uv_timer_init(loop, &r.timer);
@@ -780,6 +897,7 @@ teardown:
         r.gw = NULL;
     }
     meta_from_run(&r);
+    keylog_close(&r);
     if (r.cap) {
         rc = fg_capture_close(r.cap);
         r.cap = NULL;
@@ -834,9 +952,11 @@ judge:;
     free(m->capture_mode);
     free(m->pcap);
     free(m->ledger);
+    free(m->keylog);
     free(m->profile_name);
     free(m->gateway_version);
     fg_fault_set_free(&r.faults);
+    fg_x400_fault_set_free(&r.x4faults);
     free(r.msgs);
     free(r.workdir);
     free(r.pcap_path);
@@ -1064,7 +1184,7 @@ int fg_run_main(const struct fg_run_opts *o)
 }
 
 int fg_judge_main(const char *scenario_path, const char *out_dir, const char *pcap_path,
-                  const char *meta_path)
+                  const char *meta_path, const char *keylog_path)
 {
     char err[FG_ERRBUF_SIZE];
     struct fg_scenario *sc = NULL;
@@ -1100,7 +1220,7 @@ int fg_judge_main(const char *scenario_path, const char *out_dir, const char *pc
     struct fg_scenario_result res;
     memset(&res, 0, sizeof(res));
     uint64_t t0 = fg_now_ms();
-    fg_judge(sc, meta, pcap_path, &res);
+    fg_judge_keys(sc, meta, pcap_path, keylog_path, &res);
     res.duration_ms = fg_now_ms() - t0;
     print_result(&res, 0);
     int status = exit_status(&res, 1);

@@ -26,8 +26,9 @@ struct fg_run_opts {
 int fg_run_main(const struct fg_run_opts *o);
 
 /* fg_judge_main - `faultgate judge`: verdicts of a saved trace; the same
- * exit status convention. */
+ * exit status convention.  keylog_path: the TLS key log (NULL: the one the
+ * metadata names, beside the trace, if it is there). */
 int fg_judge_main(const char *scenario_path, const char *out_dir, const char *pcap_path,
-                  const char *meta_path);
+                  const char *meta_path, const char *keylog_path);
 
 #endif

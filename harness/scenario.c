@@ -17,12 +17,14 @@
 
 #include "faultgate/error.h"
 #include "faultgate/expect.h"
+#include "faultgate/expect_security.h"
 #include "faultgate/fake_mta.h"
 #include "faultgate/fault.h"
 #include "faultgate/injector.h"
 #include "faultgate/profile.h"
 #include "faultgate/scenario.h"
 #include "faultgate/util.h"
+#include "faultgate/x400_proxy.h"
 #include "faultgate/yamldoc.h"
 
 #define DEFAULT_FROM "user1@company1.test"
@@ -48,6 +50,10 @@ void fg_scenario_free(struct fg_scenario *s)
     strv_free(s->rfc, s->nrfc);
     for (size_t i = 0; i < s->nmsgs; i++) {
         free(s->msgs[i].from);
+        free(s->msgs[i].smuggle);
+        free(s->msgs[i].smuggle_name);
+        free(s->msgs[i].smuggle_from);
+        free(s->msgs[i].starttls_inject);
         strv_free(s->msgs[i].to, s->msgs[i].nto);
     }
     free(s->msgs);
@@ -68,6 +74,9 @@ void fg_scenario_free(struct fg_scenario *s)
         fg_mta_script_clear(s->mta);
         free(s->mta);
     }
+    for (size_t i = 0; i < s->nx400_faults; i++)
+        fg_x400_fault_clear(&s->x400_faults[i]);
+    free(s->x400_faults);
     free(s);
 }
 
@@ -200,12 +209,74 @@ static int load_message_opts(const struct fg_yaml_doc *d, const struct fg_yaml_n
     return 0;
 }
 
+/* The hostile inbound modes (FORMAT.md "Messages": smuggle, desync). */
+static int load_message_hostile(const struct fg_yaml_doc *d, const struct fg_yaml_node *n,
+                                struct fg_msg_spec *m, char *err, size_t errlen)
+{
+    const struct fg_yaml_node *v;
+    int rc;
+    if ((v = fg_yaml_get(n, "desync"))) {
+        if ((rc = scalar(d, v, "'desync'", err, errlen)))
+            return rc;
+        if (strcmp(v->scalar, "before-greeting") == 0)
+            m->flags |= FG_INJ_EARLY_GREETING;
+        else if (strcmp(v->scalar, "before-ehlo-reply") == 0)
+            m->flags |= FG_INJ_EARLY_EHLO;
+        else
+            return fg_yaml_errf(d, v, err, errlen, FG_EINPUT,
+                                "bad desync '%s' (before-greeting or before-ehlo-reply)",
+                                v->scalar);
+    }
+    const struct fg_yaml_node *sf = fg_yaml_get(n, "smuggle_from");
+    if ((v = fg_yaml_get(n, "smuggle"))) {
+        if ((rc = scalar(d, v, "'smuggle'", err, errlen)))
+            return rc;
+        char msg[FG_ERRBUF_SIZE] = "";
+        int col = 0;
+        if (fg_smuggle_parse(v->scalar, &m->smuggle, &m->smuggle_len, &m->smuggle_name, msg,
+                             sizeof(msg), &col) < 0)
+            return err_in_text(d, v, col, "'smuggle'", msg, FG_EINPUT, err, errlen);
+        if (m->flags & (FG_INJ_BDAT | FG_INJ_EARLY_GREETING | FG_INJ_EARLY_EHLO))
+            return fg_yaml_errf(d, v, err, errlen, FG_EINPUT,
+                                "'smuggle' goes with DATA only (not with bdat or desync)");
+        if (sf) {
+            if ((rc = scalar(d, sf, "'smuggle_from'", err, errlen)))
+                return rc;
+            if (!*sf->scalar || strpbrk(sf->scalar, "\r\n<> "))
+                return fg_yaml_errf(d, sf, err, errlen, FG_EINPUT,
+                                    "bad smuggle_from '%s' (an address without <>)", sf->scalar);
+            m->smuggle_from = fg_strdup(sf->scalar);
+        } else {
+            /* A sender of the carrier's own domain: what smuggling forges. */
+            const char *at = strrchr(m->from, '@');
+            m->smuggle_from = fg_asprintf("smuggled%s", at ? at : "@smuggled.test");
+        }
+    } else if (sf) {
+        return fg_yaml_errf(d, sf, err, errlen, FG_EINPUT, "'smuggle_from' needs 'smuggle'");
+    }
+    if ((v = fg_yaml_get(n, "starttls_inject"))) {
+        /* CVE-2011-0411: plaintext in the same write as STARTTLS. */
+        if ((rc = scalar(d, v, "'starttls_inject'", err, errlen)))
+            return rc;
+        char msg[FG_ERRBUF_SIZE] = "";
+        int col = 0;
+        if (fg_starttls_inject_parse(v->scalar, &m->starttls_inject, &m->starttls_inject_len, msg,
+                                     sizeof(msg), &col) < 0)
+            return err_in_text(d, v, col, "'starttls_inject'", msg, FG_EINPUT, err, errlen);
+        if (m->flags & (FG_INJ_EARLY_GREETING | FG_INJ_EARLY_EHLO))
+            return fg_yaml_errf(d, v, err, errlen, FG_EINPUT,
+                                "'starttls_inject' does not go with desync");
+    }
+    return 0;
+}
+
 static int load_message(const struct fg_yaml_doc *d, const struct fg_yaml_node *n,
                         struct fg_msg_spec *m, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"from",       "to",          "size",     "count",
-                                       "pipelining", "bdat",        "eightbit", "dot_lines",
-                                       "rcpts",      "concurrency", NULL};
+    static const char *const keys[] = {
+        "from",    "to",           "size",      "count",           "pipelining",
+        "bdat",    "eightbit",     "dot_lines", "rcpts",           "concurrency",
+        "smuggle", "smuggle_from", "desync",    "starttls_inject", NULL};
     int rc;
     if ((rc = fg_yaml_expect(d, n, FG_YAML_MAP, "a message", err, errlen)) ||
         (rc = fg_yaml_check_keys(d, n, keys, "a message", err, errlen)))
@@ -250,7 +321,9 @@ static int load_message(const struct fg_yaml_doc *d, const struct fg_yaml_node *
                                 MAX_COUNT);
         m->count = (unsigned)c;
     }
-    return load_message_opts(d, n, m, err, errlen);
+    if ((rc = load_message_opts(d, n, m, err, errlen)))
+        return rc;
+    return load_message_hostile(d, n, m, err, errlen);
 }
 
 /* A fault part ("on", "connection", "action") parsed by the fault module;
@@ -502,8 +575,9 @@ static int valid_id(const char *s)
 static int load_scenario(const struct fg_yaml_doc *d, struct fg_scenario *s, char *err,
                          size_t errlen)
 {
-    static const char *const keys[] = {"id",     "title",  "kb",       "rfc", "leg", "messages",
-                                       "faults", "expect", "deadline", "mta", NULL};
+    static const char *const keys[] = {"id",          "title",     "kb",     "rfc",      "leg",
+                                       "messages",    "faults",    "expect", "deadline", "mta",
+                                       "x400_faults", "x400_peer", "tls",    NULL};
     const struct fg_yaml_node *root = d->root, *v;
     int rc;
     if (!root)
@@ -545,6 +619,17 @@ static int load_scenario(const struct fg_yaml_doc *d, struct fg_scenario *s, cha
             return fg_yaml_errf(d, v, err, errlen, FG_EINPUT,
                                 "bad leg '%s' (outbound, inbound or x400)", v->scalar);
     }
+    if ((v = fg_yaml_get(root, "tls"))) {
+        /* How the proxy treats STARTTLS: pass the TLS records through, or
+         * terminate TLS on both legs so that triggers see the plaintext. */
+        if ((rc = scalar(d, v, "'tls'", err, errlen)))
+            return rc;
+        if (strcmp(v->scalar, "terminate") == 0)
+            s->tls_terminate = 1;
+        else if (strcmp(v->scalar, "passthrough") != 0)
+            return fg_yaml_errf(d, v, err, errlen, FG_EINPUT,
+                                "bad tls '%s' (passthrough or terminate)", v->scalar);
+    }
     if ((v = fg_yaml_get(root, "deadline"))) {
         if ((rc = scalar(d, v, "'deadline'", err, errlen)))
             return rc;
@@ -585,6 +670,14 @@ static int load_scenario(const struct fg_yaml_doc *d, struct fg_scenario *s, cha
         if ((rc = fg_mta_script_parse_node(d, v, s->mta, err, errlen)))
             return rc < 0 ? rc : FG_EINPUT;
     }
+    /* The X.400 proxy's faults and the fake X.400 MTA's reaction
+     * (FORMAT.md "X.400 faults"). */
+    if ((v = fg_yaml_get(root, "x400_faults")) &&
+        (rc = fg_x400_faults_load(d, v, &s->x400_faults, &s->nx400_faults, err, errlen)))
+        return rc;
+    if ((v = fg_yaml_get(root, "x400_peer")) &&
+        (rc = fg_x400_peer_opts_load(d, v, &s->x400_on_invalid, err, errlen)))
+        return rc;
     if ((v = fg_yaml_get(root, "expect"))) {
         if ((rc = fg_yaml_expect(d, v, FG_YAML_SEQ, "'expect'", err, errlen)))
             return rc;

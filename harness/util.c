@@ -69,6 +69,29 @@ char *fg_asprintf(const char *fmt, ...)
     return s;
 }
 
+void fg_strbuf_printf(struct fg_strbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n <= 0)
+        return;
+    fg_array_reserve((void **)&b->s, &b->cap, b->len + (size_t)n + 1, 1);
+    va_start(ap, fmt);
+    vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+char *fg_strbuf_take(struct fg_strbuf *b)
+{
+    char *s = b->s ? b->s : fg_strdup("");
+    b->s = NULL;
+    b->len = b->cap = 0;
+    return s;
+}
+
 void fg_array_reserve(void **arr, size_t *cap, size_t need, size_t esz)
 {
     if (need <= *cap)

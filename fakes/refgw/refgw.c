@@ -3,12 +3,13 @@
  * refgw --listen HOST:PORT --upstream HOST:PORT --spool DIR
  *       [--timeout NAME=DUR[,NAME=DUR...]] [--retry DUR] [--max-retry-delay DUR]
  *       [--give-up DUR] [--max-size SIZE] [--bug MODE] [--hostname NAME]
- *       [--ready-file PATH]
+ *       [--ready-file PATH] [--starttls]
  *
  * Inbound it is an SMTP server (RFC 5321) that spools each message before
  * its 250 (§6.1) with a Received: line prepended (§4.4); outbound it relays
  * the queue to --upstream (refgw_out.c).  --bug selects one knowledge-base
- * symptom (Q129140, Q197142, Q131150, Q135031); see README.md.  This file:
+ * symptom (Q129140, Q197142, Q131150, Q135031) or security flaw (SMTP
+ * smuggling, CVE-2011-0411 with --starttls); see README.md.  This file:
  * command line, logging, signals and the inbound server.
  */
 #include <errno.h>
@@ -23,6 +24,7 @@
 #include "faultgate/fake_x400.h"
 #include "faultgate/smtp.h"
 #include "faultgate/util.h"
+#include "../tls.h"
 #include "refgw.h"
 
 struct refgw_config refgw_cfg;
@@ -56,11 +58,27 @@ struct in_conn {
     char *body;
     size_t body_len, body_cap;
     int bol, prev_cr, too_big;
+    /* --bug smuggling: a lenient line reader over the body (see
+     * smuggle_scan) and where commands resume in the read buffer */
+    int sm_cr, sm_dot;
+    size_t sm_len, sm_at;
+    const char *feed_base;
+    size_t feed_off, feed_len, resume;
+    /* --bug early-commands: the greeting, or EHLO's reply, held back */
+    int held;
+    char *held_reply;
     /* the event that stopped the parser */
-    enum { EV_NONE, EV_CMD, EV_EOD } ev;
+    enum { EV_NONE, EV_CMD, EV_EOD, EV_SMUGGLED_EOD } ev;
     enum fg_smtp_verb verb;
     char arg[FG_SMTP_LINE_MAX + 1];
     int truncated;
+    /* STARTTLS (RFC 3207, --starttls): the session after our 220, up once
+     * its handshake is done; with --bug starttls-injection, the plaintext
+     * read together with the STARTTLS line, run after the handshake */
+    struct fg_tls *tls;
+    int tls_up;
+    char *injected;
+    size_t injected_len;
 };
 
 static uv_tcp_t listener;
@@ -69,6 +87,7 @@ static struct in_conn *conns;
 static unsigned nconns;
 static int pending_accept; /* serial-inbound: a connection waits in accept */
 static int stopping;
+static struct fg_tls_ctx *tls_ctx; /* --starttls: our certificate, from a CA made at start */
 
 void refgw_log(const char *fmt, ...)
 {
@@ -100,6 +119,9 @@ static void in_handle_closed(uv_handle_t *h)
         return;
     refgw_msg_free(c->msg);
     free(c->body);
+    free(c->held_reply);
+    fg_tls_free(c->tls);
+    free(c->injected);
     free(c);
     if (!stopping)
         try_accept();
@@ -131,6 +153,30 @@ static void in_write_cb(uv_write_t *req, int status)
     free(req);
 }
 
+/* in_send - octets onto the wire as they are (plaintext, or TLS records). */
+static void in_send(struct in_conn *c, const char *d, size_t n)
+{
+    if (n == 0 || c->closing)
+        return;
+    struct in_write *w = fg_malloc(sizeof(*w) + n);
+    memcpy(w->data, d, n);
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, in_write_cb) < 0) {
+        free(w);
+        in_close(c);
+    }
+}
+
+/* in_tls_flush - the TLS records OpenSSL has ready (handshake, replies). */
+static void in_tls_flush(struct in_conn *c)
+{
+    size_t n;
+    char *out = fg_tls_take_output(c->tls, &n);
+    if (out)
+        in_send(c, out, n);
+    free(out);
+}
+
 /* Send a reply.  It also goes through the parser (server-to-client), which
  * is how the parser learns that a 354 opened the body. */
 static void in_reply(struct in_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -146,13 +192,16 @@ static void in_reply(struct in_conn *c, const char *fmt, ...)
     if (n < 0 || (size_t)n >= sizeof(line))
         n = (int)sizeof(line) - 1;
     fg_smtp_parser_feed(&c->p, FG_S2C, line, (size_t)n);
-    struct in_write *w = fg_malloc(sizeof(*w) + (size_t)n);
-    memcpy(w->data, line, (size_t)n);
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
-    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, in_write_cb) < 0) {
-        free(w);
-        in_close(c);
+    if (c->tls_up) {
+        if (fg_tls_write(c->tls, line, (size_t)n) < 0) {
+            refgw_log("inbound %s: TLS write failed: %s", c->peer, fg_tls_error(c->tls));
+            in_close(c);
+            return;
+        }
+        in_tls_flush(c);
+        return;
     }
+    in_send(c, line, (size_t)n);
 }
 
 static void in_shutdown_cb(uv_shutdown_t *req, int status)
@@ -185,6 +234,31 @@ static void idle_cb(uv_timer_t *t)
     refgw_log("inbound %s: idle timeout", c->peer);
     in_reply(c, "421 4.4.2 %s Error: timeout exceeded\r\n", refgw_cfg.hostname);
     in_finish(c);
+}
+
+/* --bug early-commands: a reply held back 200 ms (the greeting, as a
+ * greeting pause does, or EHLO's, as a slow HELO check would) while the
+ * commands read meanwhile are answered at once, so the replies go out of
+ * step (RFC 5321 §4.3.2; RFC 2920 §3.1: replies in order). */
+#define EARLY_HOLD_MS 200
+
+static void held_cb(uv_timer_t *t)
+{
+    struct in_conn *c = t->data;
+    c->held = 0;
+    char *r = c->held_reply;
+    c->held_reply = NULL;
+    uv_timer_start(&c->idle, idle_cb, refgw_cfg.to.idle, refgw_cfg.to.idle);
+    if (r)
+        in_reply(c, "%s", r);
+    free(r);
+}
+
+static void hold_reply(struct in_conn *c, char *text)
+{
+    c->held = 1;
+    c->held_reply = text;
+    uv_timer_start(&c->idle, held_cb, EARLY_HOLD_MS, 0);
 }
 
 static void txn_reset(struct in_conn *c)
@@ -294,6 +368,8 @@ static void cmd_data(struct in_conn *c)
     }
     c->state = IN_DATA;
     c->body_len = 0;
+    c->sm_cr = c->sm_dot = 0;
+    c->sm_len = c->sm_at = 0;
     c->bol = 1;
     c->prev_cr = 0;
     c->too_big = 0;
@@ -339,6 +415,49 @@ static void body_feed(struct in_conn *c, const char *d, size_t n)
             body_add(c, &b, 1);
         }
     }
+}
+
+/* smuggle_scan - --bug smuggling: the body read the way servers open to
+ * SMTP smuggling read it (CVE-2023-51764/51765/51766): a line ends at LF,
+ * at CR LF, or at a CR followed by anything else; CR and NUL octets are
+ * dropped; a line that is then "." ends the data.  RFC 5321 §4.1.1.4 and
+ * §2.3.8 forbid exactly this.  Feeds the body up to the end found and
+ * returns the offset in d where commands resume (n: right after d), or
+ * SMUGGLE_NONE when the data goes on. */
+#define SMUGGLE_NONE ((size_t)-1)
+static size_t smuggle_scan(struct in_conn *c, const char *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char b = d[i];
+        size_t resume = (size_t)-1;
+        if (c->sm_cr && b == '\r') {
+            body_feed(c, &b, 1);
+            continue;
+        }
+        if (c->sm_cr || b == '\n') {
+            resume = b == '\n' ? i + 1 : i; /* a CR alone ended the line */
+            if (c->sm_len == 1 && c->sm_dot) {
+                c->body_len = c->sm_at; /* the "." line is not text */
+                c->prev_cr = 0;
+                return resume;
+            }
+            c->sm_cr = 0;
+            c->sm_len = 0;
+            c->sm_dot = 0;
+            if (b == '\n') {
+                body_feed(c, &b, 1);
+                c->sm_at = c->body_len;
+                continue;
+            }
+            c->sm_at = c->body_len;
+        }
+        body_feed(c, &b, 1);
+        if (b == '\r')
+            c->sm_cr = 1;
+        else if (b != '\0')
+            c->sm_dot = ++c->sm_len == 1 && b == '.';
+    }
+    return SMUGGLE_NONE;
 }
 
 static void format_date(char *out, size_t len)
@@ -398,6 +517,37 @@ static void end_of_data(struct in_conn *c)
     refgw_queue_add(m);
 }
 
+/* The EHLO reply (RFC 5321 §4.1.1.1); STARTTLS only before TLS (RFC 3207
+ * §4.2: not offered again after the handshake). */
+static char *ehlo_text(const struct in_conn *c)
+{
+    return fg_asprintf("250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
+                       "%s250 ENHANCEDSTATUSCODES\r\n",
+                       refgw_cfg.hostname, (unsigned long long)refgw_cfg.max_size,
+                       tls_ctx && !c->tls ? "250-STARTTLS\r\n" : "");
+}
+
+/* STARTTLS (RFC 3207 §4): 220, then the TLS handshake on what the client
+ * sends next.  What the read loop holds after the command line is the
+ * subject of in_starttls_rest. */
+static void cmd_starttls(struct in_conn *c)
+{
+    if (!tls_ctx) {
+        in_reply(c, "502 5.5.2 Error: command not recognized\r\n");
+        return;
+    }
+    if (c->tls) {
+        in_reply(c, "554 5.5.1 Error: TLS already active\r\n");
+        return;
+    }
+    if (c->arg[0]) {
+        in_reply(c, "501 5.5.4 Syntax: STARTTLS\r\n");
+        return;
+    }
+    in_reply(c, "220 2.0.0 Ready to start TLS\r\n");
+    c->tls = fg_tls_new(tls_ctx);
+}
+
 static void handle_command(struct in_conn *c)
 {
     if (c->truncated) { /* §4.5.3.1.4 */
@@ -415,12 +565,13 @@ static void handle_command(struct in_conn *c)
         txn_reset(c);
         c->state = IN_READY;
         c->esmtp = c->verb == FG_VERB_EHLO;
-        if (c->esmtp)
-            in_reply(c,
-                     "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n"
-                     "250 ENHANCEDSTATUSCODES\r\n",
-                     refgw_cfg.hostname, (unsigned long long)refgw_cfg.max_size);
-        else
+        if (c->esmtp && refgw_cfg.bug == REFGW_BUG_EARLY_COMMANDS && !c->held) {
+            hold_reply(c, ehlo_text(c));
+        } else if (c->esmtp) {
+            char *t = ehlo_text(c);
+            in_reply(c, "%s", t);
+            free(t);
+        } else
             in_reply(c, "250 %s\r\n", refgw_cfg.hostname);
         break;
     case FG_VERB_MAIL:
@@ -431,6 +582,9 @@ static void handle_command(struct in_conn *c)
         break;
     case FG_VERB_DATA:
         cmd_data(c);
+        break;
+    case FG_VERB_STARTTLS:
+        cmd_starttls(c);
         break;
     case FG_VERB_RSET:
         txn_reset(c);
@@ -471,8 +625,23 @@ static int in_parser_cb(void *ud, const struct fg_smtp_event *ev)
         return 1;
     }
     case FG_SMTP_EV_DATA:
-        if (c->state == IN_DATA)
-            body_feed(c, ev->data, ev->data_len);
+        if (c->state != IN_DATA)
+            return 0;
+        if (refgw_cfg.bug == REFGW_BUG_SMUGGLING) {
+            size_t k = smuggle_scan(c, ev->data, ev->data_len);
+            if (k == SMUGGLE_NONE)
+                return 0;
+            /* Where the rest begins in the read buffer (a dot the parser
+             * held back is not in it: then the feed's start). */
+            const char *at = ev->data + k;
+            if (at >= c->feed_base + c->feed_off && at <= c->feed_base + c->feed_len)
+                c->resume = (size_t)(at - c->feed_base);
+            else
+                c->resume = c->feed_off;
+            c->ev = EV_SMUGGLED_EOD;
+            return 1;
+        }
+        body_feed(c, ev->data, ev->data_len);
         return 0;
     case FG_SMTP_EV_END_OF_DATA:
         c->ev = EV_EOD;
@@ -488,6 +657,113 @@ static void in_alloc_cb(uv_handle_t *h, size_t sz, uv_buf_t *b)
     *b = uv_buf_init(buf, sizeof(buf));
 }
 
+/* in_starttls_rest - the octets that came in the same read as the
+ * STARTTLS line, after it.  RFC 3207 §4.2 and the CVE-2011-0411 fix: they
+ * were sent in plaintext before TLS, so they are thrown away.  With --bug
+ * starttls-injection they are kept and run as the first commands of the
+ * TLS session, as the vulnerable servers did from their input buffer. */
+static void in_starttls_rest(struct in_conn *c, const char *d, size_t n)
+{
+    if (n == 0)
+        return;
+    if (refgw_cfg.bug == REFGW_BUG_STARTTLS_INJECTION) {
+        c->injected = fg_realloc(c->injected, c->injected_len + n);
+        memcpy(c->injected + c->injected_len, d, n);
+        c->injected_len += n;
+        refgw_log("inbound %s: %zu plaintext octets after STARTTLS kept for after the handshake",
+                  c->peer, n);
+    } else {
+        refgw_log("inbound %s: %zu plaintext octets after STARTTLS discarded", c->peer, n);
+    }
+}
+
+static void in_feed(struct in_conn *c, const char *base, size_t len);
+
+/* in_tls_input - ciphertext from the client after our 220 to STARTTLS. */
+static void in_tls_input(struct in_conn *c, const char *d, size_t n)
+{
+    if (fg_tls_put(c->tls, d, n) < 0) {
+        in_close(c);
+        return;
+    }
+    if (!c->tls_up) {
+        int r = fg_tls_handshake(c->tls);
+        in_tls_flush(c);
+        if (r < 0) {
+            refgw_log("inbound %s: TLS handshake failed: %s", c->peer, fg_tls_error(c->tls));
+            in_close(c);
+            return;
+        }
+        if (r == 0)
+            return;
+        c->tls_up = 1;
+        refgw_log("inbound %s: TLS established (%s)", c->peer, fg_tls_version(c->tls));
+        /* RFC 3207 §4.2: the server MUST discard any knowledge obtained
+         * from the client before TLS, the EHLO argument included: a new
+         * session that expects EHLO again, on a parser started afresh
+         * (greeted already). */
+        txn_reset(c);
+        c->state = IN_FRESH;
+        c->esmtp = 0;
+        snprintf(c->helo, sizeof(c->helo), "unknown");
+        fg_smtp_parser_init(&c->p, in_parser_cb, c);
+        fg_smtp_parser_feed(&c->p, FG_S2C, "220 x\r\n", 7);
+        if (c->injected) {
+            char *inj = c->injected;
+            size_t il = c->injected_len;
+            c->injected = NULL;
+            c->injected_len = 0;
+            in_feed(c, inj, il);
+            free(inj);
+        }
+    }
+    static char plain[16384];
+    int k = 0;
+    while (!c->closing && !c->quitting && (k = fg_tls_read(c->tls, plain, sizeof(plain))) > 0)
+        in_feed(c, plain, (size_t)k);
+    if (c->closing)
+        return;
+    in_tls_flush(c);
+    if (k < 0 && !c->quitting) {
+        if (k != UV_EOF)
+            refgw_log("inbound %s: TLS: %s", c->peer, fg_tls_error(c->tls));
+        in_close(c);
+    }
+}
+
+/* in_feed - plaintext commands (and bodies) from the client. */
+static void in_feed(struct in_conn *c, const char *base, size_t len)
+{
+    /* The parser stops at each command so its reply (a 354 above all) is
+     * seen before the bytes that follow; events it held are fed out too. */
+    size_t off = 0;
+    while (!c->closing && !c->quitting && (off < len || fg_smtp_parser_queued(&c->p, FG_C2S))) {
+        c->ev = EV_NONE;
+        c->feed_base = base;
+        c->feed_off = off;
+        c->feed_len = len;
+        size_t n = fg_smtp_parser_feed(&c->p, FG_C2S, base + off, len - off);
+        off += n;
+        if (c->ev == EV_SMUGGLED_EOD) {
+            /* --bug smuggling: the message ends here and what follows is
+             * read as commands, by a parser that starts over greeted. */
+            end_of_data(c);
+            fg_smtp_parser_init(&c->p, in_parser_cb, c);
+            fg_smtp_parser_feed(&c->p, FG_S2C, "220 x\r\n", 7);
+            off = c->resume;
+        } else if (c->ev == EV_CMD) {
+            handle_command(c);
+            if (c->tls && !c->tls_up) {
+                in_starttls_rest(c, base + off, len - off);
+                return;
+            }
+        } else if (c->ev == EV_EOD && c->state == IN_DATA)
+            end_of_data(c);
+        else if (n == 0 && off < len)
+            break;
+    }
+}
+
 static void in_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     struct in_conn *c = s->data;
@@ -499,21 +775,12 @@ static void in_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         in_close(c);
         return;
     }
-    uv_timer_again(&c->idle);
-    /* The parser stops at each command so its reply (a 354 above all) is
-     * seen before the bytes that follow; events it held are fed out too. */
-    size_t off = 0, len = (size_t)nread;
-    while (!c->closing && !c->quitting && (off < len || fg_smtp_parser_queued(&c->p, FG_C2S))) {
-        c->ev = EV_NONE;
-        size_t n = fg_smtp_parser_feed(&c->p, FG_C2S, b->base + off, len - off);
-        off += n;
-        if (c->ev == EV_CMD)
-            handle_command(c);
-        else if (c->ev == EV_EOD && c->state == IN_DATA)
-            end_of_data(c);
-        else if (n == 0 && off < len)
-            break;
-    }
+    if (!c->held)
+        uv_timer_again(&c->idle);
+    if (c->tls)
+        in_tls_input(c, b->base, (size_t)nread);
+    else
+        in_feed(c, b->base, (size_t)nread);
 }
 
 static int serial_busy(void)
@@ -557,7 +824,10 @@ static void accept_one(void)
     uv_timer_start(&c->idle, idle_cb, refgw_cfg.to.idle, refgw_cfg.to.idle);
     uv_read_start((uv_stream_t *)&c->tcp, in_alloc_cb, in_read_cb);
     refgw_log("inbound connection from %s", c->peer);
-    in_reply(c, "220 %s ESMTP refgw\r\n", refgw_cfg.hostname);
+    if (refgw_cfg.bug == REFGW_BUG_EARLY_COMMANDS)
+        hold_reply(c, fg_asprintf("220 %s ESMTP refgw\r\n", refgw_cfg.hostname));
+    else
+        in_reply(c, "220 %s ESMTP refgw\r\n", refgw_cfg.hostname);
 }
 
 static void try_accept(void)
@@ -669,6 +939,7 @@ static void parse_args(int argc, char **argv)
                                          {"ready-file", required_argument, NULL, 'R'},
                                          {"x400-upstream", required_argument, NULL, 'X'},
                                          {"x400-domain", required_argument, NULL, 'D'},
+                                         {"starttls", no_argument, NULL, 'T'},
                                          {"help", no_argument, NULL, 'h'},
                                          {"version", no_argument, NULL, 'V'},
                                          {NULL, 0, NULL, 0}};
@@ -726,6 +997,12 @@ static void parse_args(int argc, char **argv)
                 c->bug = REFGW_BUG_SERIAL_INBOUND;
             else if (!strcmp(optarg, "silent-drop"))
                 c->bug = REFGW_BUG_SILENT_DROP;
+            else if (!strcmp(optarg, "smuggling"))
+                c->bug = REFGW_BUG_SMUGGLING;
+            else if (!strcmp(optarg, "early-commands"))
+                c->bug = REFGW_BUG_EARLY_COMMANDS;
+            else if (!strcmp(optarg, "starttls-injection"))
+                c->bug = REFGW_BUG_STARTTLS_INJECTION;
             else if (!strncmp(optarg, "bad-minor-sync=", 15)) {
                 enum fg_x400_sync_bug xb;
                 if (fg_x400_sync_bug_parse(optarg + 15, &xb) < 0 || xb == FG_X400_SYNC_OK)
@@ -736,7 +1013,8 @@ static void parse_args(int argc, char **argv)
                 c->x400_bug = (int)xb;
             } else
                 die_usage("--bug: unknown mode '%s' (none, no-data-timeout, crash-on-ehlo-drop, "
-                          "serial-inbound, silent-drop, bad-minor-sync=VARIANT)",
+                          "serial-inbound, silent-drop, bad-minor-sync=VARIANT, smuggling, "
+                          "early-commands, starttls-injection)",
                           optarg);
             break;
         case 'H':
@@ -755,6 +1033,9 @@ static void parse_args(int argc, char **argv)
                 die_usage("--x400-domain: bad domain '%s'", optarg);
             snprintf(c->x400_domain, sizeof(c->x400_domain), "%s", optarg);
             break;
+        case 'T':
+            c->starttls = 1;
+            break;
         case 'R':
             free(c->ready_file);
             c->ready_file = fg_strdup(optarg);
@@ -764,7 +1045,8 @@ static void parse_args(int argc, char **argv)
                    "             [--timeout NAME=DUR[,NAME=DUR...]] [--retry DUR]\n"
                    "             [--max-retry-delay DUR] [--give-up DUR] [--max-size SIZE]\n"
                    "             [--bug MODE] [--hostname NAME] [--ready-file PATH]\n"
-                   "             [--x400-upstream HOST:PORT [--x400-domain DOMAIN]]\n");
+                   "             [--x400-upstream HOST:PORT [--x400-domain DOMAIN]]\n"
+                   "             [--starttls]\n");
             exit(0);
         case 'V':
             printf("refgw %s (faultgate reference gateway)\n", FG_VERSION);
@@ -779,6 +1061,8 @@ static void parse_args(int argc, char **argv)
         die_usage("--listen, --upstream and --spool are required");
     if (c->bug == REFGW_BUG_BAD_MINOR_SYNC && !c->x400_port)
         die_usage("--bug bad-minor-sync=... needs --x400-upstream");
+    if (c->bug == REFGW_BUG_STARTTLS_INJECTION)
+        c->starttls = 1; /* the bug is in STARTTLS: offered with it */
     if (c->retry_ms == 0)
         c->retry_ms = 1;
     if (c->max_retry_ms < c->retry_ms)
@@ -842,10 +1126,20 @@ int main(int argc, char **argv)
     uv_signal_start(&sig_term, on_signal, SIGTERM);
     uv_signal_start(&sig_int, on_signal, SIGINT);
     signal(SIGPIPE, SIG_IGN);
+    if (refgw_cfg.starttls) {
+        /* A certificate for --hostname from a CA made now: clients that
+         * probe STARTTLS do not verify it (nothing else knows that CA). */
+        char err[256];
+        if (fg_tls_server_ctx_new(refgw_cfg.hostname, &tls_ctx, err, sizeof(err)) < 0) {
+            fprintf(stderr, "refgw: %s\n", err);
+            return 2;
+        }
+    }
     refgw_out_init();
     refgw_x400_init();
     static const char *const bugs[] = {"none",           "no-data-timeout", "crash-on-ehlo-drop",
-                                       "serial-inbound", "silent-drop",     "bad-minor-sync"};
+                                       "serial-inbound", "silent-drop",     "bad-minor-sync",
+                                       "smuggling",      "early-commands",  "starttls-injection"};
     refgw_log("listening on %s:%d, upstream %s:%d, spool %s, bug %s", refgw_cfg.listen_host, port,
               refgw_cfg.up_host, refgw_cfg.up_port, refgw_cfg.spool, bugs[refgw_cfg.bug]);
     rc = refgw_spool_load();
@@ -858,6 +1152,7 @@ int main(int argc, char **argv)
     }
     uv_run(refgw_loop, UV_RUN_DEFAULT);
     refgw_queue_free_all();
+    fg_tls_ctx_free(tls_ctx);
     uv_loop_close(refgw_loop);
     free(refgw_cfg.spool);
     free(refgw_cfg.ready_file);

@@ -18,7 +18,10 @@ enum refgw_bug {
     REFGW_BUG_CRASH_ON_EHLO_DROP, /* Q197142: abort() when the peer drops after EHLO */
     REFGW_BUG_SERIAL_INBOUND,     /* Q131150: one inbound at a time, none while relaying */
     REFGW_BUG_SILENT_DROP,        /* Q135031: unroutable mail stays in the queue silently */
-    REFGW_BUG_BAD_MINOR_SYNC      /* Q194685: invalid minor sync points on the X.400 side */
+    REFGW_BUG_BAD_MINOR_SYNC,     /* Q194685: invalid minor sync points on the X.400 side */
+    REFGW_BUG_SMUGGLING,          /* CVE-2023-51764 class: lenient end of data */
+    REFGW_BUG_EARLY_COMMANDS,     /* answers out of step: before its greeting, before EHLO's */
+    REFGW_BUG_STARTTLS_INJECTION  /* CVE-2011-0411: runs plaintext read with STARTTLS after TLS */
 };
 
 /* Timeouts in milliseconds (RFC 5321 §4.5.3.2). */
@@ -42,6 +45,7 @@ struct refgw_config {
     char x400_domain[256]; /* --x400-domain: only mail for this domain goes via X.400 */
     int x400_port;         /* 0: no X.400 side */
     int x400_bug;          /* enum fg_x400_sync_bug, with REFGW_BUG_BAD_MINOR_SYNC */
+    int starttls;          /* --starttls: offer STARTTLS inbound (RFC 3207) */
 };
 
 extern struct refgw_config refgw_cfg;

@@ -288,6 +288,16 @@ static void start_message(struct refgw_msg *m)
         out_next_message();
         return;
     }
+    if (!out.ext_8bit && body_has_8bit(m)) {
+        /* RFC 6152 §3: 8-bit text only to a server that offers 8BITMIME.
+         * refgw does not downgrade to 7 bits (that means rewriting MIME
+         * parts), so the message is returned to its sender instead. */
+        refgw_msg_fail_all(m, "8-bit message and the next hop does not offer 8BITMIME "
+                              "(RFC 6152 section 3)");
+        message_done(NULL);
+        out_next_message();
+        return;
+    }
     send_mail();
 }
 

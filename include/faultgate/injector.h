@@ -22,6 +22,19 @@
 #define FG_INJ_BDAT 0x2u       /* BDAT instead of DATA if CHUNKING is offered (RFC 3030) */
 #define FG_INJ_8BIT 0x4u       /* UTF-8 body, BODY=8BITMIME (RFC 6152) */
 #define FG_INJ_NO_DOTS 0x8u    /* no body line starts with '.' */
+/* Pipelining desynchronisation, the gateway as a server (scenarios/FORMAT.md
+ * `desync`): EHLO sent before the greeting, or an out-of-sequence RCPT sent
+ * with EHLO before its reply. */
+#define FG_INJ_EARLY_GREETING 0x10u
+#define FG_INJ_EARLY_EHLO 0x20u
+/* In `used`: the message went over TLS after STARTTLS (starttls_inject). */
+#define FG_INJ_STARTTLS 0x40u
+/* After its TLS handshake the injector waits this long before its EHLO, so
+ * that anything the server sends unasked (the answer to the injected
+ * plaintext) is on the wire, and in the capture, before that EHLO. */
+#define FG_INJ_TLS_SETTLE_MS 200u
+/* The smuggled message's token: the carrier's token with this suffix. */
+#define FG_INJ_SMUGGLED_SUFFIX "-smuggled"
 #define FG_INJ_MAX_CONCURRENCY 1000
 #define FG_INJ_MAX_RCPTS 10000
 
@@ -36,6 +49,29 @@ struct fg_inject_msg {
      * messages are handed out in order, each connection takes the next one
      * when it is done with its own; 0 is 1. */
     unsigned concurrency;
+    /* SMTP smuggling (scenarios/FORMAT.md `smuggle`): when smuggle_len > 0
+     * the body ends with these octets instead of CRLF.CRLF, followed by
+     * MAIL FROM:<smuggle_from>, RCPT TO:<to[0]>, DATA, a second message
+     * (token + FG_INJ_SMUGGLED_SUFFIX) and CRLF.CRLF, all in one write;
+     * after the reply to that end of data the injector sends QUIT and
+     * reads every reply until 221, so the capture holds whatever the
+     * gateway answered to the smuggled commands.  Not owned. */
+    const char *smuggle;
+    size_t smuggle_len;
+    const char *smuggle_from;
+    /* STARTTLS command injection (CVE-2011-0411; scenarios/FORMAT.md
+     * `starttls_inject`): when starttls_inject_len > 0 and the EHLO reply
+     * offers STARTTLS, the injector sends "STARTTLS\r\n" and these octets
+     * in one write (one segment: TCP_NODELAY), then on a 220 does the TLS
+     * handshake (TLS 1.2 at most; the server's certificate is not
+     * verified: the probe is about what the server runs, not who it is),
+     * waits FG_INJ_TLS_SETTLE_MS, sends EHLO over TLS (RFC 3207 §4.2) and
+     * goes on with the message there.  On another reply to STARTTLS the
+     * message fails with that code and the injector sends QUIT, reading
+     * every reply until 221.  Without STARTTLS offered the message goes in
+     * plaintext.  Not owned. */
+    const char *starttls_inject;
+    size_t starttls_inject_len;
     /* results */
     int status;     /* 0 accepted (2xx to end of data); <0 error:
                      * FG_EPROTO a non-2xx reply (see reply_code),

@@ -31,6 +31,15 @@ struct fg_scenario_result {
  * when the metadata has no times. */
 void fg_judge(const struct fg_scenario *sc, struct fg_meta *meta, const char *pcap_path,
               struct fg_scenario_result *res);
+/* fg_judge_keys - the same, reading the TLS sessions after STARTTLS with
+ * a key log (faultgate/tls_decrypt.h): keylog_path names it; NULL: the
+ * meta's `keylog`, beside the trace, when that file exists (without it
+ * TLS stays opaque and the rules that need the inside say inconc).  A
+ * named key log that cannot be read, or a malformed one, makes the
+ * verdict `error` with the file:line:col reason.  fg_judge is
+ * fg_judge_keys with NULL: the live run judges with its own key log. */
+void fg_judge_keys(const struct fg_scenario *sc, struct fg_meta *meta, const char *pcap_path,
+                   const char *keylog_path, struct fg_scenario_result *res);
 
 /* fg_scenario_result_init - fill the identity of sc into res (zeroed
  * first), for results that are not judged (skip) or failed before a trace

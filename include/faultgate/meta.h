@@ -43,8 +43,14 @@ struct fg_meta {
     int proxy_port;     /* outbound leg: gateway -> proxy */
     int mta_port;       /* outbound leg: proxy -> fake MTA */
     int x400_port;      /* X.400 leg (RFC 1006): the gateway's peer port; 0 if none */
+    int x400_mta_port;  /* with X.400 faults: the X.400 proxy -> fake X.400 MTA leg (the
+                           proxy's own port is x400_port); 0 if none */
     char *ledger;       /* the fake MTA's delivery ledger (JSON lines), relative to
                            the meta file; NULL if none */
+    char *keylog;       /* TLS secrets of the run's sessions (NSS key log format, for
+                           `tshark -o tls.keylog_file:`), relative to the meta file;
+                           NULL if no TLS session was made */
+    int tls_terminate;  /* the proxy terminated STARTTLS (scenario `tls: terminate`) */
     char *profile_name;
     char *gateway_version;
     struct fg_timeout *timeouts;

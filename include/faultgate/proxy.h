@@ -20,6 +20,21 @@
  * Capture: each leg is reported to the capture (fg_capture_conn_open with
  * the real addresses), data when it is read from or written to that leg,
  * FIN and RST as they happen.
+ *
+ * TLS (tls_terminate): at the server's 220 to STARTTLS (RFC 3207 §4) the
+ * proxy forwards that 220, then does the TLS handshake itself on both
+ * legs: as the server towards the client (a certificate for tls_hostname
+ * signed by the proxy's own test CA, fg_proxy_tls_ca_pem) and as a client
+ * towards the upstream.  From there on it decrypts, parses and forwards
+ * the plaintext, so every trigger and action works after STARTTLS as
+ * before it; the legs carry (and the capture records) TLS records.  The
+ * parser restarts for the new session (RFC 3207 §4.2: nothing from before
+ * is kept) but keeps counting verbs, so "the 2nd RCPT" means on the
+ * connection.  Byte offsets (byte triggers, corrupt) count plaintext
+ * after STARTTLS.  Bytes either side sent in plaintext past the 220 and
+ * not yet forwarded go on raw, unparsed, as a pass-through proxy would
+ * have sent them.  Keys: fg_tls_keylog_set (fakes/tls.h).  Without
+ * tls_terminate the TLS records pass through opaque.
  */
 #ifndef FAULTGATE_PROXY_H
 #define FAULTGATE_PROXY_H
@@ -42,6 +57,11 @@ struct fg_proxy_opts {
     size_t high_water;           /* bytes; 0: 256 KiB */
     FILE *log;                   /* decisions, one line each ("faultgate: conn #1 t=+0.532s
                                     reply 354 -> stall"); may be NULL */
+    int tls_terminate;           /* terminate STARTTLS here (see above) */
+    const char *tls_hostname;    /* the name in the proxy's certificate and the SNI it
+                                    sends upstream; NULL: mta.faultgate.test */
+    const char *tls_upstream_ca; /* PEM the upstream's certificate must chain to; NULL:
+                                    not verified (a test peer) */
 };
 
 /* fg_proxy_new - listen and start accepting.  On error err says why; a
@@ -61,6 +81,12 @@ size_t fg_proxy_peak_buffered(const struct fg_proxy *p);
 /* Bytes forwarded so far, client to server and server to client (injected
  * replies not counted). */
 uint64_t fg_proxy_bytes(const struct fg_proxy *p, enum fg_dir dir);
+
+/* The proxy's test CA (PEM) in tls_terminate mode, else NULL: a client
+ * that verifies its server must trust it. */
+const char *fg_proxy_tls_ca_pem(const struct fg_proxy *p);
+/* Connections whose two TLS handshakes completed (tls_terminate). */
+unsigned fg_proxy_tls_sessions(const struct fg_proxy *p);
 
 /* fg_proxy_close - stop listening, close every connection, then call cb;
  * p is freed before cb runs.  cb may be NULL. */

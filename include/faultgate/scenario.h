@@ -14,6 +14,7 @@
 /* FG_LEG_X400: the gateway takes SMTP in and relays it over X.400
  * (RFC 1006) to the run's fake X.400 MTA ({x400_upstream}). */
 struct fg_mta_script; /* faultgate/fake_mta.h */
+struct fg_x400_fault; /* faultgate/x400_proxy.h */
 
 enum fg_leg { FG_LEG_OUTBOUND, FG_LEG_INBOUND, FG_LEG_X400 };
 
@@ -25,6 +26,15 @@ struct fg_msg_spec {
     unsigned count;       /* how many such messages */
     unsigned concurrency; /* parallel connections while these are submitted; 0: 1 */
     unsigned flags;       /* FG_INJ_* (faultgate/injector.h): pipelining, bdat, ... */
+    /* `smuggle`: the end-of-data sequence (octets, may hold NUL), its name
+     * ("lflf", or "custom"), and `smuggle_from`; smuggle NULL if none. */
+    char *smuggle;
+    size_t smuggle_len;
+    char *smuggle_name;
+    char *smuggle_from;
+    /* `starttls_inject`: plaintext sent with STARTTLS (octets); NULL if none */
+    char *starttls_inject;
+    size_t starttls_inject_len;
 };
 
 /* An expectation as written; its parameters are checked at load time by
@@ -64,6 +74,12 @@ struct fg_scenario {
     size_t nexpects;
     uint64_t deadline_ms;      /* hard end of the run; 0 = from expectations */
     struct fg_mta_script *mta; /* the fake MTA's script (`mta:`); NULL: its defaults */
+    /* The X.400 proxy's faults (`x400_faults:`, faultgate/x400_proxy.h): when
+     * there are any, the gateway's {x400_upstream} is the X.400 proxy. */
+    struct fg_x400_fault *x400_faults;
+    size_t nx400_faults;
+    int x400_on_invalid; /* `x400_peer: {on_invalid}`: enum fg_x400_reaction (0: abort) */
+    int tls_terminate;   /* `tls: terminate`: the proxy terminates STARTTLS (proxy.h) */
 };
 
 /* fg_scenario_load - load and validate path.  Bad input: FG_ESYNTAX or

@@ -76,6 +76,10 @@ struct fg_tl_msg {
     uint64_t unstuffed_frame; /* frame of the first unstuffed line, 0 if none */
     uint64_t last_us;         /* time and frame of the last body octet seen */
     uint64_t last_frame;
+    /* Body octets above 0x7F (DATA or BDAT), and the frame of the first:
+     * 8-bit text needs 8BITMIME and BODY=8BITMIME (RFC 6152 §3). */
+    uint64_t high_octets;
+    uint64_t high_frame;
 };
 
 struct fg_tl_conn {
@@ -87,6 +91,21 @@ struct fg_tl_conn {
     struct fg_tl_msg *msg;
     size_t nmsg, capmsg;
     int tls;
+    /* After the FG_TL_TLS event (RFC 3207 §4.2): with a key log, the
+     * session inside TLS is decrypted (harness/tls_decrypt.c) and parsed
+     * as a fresh SMTP session, its events following FG_TL_TLS with the
+     * frame of the TLS record that carried them. */
+    enum fg_tl_tls_state {
+        FG_TL_TLS_NONE,      /* no STARTTLS took effect */
+        FG_TL_TLS_OPAQUE,    /* TLS and no key log: nothing after FG_TL_TLS */
+        FG_TL_TLS_DECRYPTED, /* everything the trace holds was decrypted */
+        FG_TL_TLS_FAILED     /* decryption stopped: the events after FG_TL_TLS
+                                end there; tls_note says why */
+    } tls_state;
+    char *tls_note;          /* owned, one line; NULL if nothing to say */
+    unsigned tls_version;    /* 0x0303, 0x0304; 0 if not known */
+    uint64_t tls_skipped[2]; /* plaintext octets per direction after the
+                                STARTTLS exchange and before TLS (skipped) */
 };
 
 struct fg_timeline {
@@ -109,6 +128,13 @@ int fg_timeline_build(const char *path, struct fg_timeline **out, char *err, siz
  * capture cost memory for those legs alone. */
 int fg_timeline_build_ports(const char *path, const int *ports, size_t nports,
                             struct fg_timeline **out, char *err, size_t errlen);
+/* fg_timeline_build_keys - the same, decrypting what follows STARTTLS
+ * with the key log kl (faultgate/tls_decrypt.h; NULL: TLS stays opaque,
+ * as with the two above).  kl stays the caller's. */
+struct fg_keylog;
+int fg_timeline_build_keys(const char *path, const int *ports, size_t nports,
+                           const struct fg_keylog *kl, struct fg_timeline **out, char *err,
+                           size_t errlen);
 void fg_timeline_free(struct fg_timeline *tl);
 
 /* Connections whose server side has port `port`, in order: stores up to

@@ -14,6 +14,17 @@ void *fg_realloc(void *p, size_t n);
 char *fg_strdup(const char *s);
 char *fg_strndup(const char *s, size_t n);
 char *fg_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A growing string (evidence text and the like); zero it to start.
+ * fg_strbuf_take hands over the text ("" if none was added; caller frees)
+ * and leaves b empty. */
+struct fg_strbuf {
+    char *s;
+    size_t len, cap;
+};
+void fg_strbuf_printf(struct fg_strbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+char *fg_strbuf_take(struct fg_strbuf *b);
 #define FG_FREE(p)                                                                                 \
     do {                                                                                           \
         free(p);                                                                                   \

@@ -8,7 +8,7 @@ scenario can be shown to fail the client that breaks its rule while a
 conforming client passes it.
 
 Usage: badclient.py --host H --port P --from ADDR [--violation V]
-                    [--timeout SECONDS|none] RCPT...
+                    [--timeout SECONDS|none] [--bdat] [--cafile PEM] RCPT...
 The message is read from standard input (CRLF or LF line ends).
 
 Violations:
@@ -30,17 +30,34 @@ Violations:
   ignore-421               keeps talking after a 421 (§3.8)
   early-ehlo               sends EHLO before the greeting (RFC 2920 §3.1)
   starttls-pipelined       sends EHLO in the same write as STARTTLS (RFC 3207 §4)
+  size-unadvertised        declares SIZE= whether SIZE is offered or not (RFC 1870)
+  size-over-limit          sends a message above the advertised SIZE, undeclared (RFC 1870)
+  8bit-unadvertised        BODY=8BITMIME and 8-bit text, 8BITMIME offered or not (RFC 6152 §3)
+  8bit-undeclared          8-bit text without BODY=8BITMIME (RFC 6152 §3)
+  bdat-unadvertised        BDAT whether CHUNKING is offered or not (RFC 3030 §2)
+  bdat-miscount            BDAT whose first chunk carries 2 octets more than declared (RFC 3030 §2)
+  dsn-unadvertised         RET= and NOTIFY= whether DSN is offered or not (RFC 3461 §4)
+  no-ehlo-after-tls        STARTTLS (verified against --cafile), then MAIL inside TLS
+                           without a new EHLO, reusing the list from before (RFC 3207 §4.2)
+
+Conforming otherwise: SIZE=<octets> when SIZE is offered, and no attempt
+above its limit; BODY=8BITMIME for 8-bit text when 8BITMIME is offered,
+and no attempt when it is not (no downgrade); with --bdat, the body in two
+BDAT chunks when CHUNKING is offered (RFC 3030 §2), else DATA.
 
 Exit status: 0 when the message was accepted, 1 otherwise, 2 usage.
 """
 import argparse
 import socket
+import ssl
 import sys
 
 VIOLATIONS = ("none", "bare-lf", "bare-cr", "no-dot-stuffing", "long-line", "long-command",
               "nested-mail", "data-before-354", "data-after-reject", "pipelining-unadvertised",
               "pipeline-after-ehlo", "no-helo-fallback", "no-quit", "retry-after-5xx",
-              "short-timeout", "ignore-421", "early-ehlo", "starttls-pipelined")
+              "short-timeout", "ignore-421", "early-ehlo", "starttls-pipelined",
+              "size-unadvertised", "size-over-limit", "8bit-unadvertised", "8bit-undeclared",
+              "bdat-unadvertised", "bdat-miscount", "dsn-unadvertised", "no-ehlo-after-tls")
 
 
 class Failed(Exception):
@@ -92,7 +109,7 @@ def stuffed(body, v):
         text += b"\n"
     out = []
     for line in text.split(b"\n")[:-1]:
-        if line.startswith(b"."):
+        if line.startswith(b".") and v != "no-dot-stuffing-raw":
             if v == "no-dot-stuffing":
                 if line == b".":
                     continue  # a lone '.' would end the data: keep the session usable
@@ -107,18 +124,70 @@ def stuffed(body, v):
     return eol.join(out) + eol
 
 
+def caps_of(ext):
+    """The EHLO reply's keywords and their parameters ("SIZE 1000")."""
+    caps = {}
+    for line in ext:
+        key, _, rest = line.partition(" ")
+        caps[key.upper()] = rest.strip()
+    return caps
+
+
+def mail_params(a, v, body, ext):
+    """MAIL's parameters as the extensions offered allow (or, for the
+    extension violations, regardless of them); Failed when a conforming
+    client must not try at all."""
+    caps = caps_of(ext)
+    text = body.replace(b"\r\n", b"\n")
+    if not text.endswith(b"\n"):
+        text += b"\n"
+    size = len(text) + text.count(b"\n")  # RFC 1870 §3: CRLF counted, no stuffing
+    params = ""
+    limit = caps.get("SIZE", "")
+    if limit.isdigit() and int(limit) and size > int(limit) and v != "size-over-limit":
+        raise Failed("message of %d octets above the server's SIZE %s (RFC 1870)" % (size, limit))
+    if ("SIZE" in caps and v != "size-over-limit") or v == "size-unadvertised":
+        params += " SIZE=%d" % size
+    if any(c > 127 for c in body) and v != "8bit-undeclared":
+        if "8BITMIME" not in caps and v != "8bit-unadvertised":
+            raise Failed("8-bit message and no 8BITMIME offered (RFC 6152 §3)")
+        params += " BODY=8BITMIME"
+    if v == "dsn-unadvertised":
+        params += " RET=HDRS"
+    return params
+
+
+def send_bdat(s, a, v, body):
+    """The body in two BDAT chunks, unstuffed (RFC 3030 §2); the LAST
+    chunk's reply."""
+    data = stuffed(body, "no-dot-stuffing-raw")
+    half = len(data) // 2
+    first, rest = data[:half], data[half:]
+    declared = len(first) - 2 if v == "bdat-miscount" and len(first) > 2 else len(first)
+    s.send(b"BDAT %d\r\n" % declared + first)
+    code, text = s.reply()
+    if code // 100 != 2:
+        raise Failed("BDAT refused: %s" % text)
+    s.send(b"BDAT %d LAST\r\n" % len(rest) + rest)
+    return s.reply()
+
+
 def transaction(s, a, v, body, ext):
     """MAIL, RCPT, DATA and the body on an open session; the dot's reply."""
     rcpts = a.rcpts
+    params = mail_params(a, v, body, ext)
+    notify = " NOTIFY=SUCCESS,FAILURE" if v == "dsn-unadvertised" else ""
+    bdat = (v in ("bdat-unadvertised", "bdat-miscount") or
+            (a.bdat and "CHUNKING" in caps_of(ext)))
     if v == "pipelining-unadvertised":
-        group = "MAIL FROM:<%s>\r\n" % a.sender
-        group += "".join("RCPT TO:<%s>\r\n" % r for r in rcpts) + "DATA\r\n"
+        group = "MAIL FROM:<%s>%s\r\n" % (a.sender, params)
+        group += "".join("RCPT TO:<%s>%s\r\n" % (r, notify) for r in rcpts) + "DATA\r\n"
         s.send(group.encode("latin-1"))
         codes = [s.reply()[0] for _ in range(len(rcpts) + 2)]
         if codes[-1] != 354:
             raise Failed("DATA refused: %d" % codes[-1])
     else:
-        code, text = s.cmd("MAIL FROM:<%s>" % a.sender)
+        code, text = s.cmd("MAIL FROM:<%s>%s" % (a.sender, params))
         if code != 250:
             raise Failed("MAIL refused: %s" % text)
         if v == "nested-mail":
@@ -129,9 +198,11 @@ def transaction(s, a, v, body, ext):
             elif code // 100 != 5:
                 raise Failed("nested MAIL: %d" % code)
         for r in rcpts:
-            code, text = s.cmd("RCPT TO:<%s>" % r)
+            code, text = s.cmd("RCPT TO:<%s>%s" % (r, notify))
             if code not in (250, 251):
                 raise Failed("RCPT refused: %s" % text)
+        if bdat:
+            return send_bdat(s, a, v, body)
         if v == "data-before-354":
             s.send(b"DATA\r\n" + stuffed(body, v) + b".\r\n")
             code, text = s.reply()
@@ -192,9 +263,19 @@ def attempt(a, v, body, timeout):
                 if code != 250:
                     raise Failed("HELO refused: %s" % text)
             else:
-                ext = [t[4:].split(" ")[0].upper() for t in text[1:]]
+                ext = [t[4:] for t in text[1:]]
+            if v == "no-ehlo-after-tls":
+                if "STARTTLS" not in caps_of(ext):
+                    raise Failed("STARTTLS not offered")
+                code, text = s.cmd("STARTTLS")
+                if code != 220:
+                    raise Failed("STARTTLS refused: %s" % text)
+                s.buf = b""  # RFC 3207 §4: nothing read before the handshake counts
+                ctx = ssl.create_default_context(cafile=a.cafile)
+                s.sock = ctx.wrap_socket(s.sock, server_hostname=a.host)
+                # the violation: no EHLO inside TLS; the old list is reused
             if v == "starttls-pipelined":
-                if "STARTTLS" not in ext:
+                if "STARTTLS" not in caps_of(ext):
                     raise Failed("STARTTLS not offered")
                 s.send(("STARTTLS\r\nEHLO %s\r\n" % name).encode("latin-1"))  # the violation
                 code, text = s.reply()
@@ -226,6 +307,9 @@ def main():
     ap.add_argument("--from", dest="sender", required=True)
     ap.add_argument("--violation", default="none", choices=VIOLATIONS)
     ap.add_argument("--timeout", default="5")
+    ap.add_argument("--bdat", action="store_true",
+                    help="send the body with BDAT when CHUNKING is offered")
+    ap.add_argument("--cafile", help="CA certificates to verify the server with after STARTTLS")
     ap.add_argument("rcpts", nargs="+")
     a = ap.parse_args()
     v = a.violation

@@ -63,6 +63,21 @@ maillog_file = /dev/stdout
 smtputf8_enable = no
 smtpd_banner = \$myhostname ESMTP
 CF
+# STARTTLS offered inbound (RFC 3207), so that the STARTTLS scenarios reach
+# Postfix's own TLS code (scenarios/security/sec-starttls-command-injection):
+# a self-signed certificate made for this instance. Outbound TLS stays off.
+if command -v openssl >/dev/null 2>&1 &&
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+        -subj "/CN=gateway.faultgate.test" -keyout "$conf/tls-key.pem" \
+        -out "$conf/tls-cert.pem" >/dev/null 2>&1; then
+    chmod 600 "$conf/tls-key.pem"
+    cat >>"$conf/main.cf" <<CF
+smtpd_tls_security_level = may
+smtpd_tls_chain_files = $conf/tls-key.pem, $conf/tls-cert.pem
+CF
+else
+    echo "postfix-gateway.sh: openssl not found or failed: STARTTLS not offered" >&2
+fi
 # The profile's settings (timeouts, retry) come last and win.
 for kv in "$@"; do
     echo "$kv" | sed 's/=/ = /' >>"$conf/main.cf"
@@ -90,6 +105,7 @@ local     unix - n n - - local
 anvil     unix - - n - 1 anvil
 scache    unix - - n - 1 scache
 postlog   unix-dgram n - n - 1 postlogd
+tlsmgr    unix - - n 1000? 1 tlsmgr
 CF
 
 /usr/sbin/postfix -c "$conf" set-permissions >/dev/null 2>&1 || true
