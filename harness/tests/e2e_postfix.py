@@ -50,6 +50,29 @@ class PostfixKB(unittest.TestCase):
         left = subprocess.run(["pgrep", "-f", out], capture_output=True, text=True)
         self.assertEqual(left.stdout.strip(), "", "processes left: " + left.stdout)
 
+    def smuggle(self, profile, variant):
+        out = os.path.join(self.tmp, profile)
+        scen = os.path.join(SRC, "scenarios", "security", "sec-smuggle-%s.yaml" % variant)
+        subprocess.run([FG, "run", "-q", "--seed", "5", "-g",
+                        os.path.join(SRC, "scenarios", "gateways", profile + ".yaml"), "-o", out,
+                        scen], capture_output=True, text=True, timeout=300)
+        with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+            s = json.load(f)["scenarios"][0]
+        return s, {e["rule"]: e for e in s["expectations"]}
+
+    def test_smuggling_defence(self):
+        """Debian's Postfix as configured by default (smtpd_forbid_bare_newline
+        = no, and its exclusions cover loopback) takes <LF>.<LF> as the end
+        of data (CVE-2023-51764); with smtpd_forbid_bare_newline = normalize
+        and no exclusions it does not.  The same scenario tells them apart."""
+        s, r = self.smuggle("postfix", "lflf")
+        self.assertEqual(s["verdict"], "fail", json.dumps(r, indent=1))
+        ev = r["no-smuggled-message"]["evidence"]
+        self.assertIn("smuggled@", ev)
+        self.assertIn("relayed on outbound connection", ev)
+        s, r = self.smuggle("postfix-hardened", "lflf")
+        self.assertEqual(s["verdict"], "pass", json.dumps(r, indent=1))
+
 
 if __name__ == "__main__":
     unittest.main(argv=[sys.argv[0]], verbosity=2)

@@ -97,11 +97,15 @@ struct fg_expect_rule {
     fg_expect_eval_fn eval;
 };
 
+/* clang-format off: one table a line */
 #define FG_EXPECT_TABLES(XX)                                                                       \
     XX(fg_expect_core_rules)                                                                       \
     XX(fg_expect_x400_rules)                                                                       \
-    XX(fg_expect_client_rules) XX(fg_expect_security_rules) XX(fg_expect_ext_rules)                \
-        XX(fg_expect_tls_rules)
+    XX(fg_expect_client_rules)                                                                     \
+    XX(fg_expect_security_rules)                                                                   \
+    XX(fg_expect_ext_rules)                                                                        \
+    XX(fg_expect_tls_rules)
+/* clang-format on */
 
 #define FG_EXPECT_XX_DECLARE(t) extern const struct fg_expect_rule t[];
 FG_EXPECT_TABLES(FG_EXPECT_XX_DECLARE)
