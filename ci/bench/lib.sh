@@ -75,12 +75,17 @@ start_socat() {
 }
 
 # haproxy in TCP mode, splicing both ways (its fastest relay on Linux).
+# start_haproxy UPSTREAM_PORT [THREADS]: haproxy as a TCP relay; by default
+# it runs one thread per CPU, THREADS caps that (faultgate's proxy is one
+# event loop, one thread).
 start_haproxy() {
-    local port cfg=$WORK/haproxy.cfg
+    local port cfg=$WORK/haproxy.cfg threads=
     port=$(free_port)
+    [ -n "${2:-}" ] && threads="nbthread $2"
     cat >"$cfg" <<CFG
 global
     maxconn 4000
+    $threads
 defaults
     mode tcp
     timeout connect 5s

@@ -41,6 +41,11 @@ start_faultgate_proxy "$sport"
 fg=$(best "$PORT")
 start_haproxy "$sport"
 ha=$(best "$PORT")
+# The same haproxy held to one thread, like faultgate's single event loop:
+# the per-connection cost compared without the second core.
+start_haproxy "$sport" 1
+ha1=$(best "$PORT")
 report "transactions/s (smtp-source -s $sess -m $msgs -l 1024, best of $reps)" "$direct" \
-    faultgate "$fg" haproxy "$ha"
+    faultgate "$fg" haproxy "$ha" haproxy-1t "$ha1"
+echo "  faultgate / haproxy with one thread = $(python3 -c "print(round($fg / $ha1, 2) if $ha1 else 'n/a')")"
 ratio_check faultgate "$fg" haproxy "$ha"
