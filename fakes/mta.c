@@ -99,7 +99,9 @@ struct mta_conn {
 
     /* TLS (after STARTTLS). */
     struct fg_tls *tls;
-    int tls_up; /* handshake done */
+    int tls_up;        /* handshake done */
+    int inject_on_220; /* the next reply is the 220 to STARTTLS: add the script's
+                          starttls_inject to its write */
 
     /* Session and transaction state. */
     int greeted;        /* HELO or EHLO accepted */
@@ -469,6 +471,22 @@ static void send_reply(struct mta_conn *c, const char *d, size_t len)
             return;
         }
         tls_flush(c);
+        return;
+    }
+    if (c->inject_on_220) {
+        /* STARTTLS response injection (RFC 3207 §4.2; CVE-2011-0411
+         * class): the script's octets follow the 220 in the same write, so
+         * that they reach the client in the segment that carries the 220.
+         * The parser saw the 220 alone: the injected lines answer nothing. */
+        const struct fg_mta_script *sc = &c->m->sc;
+        char *b = fg_malloc(len + sc->starttls_inject_len);
+        memcpy(b, d, len);
+        memcpy(b + len, sc->starttls_inject, sc->starttls_inject_len);
+        c->inject_on_220 = 0;
+        mta_log(c->m, "conn %u: %zu octets injected after the 220 to STARTTLS", c->num,
+                sc->starttls_inject_len);
+        raw_send(c, b, len + sc->starttls_inject_len);
+        free(b);
         return;
     }
     raw_send(c, d, len);
@@ -1217,7 +1235,9 @@ static void cmd_starttls(struct mta_conn *c, const char *arg)
         return;
     }
     int code_before = override ? override->code : 0;
+    c->inject_on_220 = c->m->sc.starttls_inject && (code_before <= 0 || code_before == 220);
     reply(c, "220 2.0.0 Ready to start TLS\r\n");
+    c->inject_on_220 = 0;
     if (code_before > 0 && code_before != 220)
         return;
     tls_start(c);
@@ -1712,6 +1732,10 @@ static void script_copy(struct fg_mta_script *dst, const struct fg_mta_script *s
     *dst = *src;
     dst->banner = src->banner ? fg_strdup(src->banner) : NULL;
     dst->hostname = src->hostname ? fg_strdup(src->hostname) : NULL;
+    if (src->starttls_inject) {
+        dst->starttls_inject = fg_malloc(src->starttls_inject_len + 1);
+        memcpy(dst->starttls_inject, src->starttls_inject, src->starttls_inject_len + 1);
+    }
     dst->rules = fg_calloc(src->nrules ? src->nrules : 1, sizeof(*dst->rules));
     for (size_t i = 0; i < src->nrules; i++) {
         dst->rules[i] = src->rules[i];

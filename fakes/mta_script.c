@@ -32,6 +32,7 @@ void fg_mta_script_clear(struct fg_mta_script *s)
     free(s->rules);
     free(s->banner);
     free(s->hostname);
+    free(s->starttls_inject);
     memset(s, 0, sizeof(*s));
 }
 
@@ -303,16 +304,71 @@ static int shorthand(const struct fg_yaml_doc *d, const struct fg_yaml_node *n, 
     return 0;
 }
 
+/* get_inject - `starttls_inject`: octets with the escapes of the
+ * injector's `smuggle` and `starttls_inject` (fg_octets_unescape in faultgate/util.h:
+ * \r \n \t \0 \xHH \\), at most 4096.  An octet 0x14 to 0x17 may not
+ * appear: the judge finds the first TLS record after the 220 by its
+ * content type (RFC 5246 §6.2.1), and plaintext must not look like one. */
+static int get_inject(const struct fg_yaml_doc *d, const struct fg_yaml_node *n, char **out,
+                      size_t *len, char *err, size_t errlen)
+{
+    int rc = scalar(d, n, "'starttls_inject'", err, errlen);
+    if (rc < 0)
+        return rc;
+    char msg[FG_ERRBUF_SIZE] = "", *o = NULL;
+    size_t k = 0;
+    int col = 0;
+    const char *why = NULL;
+    if (fg_octets_unescape(n->scalar, &o, &k, msg, sizeof msg, &col) < 0)
+        why = msg;
+    else if (k == 0)
+        why = "an empty text (reply lines to inject, e.g. '250-PIPELINING\\r\\n250 OK\\r\\n')";
+    else if (k > 4096)
+        why = "longer than 4096 octets";
+    for (size_t i = 0; !why && i < k; i++)
+        if (o[i] >= 0x14 && o[i] <= 0x17)
+            why = "the octets 0x14 to 0x17 may not appear (a TLS record's first octet)";
+    if (why) {
+        /* The column of a bad escape inside a one-line scalar (after its
+         * opening quote), else the scalar's own. */
+        int base = n->end_line == n->line ? n->col + (n->quoted ? 1 : 0) : 0;
+        rc = fg_errf(err, errlen, FG_EINPUT, "%s:%d:%d: 'starttls_inject': %s", d->path, n->line,
+                     base && col > 0 ? base + col - 1 : n->col, why);
+        free(o);
+        return rc;
+    }
+    *out = o;
+    *len = k;
+    return 0;
+}
+
 int fg_mta_script_parse_node(const struct fg_yaml_doc *d, const struct fg_yaml_node *n,
                              struct fg_mta_script *s, char *err, size_t errlen)
 {
     static const char *const keys[] = {
-        "hide",       "hide_after_tls", "capabilities", "capabilities_after_tls",
-        "esmtp",      "banner",         "hostname",     "max_size",
-        "max_rcpt",   "require_tls",    "require_auth", "window",
-        "seed",       "stages",         "soft_reject",  "hard_reject",
-        "soft_reply", "hard_reply",     "drop",         "shutdown",
-        NULL};
+        "hide",
+        "hide_after_tls",
+        "capabilities",
+        "capabilities_after_tls",
+        "esmtp",
+        "banner",
+        "hostname",
+        "max_size",
+        "max_rcpt",
+        "require_tls",
+        "require_auth",
+        "window",
+        "seed",
+        "stages",
+        "soft_reject",
+        "hard_reject",
+        "soft_reply",
+        "hard_reply",
+        "drop",
+        "shutdown",
+        "starttls_inject",
+        NULL,
+    };
     fg_mta_script_init(s);
     int rc = fg_yaml_expect(d, n, FG_YAML_MAP, "the fake MTA script", err, errlen);
     if (rc < 0 || (rc = fg_yaml_check_keys(d, n, keys, "the fake MTA script", err, errlen)) < 0)
@@ -347,6 +403,9 @@ int fg_mta_script_parse_node(const struct fg_yaml_doc *d, const struct fg_yaml_n
             goto fail;
         s->no_esmtp = !b;
     }
+    if ((v = fg_yaml_get(n, "starttls_inject")) &&
+        (rc = get_inject(d, v, &s->starttls_inject, &s->starttls_inject_len, err, errlen)) < 0)
+        goto fail;
     if ((v = fg_yaml_get(n, "banner"))) {
         if ((rc = scalar(d, v, "'banner'", err, errlen)) < 0)
             goto fail;

@@ -56,6 +56,8 @@ int fg_meta_write(const char *path, const struct fg_meta *m, char *err, size_t e
     if (m->tls_terminate)
         json_object_set_new(o, "tls", json_string("terminate"));
     json_object_set_new(o, "profile_name", jstr_or_null(m->profile_name));
+    if (fg_tls_policy_name(m->tls_policy))
+        json_object_set_new(o, "tls_policy", json_string(fg_tls_policy_name(m->tls_policy)));
     json_object_set_new(o, "gateway_version", jstr_or_null(m->gateway_version));
 
     json_t *to = json_object();
@@ -212,6 +214,13 @@ static int read_body(struct rd *r, json_t *o, struct fg_meta *m)
         if (!json_is_string(tls) || strcmp(json_string_value(tls), "terminate") != 0)
             return bad(r, "tls", "\"terminate\"");
         m->tls_terminate = 1;
+    }
+    json_t *tp = json_object_get(o, "tls_policy");
+    if (tp && !json_is_null(tp)) {
+        int v = json_is_string(tp) ? fg_tls_policy_parse(json_string_value(tp)) : -1;
+        if (v < 0)
+            return bad(r, "tls_policy", "\"none\", \"opportunistic\" or \"mandatory\"");
+        m->tls_policy = v;
     }
 
     json_t *to = json_object_get(o, "timeouts");

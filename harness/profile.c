@@ -51,6 +51,28 @@ void fg_profile_free(struct fg_profile *p)
     free(p);
 }
 
+const char *fg_tls_policy_name(int policy)
+{
+    switch (policy) {
+    case FG_TLS_POLICY_NONE:
+        return "none";
+    case FG_TLS_POLICY_OPPORTUNISTIC:
+        return "opportunistic";
+    case FG_TLS_POLICY_MANDATORY:
+        return "mandatory";
+    default:
+        return NULL;
+    }
+}
+
+int fg_tls_policy_parse(const char *s)
+{
+    for (int i = FG_TLS_POLICY_NONE; i <= FG_TLS_POLICY_MANDATORY; i++)
+        if (s && strcmp(s, fg_tls_policy_name(i)) == 0)
+            return i;
+    return -1;
+}
+
 int64_t fg_profile_timeout(const struct fg_profile *p, const char *name)
 {
     if (!p)
@@ -477,8 +499,8 @@ static int load_timeouts(const struct fg_yaml_doc *d, const struct fg_yaml_node 
 
 static int load_profile(const struct fg_yaml_doc *d, struct fg_profile *p, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"name", "description", "start",   "submit", "ready",
-                                       "stop", "timeouts",    "version", NULL};
+    static const char *const keys[] = {"name", "description", "start",   "submit",     "ready",
+                                       "stop", "timeouts",    "version", "tls_policy", NULL};
     const struct fg_yaml_node *root = d->root;
     int rc;
     if (!root)
@@ -537,6 +559,16 @@ static int load_profile(const struct fg_yaml_doc *d, struct fg_profile *p, char 
         return rc;
     if ((n = fg_yaml_get(root, "timeouts")) && (rc = load_timeouts(d, n, p, err, errlen)))
         return rc;
+    if ((n = fg_yaml_get(root, "tls_policy"))) {
+        if ((rc = get_scalar(d, n, "'tls_policy'", err, errlen)))
+            return rc;
+        int tp = fg_tls_policy_parse(n->scalar);
+        if (tp < 0)
+            return fg_yaml_errf(d, n, err, errlen, FG_EINPUT,
+                                "'tls_policy' is none, opportunistic or mandatory, not '%s'",
+                                n->scalar);
+        p->tls_policy = tp;
+    }
     if ((n = fg_yaml_get(root, "version"))) {
         if ((rc = get_strv(d, n, "'version'", &p->version_argv, &p->nversion, err, errlen)))
             return rc;

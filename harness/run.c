@@ -532,6 +532,7 @@ static char *helper_dir(void)
 static void meta_from_profile(struct fg_meta *m, const struct fg_profile *p)
 {
     m->profile_name = fg_strdup(p->name ? p->name : "");
+    m->tls_policy = p->tls_policy;
     m->ntimeouts = p->ntimeouts;
     m->timeouts = fg_calloc(p->ntimeouts ? p->ntimeouts : 1, sizeof(*m->timeouts));
     for (size_t i = 0; i < p->ntimeouts; i++) {
@@ -618,6 +619,18 @@ static int profile_has_x400(const struct fg_profile *p)
  * `skip`), or NULL.  A plain client has no inbound side and relays
  * nothing, so rules about a relay do not apply to it; rules about a
  * client's own exit do not apply to a relay. */
+/* Rules about the gateway's own STARTTLS as a client (scenarios/tls and the
+ * outbound STARTTLS cases of scenarios/security). */
+static int is_tls_out_rule(const char *rule)
+{
+    static const char *const rules[] = {"tls-policy-honoured", "starttls-fresh-session",
+                                        "starttls-no-response-injection"};
+    for (size_t i = 0; i < sizeof(rules) / sizeof(rules[0]); i++)
+        if (strcmp(rule, rules[i]) == 0)
+            return 1;
+    return 0;
+}
+
 static const char *does_not_apply(const struct fg_scenario *sc, const struct fg_profile *p)
 {
     static const char *const relay_rules[] = {"gateway-alive", "inbound-accepts-while-busy",
@@ -629,6 +642,8 @@ static const char *does_not_apply(const struct fg_scenario *sc, const struct fg_
         return "a client has no inbound side";
     for (size_t i = 0; i < sc->nexpects; i++) {
         const char *rule = sc->expects[i].rule;
+        if (p->tls_policy == FG_TLS_POLICY_NONE && is_tls_out_rule(rule))
+            return "the gateway does not use STARTTLS outbound (its profile: tls_policy: none)";
         if (!client && strncmp(rule, "client-", 7) == 0)
             return "the scenario judges a client's exit; the profile is a gateway";
         for (size_t k = 0; client && k < sizeof(relay_rules) / sizeof(relay_rules[0]); k++)

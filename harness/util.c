@@ -69,6 +69,67 @@ char *fg_asprintf(const char *fmt, ...)
     return s;
 }
 
+int fg_octets_unescape(const char *text, char **outp, size_t *lenp, char *err, size_t errlen,
+                       int *col)
+{
+    size_t tl = strlen(text);
+    char *out = fg_malloc(tl + 1);
+    size_t k = 0;
+    *col = 0;
+    for (size_t i = 0; i < tl; i++) {
+        if (text[i] != '\\') {
+            out[k++] = text[i];
+            continue;
+        }
+        *col = (int)i + 1;
+        char c = text[++i];
+        switch (c) {
+        case 'r':
+            out[k++] = '\r';
+            break;
+        case 'n':
+            out[k++] = '\n';
+            break;
+        case 't':
+            out[k++] = '\t';
+            break;
+        case '0':
+            out[k++] = '\0';
+            break;
+        case '\\':
+            out[k++] = '\\';
+            break;
+        case 'x': {
+            int v = 0;
+            for (int d = 0; d < 2; d++) {
+                char h = text[i + 1 + (size_t)d];
+                int x = h >= '0' && h <= '9'   ? h - '0'
+                        : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                        : h >= 'A' && h <= 'F' ? h - 'A' + 10
+                                               : -1;
+                if (x < 0) {
+                    free(out);
+                    return fg_errf(err, errlen, FG_EINPUT, "\\x needs two hex digits");
+                }
+                v = v * 16 + x;
+            }
+            i += 2;
+            out[k++] = (char)v;
+            break;
+        }
+        default:
+            free(out);
+            return fg_errf(err, errlen, FG_EINPUT,
+                           "unknown escape '\\%c' (\\r \\n \\t \\0 \\xHH \\\\)", c ? c : ' ');
+        }
+    }
+    *col = 0;
+    out[k] = '\0';
+    *outp = out;
+    *lenp = k;
+    return 0;
+}
+
 void fg_strbuf_printf(struct fg_strbuf *b, const char *fmt, ...)
 {
     va_list ap;

@@ -104,7 +104,8 @@ struct fg_expect_rule {
     XX(fg_expect_client_rules)                                                                     \
     XX(fg_expect_security_rules)                                                                   \
     XX(fg_expect_ext_rules)                                                                        \
-    XX(fg_expect_tls_rules)
+    XX(fg_expect_tls_rules)                                                                        \
+    XX(fg_expect_tls_inject_rules)
 /* clang-format on */
 
 #define FG_EXPECT_XX_DECLARE(t) extern const struct fg_expect_rule t[];

@@ -18,12 +18,6 @@
 int fg_smuggle_parse(const char *text, char **seq, size_t *len, char **name, char *err,
                      size_t errlen, int *col);
 
-/* fg_octets_unescape - text with the escapes \r \n \t \0 \xHH \\ turned
- * into octets (may hold NUL; *out allocated, NUL-terminated); on error err
- * says why and *col is the 1-based column of the bad escape in text. */
-int fg_octets_unescape(const char *text, char **out, size_t *len, char *err, size_t errlen,
-                       int *col);
-
 /* fg_starttls_inject_parse - a scenario's `starttls_inject` value: the
  * plaintext sent in the same write as STARTTLS (CVE-2011-0411), with the
  * escapes above; whole command lines (ending with \r\n), at most 4096

@@ -115,6 +115,11 @@ struct fg_mta_script {
     int require_auth;  /* 530 to MAIL before AUTH */
     int window;        /* receive buffer in octets (smtp-sink -T); 0: default */
     uint64_t seed;     /* for p and odds */
+    /* Octets written right after the 220 to STARTTLS, in the same write
+     * (one segment), before the handshake: the server side of STARTTLS
+     * response injection (RFC 3207 §4.2; CVE-2011-0411 class).  NULL: none. */
+    char *starttls_inject;
+    size_t starttls_inject_len;
     struct fg_mta_rule *rules;
     size_t nrules;
 };

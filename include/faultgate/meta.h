@@ -52,6 +52,7 @@ struct fg_meta {
                            NULL if no TLS session was made */
     int tls_terminate;  /* the proxy terminated STARTTLS (scenario `tls: terminate`) */
     char *profile_name;
+    int tls_policy; /* the profile's enum fg_tls_policy ("tls_policy"; absent: unknown) */
     char *gateway_version;
     struct fg_timeout *timeouts;
     size_t ntimeouts;

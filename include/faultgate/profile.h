@@ -44,7 +44,24 @@ struct fg_profile {
     size_t nsubmit_env;
     int submit_stdin;           /* submit.stdin: message (1, default) or none (0) */
     uint64_t submit_timeout_ms; /* submit.timeout, default 30s: then SIGKILL */
+    int tls_policy;             /* tls_policy: enum fg_tls_policy (default unknown) */
 };
+
+/* The outbound TLS policy a profile declares (`tls_policy:`), what the
+ * rule tls-policy-honoured judges a stripped, refused or killed STARTTLS
+ * against: none (never STARTTLS), opportunistic (TLS when offered, else
+ * plaintext: RFC 3207 §4), mandatory (TLS or no delivery: an encrypt
+ * setting, MTA-STS enforce (RFC 8461 §5), DANE (RFC 7672 §2.2)). */
+enum fg_tls_policy {
+    FG_TLS_POLICY_UNKNOWN = 0,
+    FG_TLS_POLICY_NONE,
+    FG_TLS_POLICY_OPPORTUNISTIC,
+    FG_TLS_POLICY_MANDATORY,
+};
+/* "none", "opportunistic", "mandatory"; NULL for unknown. */
+const char *fg_tls_policy_name(int policy);
+/* The policy named s, or -1. */
+int fg_tls_policy_parse(const char *s);
 
 /* The timeout names a profile may define, NULL-terminated (the rule
  * catalog in scenarios/FORMAT.md). */

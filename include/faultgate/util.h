@@ -15,6 +15,12 @@ char *fg_strdup(const char *s);
 char *fg_strndup(const char *s, size_t n);
 char *fg_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* fg_octets_unescape - text with the escapes \r \n \t \0 \xHH \\ turned
+ * into octets (may hold NUL; *out allocated, NUL-terminated); on error err
+ * says why and *col is the 1-based column of the bad escape in text. */
+int fg_octets_unescape(const char *text, char **out, size_t *len, char *err, size_t errlen,
+                       int *col);
+
 /* A growing string (evidence text and the like); zero it to start.
  * fg_strbuf_take hands over the text ("" if none was added; caller frees)
  * and leaves b empty. */

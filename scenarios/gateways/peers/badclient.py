@@ -39,6 +39,16 @@ Violations:
   dsn-unadvertised         RET= and NOTIFY= whether DSN is offered or not (RFC 3461 §4)
   no-ehlo-after-tls        STARTTLS (verified against --cafile), then MAIL inside TLS
                            without a new EHLO, reusing the list from before (RFC 3207 §4.2)
+  starttls-stale-buffer    STARTTLS (verified against --cafile) keeping what the read of
+                           the 220 brought behind it as the start of the input inside TLS,
+                           so that it answers the new EHLO (RFC 3207 §4.2; CVE-2011-0411
+                           class); one command at a time, or pipelined when those stale
+                           lines offer PIPELINING
+  tls-downgrade            STARTTLS when offered (verified against --cafile), but in
+                           clear when it is not offered or refused, and again in clear
+                           on a new connection after a failed handshake: wrong for a
+                           client whose profile declares tls_policy: mandatory (RFC 3207
+                           §6, RFC 8461 §5, RFC 7672 §2.2)
 
 Conforming otherwise: SIZE=<octets> when SIZE is offered, and no attempt
 above its limit; BODY=8BITMIME for 8-bit text when 8BITMIME is offered,
@@ -57,10 +67,15 @@ VIOLATIONS = ("none", "bare-lf", "bare-cr", "no-dot-stuffing", "long-line", "lon
               "pipeline-after-ehlo", "no-helo-fallback", "no-quit", "retry-after-5xx",
               "short-timeout", "ignore-421", "early-ehlo", "starttls-pipelined",
               "size-unadvertised", "size-over-limit", "8bit-unadvertised", "8bit-undeclared",
-              "bdat-unadvertised", "bdat-miscount", "dsn-unadvertised", "no-ehlo-after-tls")
+              "bdat-unadvertised", "bdat-miscount", "dsn-unadvertised", "no-ehlo-after-tls",
+              "starttls-stale-buffer", "tls-downgrade")
 
 
 class Failed(Exception):
+    pass
+
+
+class HandshakeFailed(Failed):
     pass
 
 
@@ -274,6 +289,34 @@ def attempt(a, v, body, timeout):
                 ctx = ssl.create_default_context(cafile=a.cafile)
                 s.sock = ctx.wrap_socket(s.sock, server_hostname=a.host)
                 # the violation: no EHLO inside TLS; the old list is reused
+            if v == "starttls-stale-buffer":
+                if "STARTTLS" not in caps_of(ext):
+                    raise Failed("STARTTLS not offered")
+                code, text = s.cmd("STARTTLS")
+                if code != 220:
+                    raise Failed("STARTTLS refused: %s" % text)
+                # the violation: s.buf keeps what came with the 220
+                ctx = ssl.create_default_context(cafile=a.cafile)
+                s.sock = ctx.wrap_socket(s.sock, server_hostname=a.host)
+                code, text = s.cmd("EHLO " + name)
+                if code // 100 != 2:
+                    raise Failed("EHLO inside TLS refused: %s" % text)
+                ext = [t[4:] for t in text[1:]]
+                if "PIPELINING" in caps_of(ext):
+                    v = s.v = "pipelining-unadvertised"  # what the stale reply offered
+            if v == "tls-downgrade" and "STARTTLS" in caps_of(ext) and not a.plain:
+                code, text = s.cmd("STARTTLS")
+                if code == 220:  # refused: the violation, on in clear
+                    s.buf = b""
+                    try:
+                        ctx = ssl.create_default_context(cafile=a.cafile)
+                        s.sock = ctx.wrap_socket(s.sock, server_hostname=a.host)
+                    except (OSError, ssl.SSLError) as e:
+                        raise HandshakeFailed(str(e))
+                    code, text = s.cmd("EHLO " + name)
+                    if code // 100 != 2:
+                        raise Failed("EHLO inside TLS refused: %s" % text)
+                    ext = [t[4:] for t in text[1:]]
             if v == "starttls-pipelined":
                 if "STARTTLS" not in caps_of(ext):
                     raise Failed("STARTTLS not offered")
@@ -287,6 +330,8 @@ def attempt(a, v, body, timeout):
             except (Failed, OSError):
                 pass
         return code, text
+    except HandshakeFailed:
+        raise  # the connection is gone: no QUIT
     except Failed:
         if v not in ("no-quit", "starttls-pipelined"):
             try:  # a conforming client still ends the session (§4.1.1.10)
@@ -312,13 +357,20 @@ def main():
     ap.add_argument("--cafile", help="CA certificates to verify the server with after STARTTLS")
     ap.add_argument("rcpts", nargs="+")
     a = ap.parse_args()
+    a.plain = False  # tls-downgrade: set for the attempt in clear after a failed handshake
     v = a.violation
     timeout = None if a.timeout == "none" else float(a.timeout)
     if v == "short-timeout":
         timeout = 1.0
     body = sys.stdin.buffer.read()
     try:
-        code, text = attempt(a, v, body, timeout)
+        try:
+            code, text = attempt(a, v, body, timeout)
+        except HandshakeFailed:
+            if v != "tls-downgrade":
+                raise
+            a.plain = True  # the violation: a new connection, in clear
+            code, text = attempt(a, v, body, timeout)
         if code // 100 == 5 and v == "retry-after-5xx":
             code, text = attempt(a, v, body, timeout)  # the violation
     except Failed as e:
