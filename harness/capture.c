@@ -44,6 +44,9 @@ struct fg_capture {
     uint32_t isn_seed;
     int failed;                  /* live: poll error, dispatch stopped */
     struct fg_synth_conn *conns; /* synth connections still attached */
+    /* Synth: the fg_capture_conn_* calls may come from a proxy's worker
+     * threads (faultgate/proxy.h). */
+    uv_mutex_t mu;
 };
 
 struct fg_synth_conn {
@@ -269,6 +272,10 @@ int fg_capture_open(uv_loop_t *loop, enum fg_capture_mode mode, const char *path
         if (ports[i] <= 0 || ports[i] > 65535)
             return fg_errf(err, errlen, FG_EINPUT, "bad port %d", ports[i]);
     struct fg_capture *c = fg_calloc(1, sizeof(*c));
+    if (uv_mutex_init(&c->mu) != 0) {
+        free(c);
+        return fg_errf(err, errlen, FG_ECAPTURE, "cannot create a mutex");
+    }
     c->loop = loop;
     c->last_flush_ms = fg_now_ms();
     c->isn_seed = (uint32_t)(fg_wall_us() * 2654435761u);
@@ -291,6 +298,7 @@ int fg_capture_open(uv_loop_t *loop, enum fg_capture_mode mode, const char *path
             fg_errf(err, errlen, rc, "%s", serr);
     }
     if (rc < 0) {
+        uv_mutex_destroy(&c->mu);
         free(c->ports);
         free(c);
         return rc;
@@ -352,6 +360,7 @@ int fg_capture_close(struct fg_capture *c)
         rc = FG_ECAPTURE;
     pcap_dump_close(c->dumper);
     pcap_close(c->pcap);
+    uv_mutex_destroy(&c->mu);
     free(c->ports);
     free(c);
     return rc;
@@ -514,6 +523,7 @@ struct fg_synth_conn *fg_capture_conn_open(struct fg_capture *c, const struct so
     struct fg_synth_conn *sc = fg_malloc(sizeof(*sc));
     *sc = tmp;
     sc->c = c;
+    uv_mutex_lock(&c->mu);
     sc->next = c->conns;
     if (c->conns)
         c->conns->prev = sc;
@@ -526,6 +536,7 @@ struct fg_synth_conn *fg_capture_conn_open(struct fg_capture *c, const struct so
     sc->seq[1] = is + 1;
     emit(sc, 0, F_ACK, sc->seq[0], sc->seq[1], NULL, 0);
     maybe_flush(c);
+    uv_mutex_unlock(&c->mu);
     return sc;
 }
 
@@ -548,6 +559,7 @@ void fg_capture_conn_data(struct fg_synth_conn *sc, enum fg_dir dir, const void 
     int from = dir == FG_C2S ? 0 : 1;
     if (!usable(sc) || sc->fin[from] || !len)
         return;
+    uv_mutex_lock(&sc->c->mu);
     const uint8_t *p = buf;
     size_t since_ack = 0;
     while (len) {
@@ -564,6 +576,7 @@ void fg_capture_conn_data(struct fg_synth_conn *sc, enum fg_dir dir, const void 
     }
     ack_from_peer(sc, from);
     maybe_flush(sc->c);
+    uv_mutex_unlock(&sc->c->mu);
 }
 
 void fg_capture_conn_fin(struct fg_synth_conn *sc, enum fg_dir dir)
@@ -571,11 +584,13 @@ void fg_capture_conn_fin(struct fg_synth_conn *sc, enum fg_dir dir)
     int from = dir == FG_C2S ? 0 : 1;
     if (!usable(sc) || sc->fin[from])
         return;
+    uv_mutex_lock(&sc->c->mu);
     emit(sc, from, F_FIN | F_ACK, sc->seq[from], sc->seq[!from], NULL, 0);
     sc->seq[from] += 1; /* a FIN takes one sequence number (RFC 9293 §3.4) */
     sc->fin[from] = 1;
     ack_from_peer(sc, from);
     maybe_flush(sc->c);
+    uv_mutex_unlock(&sc->c->mu);
 }
 
 void fg_capture_conn_rst(struct fg_synth_conn *sc, enum fg_dir dir)
@@ -583,9 +598,11 @@ void fg_capture_conn_rst(struct fg_synth_conn *sc, enum fg_dir dir)
     int from = dir == FG_C2S ? 0 : 1;
     if (!usable(sc))
         return;
+    uv_mutex_lock(&sc->c->mu);
     emit(sc, from, F_RST | F_ACK, sc->seq[from], sc->seq[!from], NULL, 0);
     sc->rst = 1;
     maybe_flush(sc->c);
+    uv_mutex_unlock(&sc->c->mu);
 }
 
 void fg_capture_conn_free(struct fg_synth_conn *sc)
@@ -593,12 +610,14 @@ void fg_capture_conn_free(struct fg_synth_conn *sc)
     if (!sc)
         return;
     if (sc->c) {
+        uv_mutex_lock(&sc->c->mu);
         if (sc->prev)
             sc->prev->next = sc->next;
         else
             sc->c->conns = sc->next;
         if (sc->next)
             sc->next->prev = sc->prev;
+        uv_mutex_unlock(&sc->c->mu);
     }
     free(sc);
 }

@@ -83,6 +83,7 @@ static const char usage_proxy[] =
     "                       [-s SCENARIO | --fault SPEC]... [--pcap FILE] [--seed N]\n"
     "                       [--capture auto|live|synth]\n"
     "                       [--tls passthrough|terminate] [--ca-out FILE] [--keylog FILE]\n"
+    "                       [--threads N]\n"
     "\n"
     "Forward SMTP from HOST:PORT to the upstream, injecting faults. A fault is\n"
     "`TRIGGER [, SELECTOR]... : ACTION [ARGS]`, for example\n"
@@ -93,7 +94,11 @@ static const char usage_proxy[] =
     "--tls terminate (or the scenario's `tls: terminate`) ends STARTTLS at the\n"
     "proxy on both legs so that faults act on the plaintext after it; the client\n"
     "must trust the proxy's test CA, written to --ca-out FILE (PEM). --keylog\n"
-    "FILE appends the TLS secrets (NSS key log format) for Wireshark.\n";
+    "FILE appends the TLS secrets (NSS key log format) for Wireshark.\n"
+    "\n"
+    "--threads N spreads the connections over N event loops (0: one per CPU;\n"
+    "default 1). Connections are still numbered in accept order and every\n"
+    "decision is the same; only concurrent connections' log lines may interleave.\n";
 
 static const char usage_list[] =
     "usage: faultgate list [SCENARIO|DIR...]\n"
@@ -250,19 +255,26 @@ static void stop_serving(void *ud)
 
 static int cmd_proxy(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"listen", required_argument, NULL, 'l'},   {"upstream", required_argument, NULL, 'u'},
-        {"scenario", required_argument, NULL, 's'}, {"fault", required_argument, NULL, 'f'},
-        {"pcap", required_argument, NULL, 'p'},     {"seed", required_argument, NULL, 'S'},
-        {"capture", required_argument, NULL, 'C'},  {"tls", required_argument, NULL, 'T'},
-        {"ca-out", required_argument, NULL, 'A'},   {"keylog", required_argument, NULL, 'K'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
+                                         {"upstream", required_argument, NULL, 'u'},
+                                         {"scenario", required_argument, NULL, 's'},
+                                         {"fault", required_argument, NULL, 'f'},
+                                         {"pcap", required_argument, NULL, 'p'},
+                                         {"seed", required_argument, NULL, 'S'},
+                                         {"capture", required_argument, NULL, 'C'},
+                                         {"tls", required_argument, NULL, 'T'},
+                                         {"ca-out", required_argument, NULL, 'A'},
+                                         {"keylog", required_argument, NULL, 'K'},
+                                         {"threads", required_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *listen = NULL, *upstream = NULL, *scenario = NULL, *pcap_path = NULL;
     const char *ca_out = NULL, *keylog_path = NULL;
     int tls = -1; /* -1: as the scenario says */
     FILE *keylog = NULL;
     enum fg_capture_mode mode = FG_CAPTURE_AUTO;
     uint64_t seed = 0;
+    unsigned threads = 1;
     struct fg_serve_fault {
         const char *spec;
     } *specs = NULL;
@@ -308,6 +320,13 @@ static int cmd_proxy(int argc, char **argv)
             break;
         case 'A':
             ca_out = optarg;
+            break;
+        case 'j':
+            if (fg_uint_parse(optarg, 0, 64, &v) < 0) {
+                free(specs);
+                return bad_usage("proxy", "--threads takes 0 (one per CPU) to 64", optarg);
+            }
+            threads = v ? (unsigned)v : uv_available_parallelism();
             break;
         case 'K':
             keylog_path = optarg;
@@ -377,7 +396,8 @@ static int cmd_proxy(int argc, char **argv)
                                .capture = sv.cap,
                                .log = stderr,
                                .tls_terminate = tls >= 0 ? tls : sc && sc->tls_terminate,
-                               .tls_hostname = sc && sc->mta ? sc->mta->hostname : NULL};
+                               .tls_hostname = sc && sc->mta ? sc->mta->hostname : NULL,
+                               .threads = threads};
     if (keylog_path && !(keylog = fopen(keylog_path, "ae"))) {
         fprintf(stderr, "faultgate: %s: %s\n", keylog_path, strerror(errno));
         goto out;

@@ -32,6 +32,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "faultgate/error.h"
 #include "faultgate/proxy.h"
@@ -176,7 +177,52 @@ struct fg_proxy {
     struct fg_tls_ctx *tls_srv, *tls_cli; /* terminate mode: the two ends */
     char *tls_hostname;
     unsigned tls_sessions;
+    /* Worker threads (fg_proxy_opts.threads > 1).  The proxy handed to
+     * the caller then only owns the listener and the connection count;
+     * its workers, each a fg_proxy with its own loop and thread, accept in
+     * turn and carry the connections.  The fault set's decision log is the
+     * one thing they share that changes, hence fault_mu; counters are read
+     * across threads with relaxed atomics. */
+    struct fg_proxy *parent; /* set in a worker */
+    struct fg_proxy **workers;
+    unsigned nworkers, workers_left;
+    uv_os_sock_t lfd;   /* parent: the listening socket */
+    uv_poll_t acceptor; /* worker: lfd readable */
+    uv_async_t wake;    /* worker: stop; parent: a worker ended */
+    uv_thread_t thread;
+    uv_mutex_t mu; /* parent: accept4 and numbering; worker: stop */
+    int stop, ended, mu_ok;
+    unsigned stalled_seen; /* worker: stalled connections at the last watch */
+    uv_mutex_t *fault_mu;  /* NULL in a single-threaded proxy */
+    uv_mutex_t fault_mu_own;
 };
+
+static void proxy_handle_closed(uv_handle_t *h);
+
+/* Counters another thread may read (the fg_proxy_* getters). */
+static void count_add(unsigned *x, int n)
+{
+    __atomic_fetch_add(x, (unsigned)n, __ATOMIC_RELAXED);
+}
+
+static void bytes_add(struct fg_proxy *p, int d, uint64_t n)
+{
+    __atomic_fetch_add(&p->bytes[d], n, __ATOMIC_RELAXED);
+}
+
+/* The decision log is appended by the match that fires and read back by
+ * log_decision: one critical section. */
+static void faults_lock(struct fg_proxy *p)
+{
+    if (p->fault_mu)
+        uv_mutex_lock(p->fault_mu);
+}
+
+static void faults_unlock(struct fg_proxy *p)
+{
+    if (p->fault_mu)
+        uv_mutex_unlock(p->fault_mu);
+}
 
 static void pump(struct conn *c, int d);
 static void conn_kill(struct conn *c);
@@ -234,7 +280,7 @@ static void note_buffered(struct conn *c)
 {
     size_t b = c->f[0].held + c->f[1].held + wq(c, CLI) + wq(c, UPS);
     if (b > c->p->peak)
-        c->p->peak = b;
+        __atomic_store_n(&c->p->peak, b, __ATOMIC_RELAXED);
 }
 
 /* synth - whether legs are reported to a synthesized capture, which needs
@@ -251,6 +297,13 @@ static void proxy_maybe_done(struct fg_proxy *p)
     if (!p->closing || p->handles || p->conns)
         return;
     pool_free(p);
+    if (p->parent)
+        return; /* its loop ends now; the parent joins and frees it */
+    free(p->workers);
+    if (p->fault_mu)
+        uv_mutex_destroy(p->fault_mu);
+    if (p->mu_ok)
+        uv_mutex_destroy(&p->mu);
     fg_tls_ctx_free(p->tls_srv);
     fg_tls_ctx_free(p->tls_cli);
     free(p->tls_hostname);
@@ -321,14 +374,14 @@ static void conn_kill(struct conn *c)
 {
     if (!c->dead) {
         c->dead = 1;
-        c->p->open--;
+        count_add(&c->p->open, -1);
     }
     for (int side = CLI; side <= UPS; side++) {
         struct side *s = &c->s[side];
         if (s->closed)
             continue;
         int d = TOWARD(side);
-        if (c->connected || side == CLI) {
+        if (s->sc && (c->connected || side == CLI)) {
             if (unread(c, side))
                 fg_capture_conn_rst(s->sc, d);
             else if (!c->f[d].fin_relayed)
@@ -419,7 +472,7 @@ static void on_write(uv_write_t *req, int status)
     if (status == 0)
         fg_capture_conn_data(c->s[side].sc, TOWARD(side), w->buf.base, w->buf.len);
     if (status == 0 && !w->injected)
-        c->p->bytes[TOWARD(side)] += w->buf.len;
+        bytes_add(c->p, TOWARD(side), w->buf.len);
     chunk_unref(w->ch);
     free(w);
     if (c->dead)
@@ -456,7 +509,7 @@ static void raw_write(struct conn *c, int side, struct chunk *ch, size_t off, si
     if (rc > 0) {
         fg_capture_conn_data(c->s[side].sc, TOWARD(side), b.base, (size_t)rc);
         if (!injected)
-            c->p->bytes[TOWARD(side)] += (uint64_t)rc;
+            bytes_add(c->p, TOWARD(side), (uint64_t)rc);
         off += (size_t)rc;
         len -= (size_t)rc;
         if (!len)
@@ -574,7 +627,7 @@ static void write_slice(struct conn *c, int side, struct chunk *ch, size_t off, 
     if (!len || c->dead || s->closed)
         return;
     if (!injected)
-        c->p->bytes[TOWARD(side)] += len;
+        bytes_add(c->p, TOWARD(side), len);
     tls_write(c, side, ch->data + off, len);
 }
 
@@ -689,7 +742,7 @@ static void tls_ready(struct conn *c, int side)
     }
     if (!c->tls_counted && fg_tls_is_up(c->s[1 - side].tls)) {
         c->tls_counted = 1;
-        c->p->tls_sessions++;
+        count_add(&c->p->tls_sessions, 1);
     }
     if (s->pend_len) {
         char *b = s->pend;
@@ -866,7 +919,11 @@ static int on_event(void *ud, const struct fg_smtp_event *ev)
             if (c->inj[k].wait > 0 && --c->inj[k].wait == 0)
                 c->inject_due = 1;
     }
+    faults_lock(c->p);
     int i = fg_fault_set_match(c->p->faults, &c->fc, ev, 0);
+    if (i >= 0)
+        log_decision(c);
+    faults_unlock(c->p);
     if (i < 0)
         return c->inject_due;
     c->hit = i;
@@ -874,7 +931,6 @@ static int on_event(void *ud, const struct fg_smtp_event *ev)
     /* The parser has already queued this command (or end of data) among
      * those awaiting a reply; before the greeting, that is owed first. */
     c->hit_wait = c->parser->pend_len + (c->parser->greeted ? 0 : 1);
-    log_decision(c);
     return 1;
 }
 
@@ -1161,9 +1217,14 @@ static void fire_after(struct conn *c)
     if (!fs || !c->connected || c->dead)
         return;
     uint64_t el = uv_now(c->p->loop) - c->t0_ms;
-    int i = -1;
-    while (!c->dead && (i = fg_fault_match_after(fs, &c->fc, el, (size_t)(i + 1))) >= 0) {
-        log_decision(c);
+    for (int i = -1; !c->dead;) {
+        faults_lock(c->p);
+        i = fg_fault_match_after(fs, &c->fc, el, (size_t)(i + 1));
+        if (i >= 0)
+            log_decision(c);
+        faults_unlock(c->p);
+        if (i < 0)
+            break;
         c->hit_evlen = 0;
         apply(c, -1, NULL, 0, i);
     }
@@ -1260,10 +1321,14 @@ static void fire_bytes(struct conn *c, int d)
 {
     struct flow *f = &c->f[d];
     struct fg_fault_set *fs = c->p->faults;
-    int i = -1;
-    while (!c->dead &&
-           (i = fg_fault_match_byte(fs, &c->fc, (enum fg_dir)d, f->off, (size_t)(i + 1))) >= 0) {
-        log_decision(c);
+    for (int i = -1; !c->dead;) {
+        faults_lock(c->p);
+        i = fg_fault_match_byte(fs, &c->fc, (enum fg_dir)d, f->off, (size_t)(i + 1));
+        if (i >= 0)
+            log_decision(c);
+        faults_unlock(c->p);
+        if (i < 0)
+            break;
         c->hit_evlen = 0;
         apply(c, d, NULL, 0, i);
     }
@@ -1443,6 +1508,7 @@ static void on_watch(uv_timer_t *t)
         if (!c->dead)
             left++;
     }
+    __atomic_store_n(&p->stalled_seen, left, __ATOMIC_RELAXED);
     if (!left) {
         uv_timer_stop(&p->watch);
         p->watching = 0;
@@ -1496,11 +1562,9 @@ static void on_connect(uv_connect_t *req, int status)
     }
 }
 
-static void on_connection(uv_stream_t *server, int status)
+/* A connection whose client handle is initialised but not yet open. */
+static struct conn *conn_new(struct fg_proxy *p)
 {
-    struct fg_proxy *p = server->data;
-    if (status < 0 || p->closing)
-        return;
     struct conn *c = fg_calloc(1, sizeof *c);
     c->p = p;
     c->hit = -1;
@@ -1508,36 +1572,43 @@ static void on_connection(uv_stream_t *server, int status)
     uv_tcp_init(p->loop, &c->s[CLI].tcp);
     c->s[CLI].tcp.data = c;
     c->handles = 1;
-    if (uv_accept(server, (uv_stream_t *)&c->s[CLI].tcp) != 0) {
-        c->dead = 1;
-        c->s[CLI].closed = 1;
-        c->s[UPS].closed = 1;
-        c->timer_closed = 1;
-        c->next = p->conns;
-        if (p->conns)
-            p->conns->prev = c;
-        p->conns = c;
-        uv_close((uv_handle_t *)&c->s[CLI].tcp, conn_handle_closed);
-        return;
-    }
+    c->next = p->conns;
+    if (p->conns)
+        p->conns->prev = c;
+    p->conns = c;
+    return c;
+}
+
+/* The client socket could not be taken: close the lone handle. */
+static void conn_discard(struct conn *c)
+{
+    c->dead = 1;
+    c->s[CLI].closed = 1;
+    c->s[UPS].closed = 1;
+    c->timer_closed = 1;
+    uv_close((uv_handle_t *)&c->s[CLI].tcp, conn_handle_closed);
+}
+
+/* Connection number id's client leg is open: connect-time faults, then
+ * the upstream leg. */
+static void conn_start(struct conn *c, unsigned id)
+{
+    struct fg_proxy *p = c->p;
     uv_tcp_init(p->loop, &c->s[UPS].tcp);
     c->s[UPS].tcp.data = c;
     uv_timer_init(p->loop, &c->timer);
     c->timer.data = c;
     c->handles = 3;
-    c->next = p->conns;
-    if (p->conns)
-        p->conns->prev = c;
-    p->conns = c;
-    c->id = ++p->accepted;
-    p->open++;
+    c->id = id;
+    count_add(&p->open, 1);
     c->t0_us = fg_wall_us();
     c->t0_ms = uv_now(p->loop);
     for (int d = FG_C2S; d <= FG_S2C; d++) {
         c->f[d].limit_left = UINT64_MAX;
         c->f[d].next_byte = UINT64_MAX;
     }
-    uv_tcp_nodelay(&c->s[CLI].tcp, 1);
+    /* TCP_NODELAY: accepted sockets inherit it from the listener (Linux
+     * copies the listener's options to the child socket). */
 
     struct sockaddr_storage peer, local;
     int pl = sizeof peer, ll = sizeof local;
@@ -1551,9 +1622,12 @@ static void on_connection(uv_stream_t *server, int status)
     if (p->faults && p->faults->n) {
         c->parse = 1;
         c->f[FG_C2S].next_byte = c->f[FG_S2C].next_byte = 0; /* computed once connected */
+        faults_lock(p);
         c->connect_fault = fg_fault_set_match(p->faults, &c->fc, NULL, 0);
-        if (c->connect_fault >= 0) {
+        if (c->connect_fault >= 0)
             log_decision(c);
+        faults_unlock(p);
+        if (c->connect_fault >= 0) {
             const struct fg_fault *f = fault_at(c, c->connect_fault);
             if (f->action == FG_ACT_REFUSE || f->action == FG_ACT_ACCEPT_THEN_CLOSE) {
                 /* Before any byte, and without an upstream connection:
@@ -1574,7 +1648,159 @@ static void on_connection(uv_stream_t *server, int status)
             fprintf(p->log, "faultgate: conn #%u upstream: %s\n", c->id, uv_strerror(rc));
         side_close(c, CLI, 1);
         conn_kill(c);
+        return;
     }
+    /* Read interest now, while connecting: libuv then keeps the socket's
+     * epoll registration when the connect completes instead of adding it
+     * again (one system call per connection).  libuv reports the connect
+     * before any read, and on_connect re-decides reading. */
+    if (uv_read_start((uv_stream_t *)&c->s[UPS].tcp, alloc_cb, on_read) == 0)
+        c->s[UPS].reading = 1;
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct fg_proxy *p = server->data;
+    if (status < 0 || p->closing)
+        return;
+    struct conn *c = conn_new(p);
+    if (uv_accept(server, (uv_stream_t *)&c->s[CLI].tcp) != 0) {
+        conn_discard(c);
+        return;
+    }
+    conn_start(c, ++p->accepted);
+}
+
+/* --- worker threads ----------------------------------------------------- */
+
+/* Worker: the listening socket is readable.  Workers take turns at it
+ * under the parent's lock, so that numbers follow the kernel's accept
+ * queue exactly; a worker that finds nothing left goes back to its loop.
+ * A bounded batch per wakeup lets an idle worker take the next ones. */
+static void on_acceptable(uv_poll_t *h, int status, int events)
+{
+    struct fg_proxy *w = h->data;
+    struct fg_proxy *p = w->parent;
+    (void)events;
+    if (status < 0 || w->closing)
+        return;
+    for (int k = 0; k < 8; k++) {
+        uv_mutex_lock(&p->mu);
+        int fd = accept4(p->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int e = errno;
+        unsigned id = fd >= 0 ? __atomic_add_fetch(&p->accepted, 1, __ATOMIC_RELAXED) : 0;
+        uv_mutex_unlock(&p->mu);
+        if (fd < 0) {
+            if (e == EINTR || e == ECONNABORTED)
+                continue;
+            if (e != EAGAIN && e != EWOULDBLOCK && w->log)
+                fprintf(w->log, "faultgate: accept: %s\n", strerror(e));
+            return;
+        }
+        struct conn *c = conn_new(w);
+        if (uv_tcp_open(&c->s[CLI].tcp, fd) != 0) {
+            close(fd);
+            conn_discard(c);
+            continue;
+        }
+        conn_start(c, id);
+    }
+}
+
+/* Worker: the parent asks it to stop. */
+static void worker_wake(uv_async_t *a)
+{
+    struct fg_proxy *w = a->data;
+    uv_mutex_lock(&w->mu);
+    int stop = w->stop;
+    uv_mutex_unlock(&w->mu);
+    if (!stop || w->closing)
+        return;
+    uv_close((uv_handle_t *)&w->acceptor, proxy_handle_closed);
+    fg_proxy_close(w, NULL, NULL);
+}
+
+static void worker_main(void *arg)
+{
+    struct fg_proxy *w = arg;
+    uv_run(w->loop, UV_RUN_DEFAULT);
+    uv_loop_close(w->loop);
+    __atomic_store_n(&w->ended, 1, __ATOMIC_RELEASE);
+    uv_async_send(&w->parent->wake);
+}
+
+/* Parent: a worker's loop ended; when all have, the parent closes. */
+static void parent_wake(uv_async_t *a)
+{
+    struct fg_proxy *p = a->data;
+    for (unsigned i = 0; i < p->nworkers; i++) {
+        struct fg_proxy *w = p->workers[i];
+        if (!w || !__atomic_load_n(&w->ended, __ATOMIC_ACQUIRE))
+            continue;
+        uv_thread_join(&w->thread);
+        /* Keep what the getters report once the workers are gone. */
+        p->open += w->open;
+        p->tls_sessions += w->tls_sessions;
+        p->peak = w->peak > p->peak ? w->peak : p->peak;
+        p->bytes[0] += w->bytes[0];
+        p->bytes[1] += w->bytes[1];
+        uv_mutex_destroy(&w->mu);
+        free(w->loop);
+        free(w);
+        p->workers[i] = NULL;
+        p->workers_left--;
+    }
+    if (!p->workers_left && p->closing && !uv_is_closing((uv_handle_t *)&p->wake)) {
+        uv_close((uv_handle_t *)&p->listener, proxy_handle_closed);
+        uv_close((uv_handle_t *)&p->wake, proxy_handle_closed);
+    }
+}
+
+/* A worker: its own loop and thread, sharing the parent's settings. */
+static int worker_start(struct fg_proxy *p, unsigned i)
+{
+    struct fg_proxy *w = fg_calloc(1, sizeof *w);
+    w->parent = p;
+    w->loop = fg_malloc(sizeof *w->loop);
+    w->faults = p->faults;
+    w->capture = p->capture;
+    w->log = p->log;
+    w->high_water = p->high_water;
+    w->up_addr = p->up_addr;
+    w->tls_terminate = p->tls_terminate;
+    w->tls_srv = p->tls_srv;
+    w->tls_cli = p->tls_cli;
+    w->fault_mu = p->fault_mu;
+    int rc = uv_loop_init(w->loop);
+    if (rc == 0 && (rc = uv_mutex_init(&w->mu)) != 0)
+        uv_loop_close(w->loop);
+    if (rc != 0) {
+        free(w->loop);
+        free(w);
+        return rc;
+    }
+    uv_async_init(w->loop, &w->wake, worker_wake);
+    w->wake.data = w;
+    uv_timer_init(w->loop, &w->watch);
+    w->watch.data = w;
+    uv_poll_init_socket(w->loop, &w->acceptor, p->lfd);
+    w->acceptor.data = w;
+    w->handles = 3;
+    if ((rc = uv_poll_start(&w->acceptor, UV_READABLE, on_acceptable)) != 0 ||
+        (rc = uv_thread_create(&w->thread, worker_main, w)) != 0) {
+        uv_close((uv_handle_t *)&w->wake, NULL);
+        uv_close((uv_handle_t *)&w->watch, NULL);
+        uv_close((uv_handle_t *)&w->acceptor, NULL);
+        uv_run(w->loop, UV_RUN_DEFAULT);
+        uv_loop_close(w->loop);
+        uv_mutex_destroy(&w->mu);
+        free(w->loop);
+        free(w);
+        return rc;
+    }
+    p->workers[i] = w;
+    p->workers_left++;
+    return 0;
 }
 
 /* --- the proxy ---------------------------------------------------------- */
@@ -1594,6 +1820,35 @@ static void proxy_handle_closed(uv_handle_t *h)
     struct fg_proxy *p = h->data;
     p->handles--;
     proxy_maybe_done(p);
+}
+
+/* The parent's side of threads: listen(2) on the bound socket (the
+ * listener handle keeps it, but libuv never watches it), then the workers,
+ * each polling it in its own loop. */
+static int threads_start(struct fg_proxy *p, unsigned n)
+{
+    int rc;
+    if (n > 64)
+        n = 64;
+    if ((rc = uv_fileno((uv_handle_t *)&p->listener, &p->lfd)) != 0)
+        return rc;
+    if (listen(p->lfd, 511) != 0)
+        return uv_translate_sys_error(errno);
+    if ((rc = uv_mutex_init(&p->fault_mu_own)) != 0)
+        return rc;
+    p->fault_mu = &p->fault_mu_own;
+    if ((rc = uv_mutex_init(&p->mu)) != 0)
+        return rc;
+    p->mu_ok = 1;
+    uv_async_init(p->loop, &p->wake, parent_wake);
+    p->wake.data = p;
+    p->handles++;
+    p->workers = fg_calloc(n, sizeof *p->workers);
+    p->nworkers = n;
+    for (unsigned i = 0; i < n; i++)
+        if ((rc = worker_start(p, i)) != 0)
+            return rc;
+    return 0;
 }
 
 int fg_proxy_new(uv_loop_t *loop, const struct fg_proxy_opts *o, struct fg_proxy **out, char *err,
@@ -1632,7 +1887,13 @@ int fg_proxy_new(uv_loop_t *loop, const struct fg_proxy_opts *o, struct fg_proxy
     p->watch.data = p;
     p->handles = 2;
     int rc = uv_tcp_bind(&p->listener, (struct sockaddr *)&la, 0);
+    /* Replies and commands go out as they come: no Nagle delay behind an
+     * unacknowledged segment, on either leg. */
     if (rc == 0)
+        rc = uv_tcp_nodelay(&p->listener, 1);
+    if (rc == 0 && o->threads > 1)
+        rc = threads_start(p, o->threads);
+    else if (rc == 0)
         rc = uv_listen((uv_stream_t *)&p->listener, 128, on_connection);
     struct sockaddr_storage bound;
     int bl = sizeof bound;
@@ -1661,16 +1922,35 @@ int fg_proxy_port(const struct fg_proxy *p)
 
 unsigned fg_proxy_accepted(const struct fg_proxy *p)
 {
-    return p->accepted;
+    return __atomic_load_n(&p->accepted, __ATOMIC_RELAXED);
+}
+
+/* With workers the parent's own counters hold what ended workers left;
+ * a running worker's are added in. */
+static uint64_t sum_u(const struct fg_proxy *p, size_t field_off, int is64)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i < p->nworkers; i++) {
+        const char *w = (const char *)p->workers[i];
+        if (!w)
+            continue;
+        if (is64)
+            n += __atomic_load_n((const uint64_t *)(const void *)(w + field_off), __ATOMIC_RELAXED);
+        else
+            n += __atomic_load_n((const unsigned *)(const void *)(w + field_off), __ATOMIC_RELAXED);
+    }
+    return n;
 }
 
 unsigned fg_proxy_open(const struct fg_proxy *p)
 {
-    return p->open;
+    return p->open + (unsigned)sum_u(p, offsetof(struct fg_proxy, open), 0);
 }
 
 unsigned fg_proxy_stalled_open(const struct fg_proxy *p)
 {
+    if (p->nworkers) /* as of each worker's last 50 ms watch */
+        return (unsigned)sum_u(p, offsetof(struct fg_proxy, stalled_seen), 0);
     unsigned n = 0;
     for (const struct conn *c = p->conns; c; c = c->next)
         n += !c->dead && c->stalled && !c->client_gone;
@@ -1684,17 +1964,22 @@ const char *fg_proxy_tls_ca_pem(const struct fg_proxy *p)
 
 unsigned fg_proxy_tls_sessions(const struct fg_proxy *p)
 {
-    return p->tls_sessions;
+    return p->tls_sessions + (unsigned)sum_u(p, offsetof(struct fg_proxy, tls_sessions), 0);
 }
 
 size_t fg_proxy_peak_buffered(const struct fg_proxy *p)
 {
-    return p->peak;
+    size_t m = p->peak;
+    for (unsigned i = 0; i < p->nworkers; i++) {
+        size_t v = p->workers[i] ? __atomic_load_n(&p->workers[i]->peak, __ATOMIC_RELAXED) : 0;
+        m = v > m ? v : m;
+    }
+    return m;
 }
 
 uint64_t fg_proxy_bytes(const struct fg_proxy *p, enum fg_dir dir)
 {
-    return p->bytes[dir];
+    return p->bytes[dir] + sum_u(p, offsetof(struct fg_proxy, bytes) + dir * sizeof(uint64_t), 1);
 }
 
 void fg_proxy_close(struct fg_proxy *p, void (*cb)(void *ud), void *ud)
@@ -1704,8 +1989,29 @@ void fg_proxy_close(struct fg_proxy *p, void (*cb)(void *ud), void *ud)
     p->closing = 1;
     p->close_cb = cb;
     p->close_ud = ud;
-    uv_close((uv_handle_t *)&p->listener, proxy_handle_closed);
+    if (p->parent) { /* a worker: its handles, then its connections */
+        uv_close((uv_handle_t *)&p->wake, proxy_handle_closed);
+        uv_close((uv_handle_t *)&p->watch, proxy_handle_closed);
+        for (struct conn *c = p->conns; c; c = c->next)
+            if (!c->dead)
+                conn_kill(c);
+        return;
+    }
+    /* Workers poll the listening socket: it closes after they end. */
+    if (!p->workers_left)
+        uv_close((uv_handle_t *)&p->listener, proxy_handle_closed);
     uv_close((uv_handle_t *)&p->watch, proxy_handle_closed);
+    for (unsigned i = 0; i < p->nworkers; i++) {
+        struct fg_proxy *w = p->workers[i];
+        if (!w)
+            continue;
+        uv_mutex_lock(&w->mu);
+        w->stop = 1;
+        uv_mutex_unlock(&w->mu);
+        uv_async_send(&w->wake);
+    }
+    if (p->wake.data && !p->workers_left)
+        uv_close((uv_handle_t *)&p->wake, proxy_handle_closed);
     for (struct conn *c = p->conns; c; c = c->next)
         if (!c->dead)
             conn_kill(c);

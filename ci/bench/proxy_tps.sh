@@ -37,15 +37,17 @@ sink_user=()
 PIDS+=($!)
 wait_port "$sport"
 direct=$(best "$sport")
-start_faultgate_proxy "$sport"
+# Both proxies with one thread per CPU (haproxy's default, faultgate's
+# --threads 0), then both held to one thread.
+start_faultgate_proxy "$sport" --threads 0
 fg=$(best "$PORT")
 start_haproxy "$sport"
 ha=$(best "$PORT")
-# The same haproxy held to one thread, like faultgate's single event loop:
-# the per-connection cost compared without the second core.
+start_faultgate_proxy "$sport"
+fg1=$(best "$PORT")
 start_haproxy "$sport" 1
 ha1=$(best "$PORT")
-report "transactions/s (smtp-source -s $sess -m $msgs -l 1024, best of $reps)" "$direct" \
-    faultgate "$fg" haproxy "$ha" haproxy-1t "$ha1"
-echo "  faultgate / haproxy with one thread = $(python3 -c "print(round($fg / $ha1, 2) if $ha1 else 'n/a')")"
+report "transactions/s (smtp-source -s $sess -m $msgs -l 1024, best of $reps; $(nproc) CPUs)" \
+    "$direct" faultgate "$fg" haproxy "$ha" fg-1t "$fg1" haproxy-1t "$ha1"
 ratio_check faultgate "$fg" haproxy "$ha"
+ratio_check fg-1t "$fg1" haproxy-1t "$ha1"

@@ -67,6 +67,7 @@ struct env {
     uv_tcp_t up_listener;
     int up_port;
     enum up_mode mode;
+    unsigned threads;     /* fg_proxy_opts.threads */
     int extra_after_ehlo; /* upstream sends "421 bye" right after its EHLO reply */
     struct peer up;       /* the upstream's accepted connection */
     struct peer cli;      /* the client */
@@ -322,7 +323,8 @@ static void start(struct env *e, size_t high_water, struct fg_capture *cap)
                               .faults = &e->faults,
                               .capture = cap,
                               .high_water = high_water,
-                              .log = e->log};
+                              .log = e->log,
+                              .threads = e->threads};
     char err[256];
     ck_assert_msg(fg_proxy_new(&e->loop, &o, &e->proxy, err, sizeof err) == 0, "%s", err);
     int port = fg_proxy_port(e->proxy);
@@ -1119,10 +1121,11 @@ END_TEST
 
 /* The same seed and traffic through the real proxy give the same
  * decisions; a probability of 0.5 over 40 events fires some, not all. */
-static size_t decisions_run(uint64_t seed, char *out, size_t outlen)
+static size_t decisions_run(uint64_t seed, unsigned threads, char *out, size_t outlen)
 {
     struct env e;
     env_init(&e, UP_SMTP);
+    e.threads = threads;
     fg_fault_set_free(&e.faults);
     fg_fault_set_init(&e.faults, seed);
     add_fault(&e, "command NOOP, p 0.5, each: reply 250 2.0.0 injected");
@@ -1134,6 +1137,12 @@ static size_t decisions_run(uint64_t seed, char *out, size_t outlen)
     strcat(cmds, "QUIT\r\n");
     send_str(&e.cli.tcp, cmds);
     run_until(&e, cli_ended);
+    ck_assert_uint_eq(fg_proxy_accepted(e.proxy), 1);
+    ck_assert_uint_eq(fg_proxy_bytes(e.proxy, FG_C2S), strlen(cmds));
+    /* Closed (workers joined) before the log is read. */
+    fg_proxy_close(e.proxy, proxy_closed, &e);
+    run_until(&e, is_proxy_closed);
+    e.proxy = NULL;
     size_t n = 0;
     out[0] = '\0';
     for (size_t i = 0; i < e.faults.nlog; i++)
@@ -1149,14 +1158,27 @@ static size_t decisions_run(uint64_t seed, char *out, size_t outlen)
 START_TEST(same_seed_same_decisions)
 {
     static char a[8192], b[8192], c[8192];
-    size_t na = decisions_run(4242, a, sizeof a);
-    size_t nb = decisions_run(4242, b, sizeof b);
-    size_t nc = decisions_run(4243, c, sizeof c);
+    size_t na = decisions_run(4242, 1, a, sizeof a);
+    size_t nb = decisions_run(4242, 1, b, sizeof b);
+    size_t nc = decisions_run(4243, 1, c, sizeof c);
     ck_assert_uint_gt(na, 0);
     ck_assert_uint_lt(na, 40);
     ck_assert_uint_eq(na, nb);
     ck_assert_str_eq(a, b);
     ck_assert_msg(strcmp(a, c) != 0 || na != nc, "another seed, the same decisions");
+}
+END_TEST
+
+/* Worker threads (proxy.h): the connection is carried by another loop,
+ * and the decisions are those of the single-threaded proxy. */
+START_TEST(threads_same_decisions)
+{
+    static char a[8192], b[8192];
+    size_t na = decisions_run(4242, 1, a, sizeof a);
+    size_t nb = decisions_run(4242, 2, b, sizeof b);
+    ck_assert_uint_gt(na, 0);
+    ck_assert_uint_eq(na, nb);
+    ck_assert_str_eq(a, b);
 }
 END_TEST
 
@@ -1195,6 +1217,7 @@ static Suite *proxy_suite(void)
     tcase_add_test(tc, trigger_byte_offset);
     tcase_add_test(tc, trigger_after_time);
     tcase_add_test(tc, same_seed_same_decisions);
+    tcase_add_test(tc, threads_same_decisions);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -14,6 +14,7 @@ import json
 import re
 import os
 import shutil
+import socket
 import smtplib
 import ssl
 import subprocess
@@ -228,6 +229,89 @@ class ScenarioMta(unittest.TestCase):
                    os.path.join(self.tmp, "bad-out-%d" % i), path, timeout=60)
             self.assertEqual(p.returncode, 2, (body, p.stdout, p.stderr))
             self.assertIn("bad-%d.yaml%s" % (i, pos), p.stderr, body)
+
+
+class ProxyThreads(unittest.TestCase):
+    """`faultgate proxy --threads 2` between smtplib and the fake MTA: the
+    connection numbers follow accept order across the workers, a `nth`
+    fault fires on exactly that connection, and the synthesized capture
+    (written from both workers) holds every leg."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="fg-e2e-thr-")
+        self.procs = []
+        self.mta = self.spawn([FG, "fake-mta", "--listen", "127.0.0.1:0", "--quiet",
+                               "--ledger", os.path.join(self.tmp, "ledger.jsonl")])
+        mport = self.port_of(self.mta)
+        self.pcap = os.path.join(self.tmp, "proxy.pcap")
+        # A capture filters on real ports: take a free one for the proxy.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            lport = probe.getsockname()[1]
+        self.proxy = self.spawn([FG, "proxy", "--listen", "127.0.0.1:%d" % lport, "--upstream",
+                                 "127.0.0.1:%d" % mport, "--threads", "2", "--capture", "synth",
+                                 "--pcap", self.pcap, "--seed", "7",
+                                 "--fault", "command RCPT, nth 3: reply 451 4.3.0 third, replace"])
+        self.port = lport
+        for _ in range(5):  # ready once it says what it armed
+            line = self.proxy.stderr.readline()
+            if "armed" in line or not line:
+                break
+        self.assertIn("armed", line)
+
+    def spawn(self, argv):
+        p = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        return p
+
+    def port_of(self, p):
+        for _ in range(5):  # the port line comes within the first few
+            line = p.stderr.readline()
+            if "listening on" in line:
+                return int(line.rsplit(":", 1)[1])
+        self.fail("no port announced")
+
+    def tearDown(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)
+            p.stderr.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def send(self, i):
+        with smtplib.SMTP("127.0.0.1", self.port, timeout=10) as s:
+            s.ehlo("client.test")
+            s.mail("a@one.test")
+            code, _ = s.rcpt("b%d@two.test" % i)
+            if code == 250:
+                s.data(b"Subject: %d\r\n\r\nbody\r\n" % i)
+            return code
+
+    def test_numbering_faults_and_capture_across_workers(self):
+        codes = [self.send(i) for i in range(1, 9)]
+        self.assertEqual(codes, [250, 250, 451, 250, 250, 250, 250, 250])
+        # Then eight at once: every one is carried, none fires the fault.
+        import concurrent.futures
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            more = list(ex.map(self.send, range(9, 17)))
+        self.assertEqual(more, [250] * 8)
+        self.proxy.terminate()
+        self.assertEqual(self.proxy.wait(timeout=10), 0)
+        log = self.proxy.stderr.read()
+        decisions = re.findall(r"conn #(\d+) t=\S+ (.*) -> (.*)", log)
+        self.assertEqual(decisions, [("3", "command RCPT #1", "reply 451 4.3.0 third, replace")], log)
+        if not shutil.which("tshark"):
+            self.skipTest("tshark missing")
+        out = subprocess.run(["tshark", "-r", self.pcap, "-Y",
+                              "tcp.flags.syn == 1 && tcp.flags.ack == 0", "-T", "fields",
+                              "-e", "tcp.stream"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(len(out.stdout.split()), 32)  # 16 connections, two legs each
 
 
 if __name__ == "__main__":

@@ -35,6 +35,16 @@
  * not yet forwarded go on raw, unparsed, as a pass-through proxy would
  * have sent them.  Keys: fg_tls_keylog_set (fakes/tls.h).  Without
  * tls_terminate the TLS records pass through opaque.
+ *
+ * Threads (threads > 1): the caller's loop only accepts; it numbers each
+ * connection in accept order, as above, and hands it to worker
+ * (number - 1) % threads, which runs its own loop in its own thread.
+ * Every decision stays a function of (seed, connection number, events),
+ * so it is the same as with one thread; only the order in which
+ * concurrent connections' decisions are logged may differ.  A worker's
+ * connections share nothing with another's but the fault set's log and
+ * the capture, both locked.  The counters below are read across threads;
+ * fg_proxy_stalled_open is as of each worker's last 50 ms watch.
  */
 #ifndef FAULTGATE_PROXY_H
 #define FAULTGATE_PROXY_H
@@ -62,6 +72,8 @@ struct fg_proxy_opts {
                                     sends upstream; NULL: mta.faultgate.test */
     const char *tls_upstream_ca; /* PEM the upstream's certificate must chain to; NULL:
                                     not verified (a test peer) */
+    unsigned threads;            /* worker threads carrying the connections; 0 or 1:
+                                    all on the caller's loop (see below) */
 };
 
 /* fg_proxy_new - listen and start accepting.  On error err says why; a
