@@ -119,8 +119,8 @@ START_TEST(test_stdin_exit_tail)
     /* {to} alone: one word per recipient ($1 and $2). */
     char *argv[] = {"sh",
                     "-c",
-                    "cat > stdin.out; printf '%s|%s|%s' \"$1\" \"$2\" \"$3\" > args.out; "
-                    "echo first >&2; echo 'the last line' >&2; exit 3",
+                    ("cat > stdin.out; printf '%s|%s|%s' \"$1\" \"$2\" \"$3\" > args.out; "
+                     "echo first >&2; echo 'the last line' >&2; exit 3"),
                     "sh",
                     "{to}",
                     "{message_file}"};
