@@ -1223,6 +1223,8 @@ static void eval_alive(const struct fg_expect_spec *e, const struct fg_judge_ctx
                              "run",
                              (long long)m->gateway_exit_status);
         sum = fg_strdup(ev.s);
+        if (m->gateway_last_output)
+            fg_strbuf_printf(&ev, "\nthe gateway's last output: %s", m->gateway_last_output);
         v = FG_V_FAIL;
     }
 

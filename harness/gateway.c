@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -34,6 +35,8 @@
 #include "faultgate/util.h"
 
 #define READY_POLL_MS 50
+/* Gateway ports are picked at random in [FG_PORT_MIN, ephemeral low). */
+#define FG_PORT_MIN 20000
 #define STOP_POLL_MS 20
 
 extern char **environ;
@@ -572,19 +575,58 @@ void fg_gateway_free(struct fg_gateway *g)
     maybe_free(g);
 }
 
-int fg_port_alloc(void)
+/* Bind a loopback TCP socket to port (0: the kernel picks) without
+ * SO_REUSEADDR, so that a port still in TIME_WAIT counts as taken too, and
+ * return the port bound or a negative errno. */
+static int port_try(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t sl = sizeof(sa);
+    int rc = 0;
     if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &sl) != 0) {
-        int e = -errno;
-        close(fd);
-        return e;
-    }
+        getsockname(fd, (struct sockaddr *)&sa, &sl) != 0)
+        rc = -errno;
     close(fd);
-    return ntohs(sa.sin_port);
+    return rc < 0 ? rc : ntohs(sa.sin_port);
+}
+
+int fg_port_range_low(void)
+{
+    int lo = 32768, hi = 60999;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f) {
+        if (fscanf(f, "%d %d", &lo, &hi) != 2)
+            lo = 32768;
+        fclose(f);
+    }
+    return lo;
+}
+
+int fg_port_alloc(void)
+{
+    /* The port is free only until it is closed here and the gateway binds
+     * it.  A port from the ephemeral range can meanwhile be handed to any
+     * socket that binds port 0 (the harness's own fake MTA and proxy among
+     * them) or to a connect()'s source port: the gateway then fails to
+     * listen and the readiness probe may reach someone else's listener.
+     * So pick at random below that range, where the kernel never hands
+     * ports out on its own, and fall back to the kernel's choice only when
+     * the range leaves no room. */
+    int lo = fg_port_range_low();
+    if (lo > FG_PORT_MIN + 1024) {
+        for (int i = 0; i < 64; i++) {
+            uint32_t r;
+            if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
+                break;
+            int port = port_try(FG_PORT_MIN + (int)(r % (uint32_t)(lo - FG_PORT_MIN)));
+            if (port > 0)
+                return port;
+        }
+    }
+    return port_try(0);
 }

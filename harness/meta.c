@@ -96,6 +96,8 @@ int fg_meta_write(const char *path, const struct fg_meta *m, char *err, size_t e
     json_object_set_new(o, "probe_start_us", jus(m->probe_start_us));
     json_object_set_new(o, "gateway_running_at_end", json_boolean(m->gateway_running_at_end));
     json_object_set_new(o, "gateway_exit_status", json_integer(m->gateway_exit_status));
+    if (m->gateway_last_output)
+        json_object_set_new(o, "gateway_last_output", json_string(m->gateway_last_output));
     json_object_set_new(o, "gateway_term_signal", json_integer(m->gateway_term_signal));
     if (m->nclients) {
         json_t *ca = json_array();
@@ -207,7 +209,8 @@ static int read_body(struct rd *r, json_t *o, struct fg_meta *m)
         (rc = get_intv(r, o, "gateway_running_at_end", 0, 1, &m->gateway_running_at_end)) ||
         (rc =
              get_int(r, o, "gateway_exit_status", INT64_MIN, INT64_MAX, &m->gateway_exit_status)) ||
-        (rc = get_intv(r, o, "gateway_term_signal", 0, 1024, &m->gateway_term_signal)))
+        (rc = get_intv(r, o, "gateway_term_signal", 0, 1024, &m->gateway_term_signal)) ||
+        (rc = get_str(r, o, "gateway_last_output", &m->gateway_last_output)))
         return rc;
     json_t *tls = json_object_get(o, "tls");
     if (tls && !json_is_null(tls)) {
@@ -359,6 +362,7 @@ void fg_meta_free(struct fg_meta *m)
     free(m->pcap);
     free(m->profile_name);
     free(m->gateway_version);
+    free(m->gateway_last_output);
     free(m->ledger);
     free(m->keylog);
     for (size_t i = 0; i < m->ntimeouts; i++)

@@ -232,6 +232,37 @@ static void gw_stopped(struct fg_gateway *g, void *ud)
     close_all(r);
 }
 
+/* The last non-empty line of dir/name, at most 300 bytes of it, or NULL. */
+static char *log_last_line(const char *dir, const char *name)
+{
+    char *path = fg_asprintf("%s/%s", dir, name);
+    FILE *f = fopen(path, "r");
+    free(path);
+    if (!f)
+        return NULL;
+    char tail[4096];
+    size_t n = 0;
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long end = ftell(f);
+        if (end > (long)sizeof(tail) - 1)
+            fseek(f, end - (long)sizeof(tail) + 1, SEEK_SET);
+        else
+            rewind(f);
+        n = fread(tail, 1, sizeof(tail) - 1, f);
+    }
+    fclose(f);
+    while (n && (tail[n - 1] == '\n' || tail[n - 1] == '\r' || tail[n - 1] == ' '))
+        n--;
+    tail[n] = 0;
+    char *line = strrchr(tail, '\n');
+    line = line ? line + 1 : tail;
+    if (!*line)
+        return NULL;
+    if (strlen(line) > 300)
+        line[300] = 0;
+    return fg_strdup(line);
+}
+
 static void stop_gateway(struct scen_run *r)
 {
     r->phase = PH_STOP;
@@ -241,6 +272,8 @@ static void stop_gateway(struct scen_run *r)
         r->meta.gateway_running_at_end = fg_gateway_running(r->gw);
         r->meta.gateway_exit_status = fg_gateway_exit_status(r->gw);
         r->meta.gateway_term_signal = fg_gateway_term_signal(r->gw);
+        if (!r->meta.gateway_running_at_end)
+            r->meta.gateway_last_output = log_last_line(r->workdir, "gateway.log");
         fg_gateway_stop(r->gw, gw_stopped, r);
     } else {
         r->phase = PH_DONE;
@@ -970,6 +1003,7 @@ judge:;
     free(m->keylog);
     free(m->profile_name);
     free(m->gateway_version);
+    free(m->gateway_last_output);
     fg_fault_set_free(&r.faults);
     fg_x400_fault_set_free(&r.x4faults);
     free(r.msgs);

@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
@@ -410,9 +412,24 @@ END_TEST
 
 START_TEST(port_alloc)
 {
-    int a = fg_port_alloc();
-    ck_assert_int_gt(a, 0);
-    ck_assert_int_lt(a, 65536);
+    /* Below the ephemeral range, so that nothing binding port 0 gets it,
+     * and distinct from what the kernel hands out meanwhile. */
+    int lo = fg_port_range_low();
+    for (int i = 0; i < 32; i++) {
+        int a = fg_port_alloc();
+        ck_assert_int_gt(a, 0);
+        ck_assert_int_lt(a, 65536);
+        if (lo > 20000 + 1024)
+            ck_assert_int_lt(a, lo);
+        /* the port is free: a listener can take it */
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t)a),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        ck_assert_int_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        ck_assert_int_eq(listen(fd, 1), 0);
+        close(fd);
+    }
 }
 END_TEST
 

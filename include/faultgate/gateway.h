@@ -52,7 +52,13 @@ int fg_placeholder_fill(const char *s, const struct fg_gateway_vars *v, char **o
 /* Frees g; it must have stopped (stopped_cb called) or never started. */
 void fg_gateway_free(struct fg_gateway *g);
 
-/* fg_port_alloc - an unused loopback TCP port (bind to 0 and read it back). */
+/* fg_port_alloc - an unused loopback TCP port for the gateway to listen on,
+ * picked below the kernel's ephemeral range (so that no bind to port 0 or
+ * outgoing connection can take it before the gateway binds it), or the
+ * kernel's own choice when that range leaves no room. */
 int fg_port_alloc(void);
+/* fg_port_range_low - the low end of the kernel's ephemeral port range
+ * (net.ipv4.ip_local_port_range; 32768 when it cannot be read). */
+int fg_port_range_low(void);
 
 #endif

@@ -68,6 +68,9 @@ struct fg_meta {
     int gateway_running_at_end; /* the process was alive when the run ended */
     int64_t gateway_exit_status;
     int gateway_term_signal;
+    /* The last line the gateway wrote to its log when it was found dead at
+     * the end of the run (why it died, often), else NULL. */
+    char *gateway_last_output;
     /* Optional: the client's runs, one per message, in order (written only
      * when nclients > 0). */
     struct fg_meta_client *clients;
