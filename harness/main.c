@@ -380,8 +380,11 @@ static int cmd_proxy(int argc, char **argv)
         fg_fault_set_add(&fs, &f);
     }
     if (pcap_path) {
-        int ports[2] = {lport, uport};
-        if (fg_capture_open(&sv.loop, mode, pcap_path, ports, 2, &sv.cap, err, sizeof(err)) < 0) {
+        /* --listen HOST:0: the port the kernel picks joins the filter once
+         * the proxy is bound, before anyone can have learnt it. */
+        int ports[2] = {uport, lport};
+        if (fg_capture_open(&sv.loop, mode, pcap_path, ports, lport ? 2 : 1, &sv.cap, err,
+                            sizeof(err)) < 0) {
             fprintf(stderr, "faultgate: capture: %s\n", err);
             goto out;
         }
@@ -406,6 +409,11 @@ static int cmd_proxy(int argc, char **argv)
     if (fg_proxy_new(&sv.loop, &po, &sv.proxy, err, sizeof(err)) < 0) {
         fprintf(stderr, "faultgate: proxy: %s\n", err);
         sv.proxy = NULL;
+        goto out;
+    }
+    if (sv.cap && lport == 0 && fg_capture_add_port(sv.cap, fg_proxy_port(sv.proxy)) < 0) {
+        fprintf(stderr, "faultgate: capture: cannot add port %d to the filter\n",
+                fg_proxy_port(sv.proxy));
         goto out;
     }
     if (ca_out && fg_proxy_tls_ca_pem(sv.proxy)) {

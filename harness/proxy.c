@@ -193,7 +193,18 @@ struct fg_proxy {
     uv_mutex_t mu; /* parent: accept4 and numbering; worker: stop */
     int stop, ended, mu_ok;
     unsigned stalled_seen; /* worker: stalled connections at the last watch */
-    uv_mutex_t *fault_mu;  /* NULL in a single-threaded proxy */
+    /* Least-connections: the accepting worker gives a connection to the
+     * worker carrying the fewest (load), through that worker's hand-off
+     * queue (under its mu), so that long-lived connections spread evenly
+     * whichever worker the kernel woke. */
+    unsigned load;    /* worker: connections assigned and not yet closed */
+    unsigned carried; /* worker: connections it carried in all */
+    struct handoff {
+        int fd;
+        unsigned id;
+    } * hq;
+    size_t nhq, caphq;
+    uv_mutex_t *fault_mu; /* NULL in a single-threaded proxy */
     uv_mutex_t fault_mu_own;
 };
 
@@ -375,6 +386,8 @@ static void conn_kill(struct conn *c)
     if (!c->dead) {
         c->dead = 1;
         count_add(&c->p->open, -1);
+        if (c->p->parent)
+            count_add(&c->p->load, -1);
     }
     for (int side = CLI; side <= UPS; side++) {
         struct side *s = &c->s[side];
@@ -1673,6 +1686,40 @@ static void on_connection(uv_stream_t *server, int status)
 
 /* --- worker threads ----------------------------------------------------- */
 
+/* Worker: carry an accepted socket (numbered id) on this loop. */
+static void worker_take(struct fg_proxy *w, int fd, unsigned id)
+{
+    struct conn *c = conn_new(w);
+    if (w->closing || uv_tcp_open(&c->s[CLI].tcp, fd) != 0) {
+        close(fd);
+        conn_discard(c);
+        count_add(&w->load, -1);
+        return;
+    }
+    count_add(&w->carried, 1);
+    conn_start(c, id);
+}
+
+/* The worker carrying the fewest connections; ties go to self, which
+ * needs no hand-off.  Called under the parent's lock, so that two
+ * accepting workers never both count a worker as idle. */
+static struct fg_proxy *least_loaded(struct fg_proxy *p, struct fg_proxy *self)
+{
+    struct fg_proxy *best = self;
+    unsigned min = __atomic_load_n(&self->load, __ATOMIC_RELAXED);
+    for (unsigned i = 0; i < p->nworkers; i++) {
+        struct fg_proxy *w = p->workers[i];
+        if (!w || w == self)
+            continue;
+        unsigned l = __atomic_load_n(&w->load, __ATOMIC_RELAXED);
+        if (l < min) {
+            min = l;
+            best = w;
+        }
+    }
+    return best;
+}
+
 /* Worker: the listening socket is readable.  Workers take turns at it
  * under the parent's lock, so that numbers follow the kernel's accept
  * queue exactly; a worker that finds nothing left goes back to its loop.
@@ -1685,10 +1732,16 @@ static void on_acceptable(uv_poll_t *h, int status, int events)
     if (status < 0 || w->closing)
         return;
     for (int k = 0; k < 8; k++) {
+        struct fg_proxy *to = w;
+        unsigned id = 0;
         uv_mutex_lock(&p->mu);
         int fd = accept4(p->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         int e = errno;
-        unsigned id = fd >= 0 ? __atomic_add_fetch(&p->accepted, 1, __ATOMIC_RELAXED) : 0;
+        if (fd >= 0) {
+            id = __atomic_add_fetch(&p->accepted, 1, __ATOMIC_RELAXED);
+            to = least_loaded(p, w);
+            count_add(&to->load, 1);
+        }
         uv_mutex_unlock(&p->mu);
         if (fd < 0) {
             if (e == EINTR || e == ECONNABORTED)
@@ -1697,23 +1750,38 @@ static void on_acceptable(uv_poll_t *h, int status, int events)
                 fprintf(w->log, "faultgate: accept: %s\n", strerror(e));
             return;
         }
-        struct conn *c = conn_new(w);
-        if (uv_tcp_open(&c->s[CLI].tcp, fd) != 0) {
-            close(fd);
-            conn_discard(c);
+        if (to == w) {
+            worker_take(w, fd, id);
             continue;
         }
-        conn_start(c, id);
+        uv_mutex_lock(&to->mu);
+        int stopping = to->stop;
+        if (!stopping)
+            *FG_ARRAY_PUSH(to->hq, to->nhq, to->caphq) = (struct handoff){fd, id};
+        uv_mutex_unlock(&to->mu);
+        if (stopping) {
+            close(fd);
+            count_add(&to->load, -1);
+        } else {
+            uv_async_send(&to->wake);
+        }
     }
 }
 
-/* Worker: the parent asks it to stop. */
+/* Worker: connections handed over, or the parent asks it to stop. */
 static void worker_wake(uv_async_t *a)
 {
     struct fg_proxy *w = a->data;
     uv_mutex_lock(&w->mu);
     int stop = w->stop;
+    struct handoff *hq = w->hq;
+    size_t n = w->nhq;
+    w->hq = NULL;
+    w->nhq = w->caphq = 0;
     uv_mutex_unlock(&w->mu);
+    for (size_t i = 0; i < n; i++)
+        worker_take(w, hq[i].fd, hq[i].id); /* closes it when stopping */
+    free(hq);
     if (!stop || w->closing)
         return;
     uv_close((uv_handle_t *)&w->acceptor, proxy_handle_closed);
@@ -1738,6 +1806,11 @@ static void parent_wake(uv_async_t *a)
         if (!w || !__atomic_load_n(&w->ended, __ATOMIC_ACQUIRE))
             continue;
         uv_thread_join(&w->thread);
+        if (p->log)
+            fprintf(p->log, "faultgate: worker %u carried %u connection(s)\n", i + 1, w->carried);
+        for (size_t k = 0; k < w->nhq; k++) /* handed over as it stopped */
+            close(w->hq[k].fd);
+        free(w->hq);
         /* Keep what the getters report once the workers are gone. */
         p->open += w->open;
         p->tls_sessions += w->tls_sessions;

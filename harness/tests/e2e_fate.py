@@ -244,15 +244,12 @@ class ProxyThreads(unittest.TestCase):
                                "--ledger", os.path.join(self.tmp, "ledger.jsonl")])
         mport = self.port_of(self.mta)
         self.pcap = os.path.join(self.tmp, "proxy.pcap")
-        # A capture filters on real ports: take a free one for the proxy.
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            lport = probe.getsockname()[1]
-        self.proxy = self.spawn([FG, "proxy", "--listen", "127.0.0.1:%d" % lport, "--upstream",
+        # Port 0 with --pcap: the capture learns the port once bound.
+        self.proxy = self.spawn([FG, "proxy", "--listen", "127.0.0.1:0", "--upstream",
                                  "127.0.0.1:%d" % mport, "--threads", "2", "--capture", "synth",
                                  "--pcap", self.pcap, "--seed", "7",
                                  "--fault", "command RCPT, nth 3: reply 451 4.3.0 third, replace"])
-        self.port = lport
+        self.port = self.port_of(self.proxy)
         for _ in range(5):  # ready once it says what it armed
             line = self.proxy.stderr.readline()
             if "armed" in line or not line:
@@ -312,6 +309,25 @@ class ProxyThreads(unittest.TestCase):
                               "-e", "tcp.stream"], capture_output=True, text=True, timeout=60)
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertEqual(len(out.stdout.split()), 32)  # 16 connections, two legs each
+
+    def test_held_connections_spread_over_workers(self):
+        # Eight sessions held open: whichever worker the kernel wakes, each
+        # connection goes to the worker carrying the fewest, four and four.
+        socks = []
+        try:
+            for _ in range(8):
+                s = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+                socks.append(s)
+                # the greeting came through: the proxy carries it end to end
+                self.assertTrue(s.recv(512).startswith(b"220"))
+        finally:
+            for s in socks:
+                s.close()
+        self.proxy.terminate()
+        self.assertEqual(self.proxy.wait(timeout=10), 0)
+        log = self.proxy.stderr.read()
+        carried = sorted(re.findall(r"worker (\d+) carried (\d+) connection", log))
+        self.assertEqual(carried, [("1", "4"), ("2", "4")], log)
 
 
 if __name__ == "__main__":
