@@ -12,12 +12,13 @@
 
 #include "faultgate/error.h"
 #include "faultgate/injector.h"
+#include "faultgate/serve.h"
 #include "faultgate/util.h"
 
 static const char usage_inject[] =
     "usage: faultgate inject --to HOST:PORT [-n N] [-c C] [--size S] [--from ADDR]\n"
     "                        [--rcpt ADDR]... [--rcpts N] [--pipelining] [--bdat]\n"
-    "                        [--8bit] [--no-dots] [--timeout D] [-q]\n"
+    "                        [--8bit] [--no-dots] [--timeout D] [--busy-poll USEC] [-q]\n"
     "\n"
     "Submit N token-stamped messages to the SMTP server at HOST:PORT over C\n"
     "connections at once (each connection sends messages until none is left),\n"
@@ -35,6 +36,8 @@ static const char usage_inject[] =
     "  --8bit             UTF-8 body with BODY=8BITMIME\n"
     "  --no-dots          no body line starts with '.'\n"
     "  --timeout D        per reply (default 30s)\n"
+    "  --busy-poll USEC   poll without sleeping while replies come less than USEC\n"
+    "                     microseconds apart (lower latency for one CPU's worth)\n"
     "  -q, --quiet        no summary line\n";
 
 static int usage_error(const char *msg, const char *arg)
@@ -52,7 +55,18 @@ static void on_done(struct fg_injector *inj, void *ud)
 
 int fg_cmd_inject(int argc, char **argv)
 {
-    enum { O_SIZE = 256, O_FROM, O_RCPT, O_RCPTS, O_PIPE, O_BDAT, O_8BIT, O_NODOTS, O_TIMEOUT };
+    enum {
+        O_SIZE = 256,
+        O_FROM,
+        O_RCPT,
+        O_RCPTS,
+        O_PIPE,
+        O_BDAT,
+        O_8BIT,
+        O_NODOTS,
+        O_TIMEOUT,
+        O_BUSY
+    };
     static const struct option lo[] = {{"to", required_argument, NULL, 't'},
                                        {"count", required_argument, NULL, 'n'},
                                        {"concurrency", required_argument, NULL, 'c'},
@@ -65,12 +79,13 @@ int fg_cmd_inject(int argc, char **argv)
                                        {"8bit", no_argument, NULL, O_8BIT},
                                        {"no-dots", no_argument, NULL, O_NODOTS},
                                        {"timeout", required_argument, NULL, O_TIMEOUT},
+                                       {"busy-poll", required_argument, NULL, O_BUSY},
                                        {"quiet", no_argument, NULL, 'q'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
     char host[256] = "";
     int port = 0, quiet = 0, opt;
-    uint64_t count = 1, conc = 1, size = 1024, nrcpt = 0, timeout_ms = 0;
+    uint64_t count = 1, conc = 1, size = 1024, nrcpt = 0, timeout_ms = 0, busy_us = 0;
     unsigned flags = 0;
     const char *from = "user1@company1.test";
     char **to = NULL;
@@ -130,6 +145,12 @@ int fg_cmd_inject(int argc, char **argv)
         case O_TIMEOUT:
             if (fg_duration_parse(optarg, &timeout_ms) != 0 || timeout_ms == 0) {
                 rc = usage_error("bad --timeout", optarg);
+                goto out;
+            }
+            break;
+        case O_BUSY:
+            if (fg_uint_parse(optarg, 0, 1000000, &busy_us) < 0) {
+                rc = usage_error("--busy-poll wants microseconds, 0 to 1000000", optarg);
                 goto out;
             }
             break;
@@ -193,7 +214,7 @@ int fg_cmd_inject(int argc, char **argv)
         fprintf(stderr, "faultgate inject: %s\n", fg_strerror(r));
         rc = 2;
     } else {
-        uv_run(&loop, UV_RUN_DEFAULT);
+        fg_serve_run(&loop, (unsigned)busy_us);
         double secs = (double)(fg_now_ms() - start) / 1000.0;
         size_t ok = 0;
         int first_err = 0, first_code = 0;

@@ -83,7 +83,7 @@ static const char usage_proxy[] =
     "                       [-s SCENARIO | --fault SPEC]... [--pcap FILE] [--seed N]\n"
     "                       [--capture auto|live|synth]\n"
     "                       [--tls passthrough|terminate] [--ca-out FILE] [--keylog FILE]\n"
-    "                       [--threads N]\n"
+    "                       [--threads N] [--busy-poll USEC]\n"
     "\n"
     "Forward SMTP from HOST:PORT to the upstream, injecting faults. A fault is\n"
     "`TRIGGER [, SELECTOR]... : ACTION [ARGS]`, for example\n"
@@ -98,7 +98,9 @@ static const char usage_proxy[] =
     "\n"
     "--threads N spreads the connections over N event loops (0: one per CPU;\n"
     "default 1). Connections are still numbered in accept order and every\n"
-    "decision is the same; only concurrent connections' log lines may interleave.\n";
+    "decision is the same; only concurrent connections' log lines may interleave.\n"
+    "--busy-poll USEC keeps each loop polling without sleeping while events come\n"
+    "less than USEC microseconds apart: lower latency for a CPU per loop.\n";
 
 static const char usage_list[] =
     "usage: faultgate list [SCENARIO|DIR...]\n"
@@ -255,26 +257,21 @@ static void stop_serving(void *ud)
 
 static int cmd_proxy(int argc, char **argv)
 {
-    static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
-                                         {"upstream", required_argument, NULL, 'u'},
-                                         {"scenario", required_argument, NULL, 's'},
-                                         {"fault", required_argument, NULL, 'f'},
-                                         {"pcap", required_argument, NULL, 'p'},
-                                         {"seed", required_argument, NULL, 'S'},
-                                         {"capture", required_argument, NULL, 'C'},
-                                         {"tls", required_argument, NULL, 'T'},
-                                         {"ca-out", required_argument, NULL, 'A'},
-                                         {"keylog", required_argument, NULL, 'K'},
-                                         {"threads", required_argument, NULL, 'j'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"listen", required_argument, NULL, 'l'},   {"upstream", required_argument, NULL, 'u'},
+        {"scenario", required_argument, NULL, 's'}, {"fault", required_argument, NULL, 'f'},
+        {"pcap", required_argument, NULL, 'p'},     {"seed", required_argument, NULL, 'S'},
+        {"capture", required_argument, NULL, 'C'},  {"tls", required_argument, NULL, 'T'},
+        {"ca-out", required_argument, NULL, 'A'},   {"keylog", required_argument, NULL, 'K'},
+        {"threads", required_argument, NULL, 'j'},  {"busy-poll", required_argument, NULL, 'B'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
     const char *listen = NULL, *upstream = NULL, *scenario = NULL, *pcap_path = NULL;
     const char *ca_out = NULL, *keylog_path = NULL;
     int tls = -1; /* -1: as the scenario says */
     FILE *keylog = NULL;
     enum fg_capture_mode mode = FG_CAPTURE_AUTO;
     uint64_t seed = 0;
-    unsigned threads = 1;
+    unsigned threads = 1, busy_us = 0;
     struct fg_serve_fault {
         const char *spec;
     } *specs = NULL;
@@ -327,6 +324,13 @@ static int cmd_proxy(int argc, char **argv)
                 return bad_usage("proxy", "--threads takes 0 (one per CPU) to 64", optarg);
             }
             threads = v ? (unsigned)v : uv_available_parallelism();
+            break;
+        case 'B':
+            if (fg_uint_parse(optarg, 0, 1000000, &v) < 0) {
+                free(specs);
+                return bad_usage("proxy", "--busy-poll wants microseconds, 0 to 1000000", optarg);
+            }
+            busy_us = (unsigned)v;
             break;
         case 'K':
             keylog_path = optarg;
@@ -400,7 +404,8 @@ static int cmd_proxy(int argc, char **argv)
                                .log = stderr,
                                .tls_terminate = tls >= 0 ? tls : sc && sc->tls_terminate,
                                .tls_hostname = sc && sc->mta ? sc->mta->hostname : NULL,
-                               .threads = threads};
+                               .threads = threads,
+                               .busy_poll_us = busy_us};
     if (keylog_path && !(keylog = fopen(keylog_path, "ae"))) {
         fprintf(stderr, "faultgate: %s: %s\n", keylog_path, strerror(errno));
         goto out;
@@ -430,7 +435,8 @@ static int cmd_proxy(int argc, char **argv)
         fprintf(stderr, "faultgate: listening on %s:%d\n", lhost, fg_proxy_port(sv.proxy));
     fprintf(stderr, "faultgate: proxy %s:%d -> %s:%d, %zu fault(s) armed\n", lhost,
             fg_proxy_port(sv.proxy), uhost, uport, fs.n);
-    uv_run(&sv.loop, UV_RUN_DEFAULT);
+    /* With workers the caller's loop only owns the listener: it sleeps. */
+    fg_serve_run(&sv.loop, threads > 1 ? 0 : busy_us);
     status = 0;
 out:
     if (sv.proxy)

@@ -36,6 +36,7 @@
 
 #include "faultgate/error.h"
 #include "faultgate/proxy.h"
+#include "faultgate/serve.h"
 #include "faultgate/util.h"
 
 #include "../fakes/tls.h"
@@ -197,6 +198,7 @@ struct fg_proxy {
      * worker carrying the fewest (load), through that worker's hand-off
      * queue (under its mu), so that long-lived connections spread evenly
      * whichever worker the kernel woke. */
+    unsigned busy_poll_us;
     unsigned load;    /* worker: connections assigned and not yet closed */
     unsigned carried; /* worker: connections it carried in all */
     struct handoff {
@@ -1791,7 +1793,7 @@ static void worker_wake(uv_async_t *a)
 static void worker_main(void *arg)
 {
     struct fg_proxy *w = arg;
-    uv_run(w->loop, UV_RUN_DEFAULT);
+    fg_serve_run(w->loop, w->busy_poll_us);
     uv_loop_close(w->loop);
     __atomic_store_n(&w->ended, 1, __ATOMIC_RELEASE);
     uv_async_send(&w->parent->wake);
@@ -1844,6 +1846,7 @@ static int worker_start(struct fg_proxy *p, unsigned i)
     w->tls_srv = p->tls_srv;
     w->tls_cli = p->tls_cli;
     w->fault_mu = p->fault_mu;
+    w->busy_poll_us = p->busy_poll_us;
     int rc = uv_loop_init(w->loop);
     if (rc == 0 && (rc = uv_mutex_init(&w->mu)) != 0)
         uv_loop_close(w->loop);
@@ -1941,6 +1944,7 @@ int fg_proxy_new(uv_loop_t *loop, const struct fg_proxy_opts *o, struct fg_proxy
     p->capture = o->capture;
     p->log = o->log;
     p->high_water = o->high_water ? o->high_water : 256 * 1024;
+    p->busy_poll_us = o->busy_poll_us;
     p->up_addr = ua;
     if (o->tls_terminate) {
         int trc;

@@ -8,11 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "faultgate/error.h"
 #include "faultgate/proxy.h"
+#include "faultgate/serve.h"
 #include "faultgate/util.h"
 
 #define DEADLINE_MS 20000
@@ -1182,6 +1184,49 @@ START_TEST(threads_same_decisions)
 }
 END_TEST
 
+/* fg_serve_run with busy polling: timers still fire while it spins, it
+ * returns once nothing is left, and with nothing to do it sleeps (the
+ * CPU it burns is a small part of the time it runs). */
+struct ticks {
+    uv_timer_t t;
+    int left;
+};
+
+static void on_tick(uv_timer_t *t)
+{
+    struct ticks *k = t->data;
+    if (--k->left == 0)
+        uv_close((uv_handle_t *)t, NULL);
+}
+
+static uint64_t cpu_us(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000 +
+           (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+START_TEST(serve_run_busy_poll)
+{
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct ticks k = {.left = 5};
+    uv_timer_init(&loop, &k.t);
+    k.t.data = &k;
+    /* 5 ticks 40 ms apart, a 100 us polling window: mostly asleep. */
+    uv_timer_start(&k.t, on_tick, 40, 40);
+    uint64_t c0 = cpu_us(), w0 = uv_hrtime();
+    ck_assert_int_eq(fg_serve_run(&loop, 100), 0);
+    uint64_t cpu = cpu_us() - c0, wall = (uv_hrtime() - w0) / 1000;
+    ck_assert_int_eq(k.left, 0);
+    ck_assert_uint_ge(wall, 4 * 40 * 1000); /* the first tick counts from loop init */
+    ck_assert_msg(cpu < wall / 2, "busy polling did not sleep: %llu us CPU in %llu us",
+                  (unsigned long long)cpu, (unsigned long long)wall);
+    ck_assert_int_eq(uv_loop_close(&loop), 0);
+}
+END_TEST
+
 static Suite *proxy_suite(void)
 {
     Suite *s = suite_create("proxy");
@@ -1218,6 +1263,7 @@ static Suite *proxy_suite(void)
     tcase_add_test(tc, trigger_after_time);
     tcase_add_test(tc, same_seed_same_decisions);
     tcase_add_test(tc, threads_same_decisions);
+    tcase_add_test(tc, serve_run_busy_poll);
     suite_add_tcase(s, tc);
     return s;
 }

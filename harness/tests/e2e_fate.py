@@ -172,6 +172,15 @@ class FakeMta(unittest.TestCase):
         self.assertIn("bad.yaml:2:", p.stderr)
         self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
 
+    def test_bad_busy_poll_is_exit_2(self):
+        for cmd in (["fake-mta", "--listen", "127.0.0.1:0"],
+                    ["proxy", "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:25"],
+                    ["inject", "--to", "127.0.0.1:25"]):
+            for bad in ("fast", "-1", "2000000"):
+                p = fg(*cmd, "--busy-poll", bad, timeout=30)
+                self.assertEqual(p.returncode, 2, (cmd, bad, p.stderr))
+                self.assertIn("--busy-poll", p.stderr)
+
 
 class ScenarioMta(unittest.TestCase):
     """A scenario's `mta:` section is the fake MTA's script for that run."""
@@ -240,14 +249,16 @@ class ProxyThreads(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="fg-e2e-thr-")
         self.procs = []
+        # Both busy-poll: every session below also runs through that loop.
         self.mta = self.spawn([FG, "fake-mta", "--listen", "127.0.0.1:0", "--quiet",
+                               "--busy-poll", "50",
                                "--ledger", os.path.join(self.tmp, "ledger.jsonl")])
         mport = self.port_of(self.mta)
         self.pcap = os.path.join(self.tmp, "proxy.pcap")
         # Port 0 with --pcap: the capture learns the port once bound.
         self.proxy = self.spawn([FG, "proxy", "--listen", "127.0.0.1:0", "--upstream",
                                  "127.0.0.1:%d" % mport, "--threads", "2", "--capture", "synth",
-                                 "--pcap", self.pcap, "--seed", "7",
+                                 "--pcap", self.pcap, "--seed", "7", "--busy-poll", "50",
                                  "--fault", "command RCPT, nth 3: reply 451 4.3.0 third, replace"])
         self.port = self.port_of(self.proxy)
         for _ in range(5):  # ready once it says what it armed

@@ -74,6 +74,9 @@ struct fg_proxy_opts {
                                     not verified (a test peer) */
     unsigned threads;            /* worker threads carrying the connections; 0 or 1:
                                     all on the caller's loop (see below) */
+    unsigned busy_poll_us;       /* each loop polls without sleeping while events come less than
+                                    this far apart (serve.h, fg_serve_run); 0: never.  With
+                                    threads 0 or 1 the caller runs its own loop */
 };
 
 /* fg_proxy_new - listen and start accepting.  On error err says why; a
