@@ -42,6 +42,39 @@
 #include "faultgate/expect.h"
 #include "faultgate/util.h"
 
+void fg_conn_tally_add(struct fg_conn_tally *t, const struct fg_tl_conn *c, enum fg_conn_res r,
+                       const char *why, struct fg_outcome *o)
+{
+    static const char *const tag[] = {"not concerned", "ok", "FAILS", "undecided"};
+    t->n[r]++;
+    if (r == FG_CONN_NA && c->tls_state == FG_TL_TLS_NONE)
+        return;
+    fg_strbuf_printf(&t->ev, "conn #%u %s -> %s: %s: %s\n", c->id, c->client, c->server, tag[r],
+                     why);
+    if (r == FG_CONN_BAD && !t->first_bad[0]) {
+        snprintf(t->first_bad, sizeof t->first_bad, "conn #%u: %s", c->id, why);
+        o->conn = c->id;
+    } else if (r == FG_CONN_UNSURE && !t->first_unsure[0]) {
+        snprintf(t->first_unsure, sizeof t->first_unsure, "conn #%u: %s", c->id, why);
+        if (!o->conn)
+            o->conn = c->id;
+    }
+}
+
+int fg_conn_tally_fold(const struct fg_conn_tally *t, struct fg_outcome *o)
+{
+    if (t->n[FG_CONN_BAD]) {
+        o->verdict = FG_V_FAIL;
+        o->summary = fg_strdup(t->first_bad);
+    } else if (t->n[FG_CONN_UNSURE]) {
+        o->verdict = FG_V_INCONC;
+        o->summary = fg_strdup(t->first_unsure);
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
 static void eval_fresh(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
                        uint64_t limit_ms, struct fg_outcome *o);
 static void eval_policy(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
@@ -63,8 +96,6 @@ const struct fg_expect_rule fg_expect_tls_rules[] = {
     {NULL, NULL, 0, 0, NULL},
 };
 
-enum cres { C_NA, C_OK, C_BAD, C_UNSURE };
-
 static int is_hello(enum fg_smtp_verb v)
 {
     return v == FG_VERB_EHLO || v == FG_VERB_HELO;
@@ -82,19 +113,19 @@ static const char *tls_name(unsigned v)
 }
 
 /* One connection; why gets the finding (bad) or the reason (undecided). */
-static enum cres judge_conn(const struct fg_tl_conn *c, struct fg_outcome *o, char *why,
-                            size_t wlen)
+static enum fg_conn_res judge_conn(const struct fg_tl_conn *c, struct fg_outcome *o, char *why,
+                                   size_t wlen)
 {
     long t = fg_tl_conn_first(c, 0, FG_TL_TLS, -1);
     if (t < 0)
-        return C_NA;
+        return FG_CONN_NA;
     /* Before TLS: after STARTTLS, nothing until the handshake (§4). */
     long st = -1;
     for (long i = 0; i < t; i++) {
         const struct fg_tl_event *v = &c->ev[i];
         if (v->kind == FG_TL_GAP) {
             snprintf(why, wlen, "a gap in the capture before TLS");
-            return C_UNSURE;
+            return FG_CONN_UNSURE;
         }
         if (v->kind != FG_TL_COMMAND)
             continue;
@@ -105,7 +136,7 @@ static enum cres judge_conn(const struct fg_tl_conn *c, struct fg_outcome *o, ch
                      "\"%.40s\" sent after STARTTLS, before TLS started (RFC 3207 §4: TLS "
                      "before any other command; the CVE-2011-0411 class)",
                      v->text ? v->text : "?");
-            return C_BAD;
+            return FG_CONN_BAD;
         }
         if (v->verb == FG_VERB_STARTTLS)
             st = i;
@@ -116,11 +147,11 @@ static enum cres judge_conn(const struct fg_tl_conn *c, struct fg_outcome *o, ch
                  "%llu octets of plaintext sent after the 220 to STARTTLS, before the TLS "
                  "handshake (RFC 3207 §4)",
                  (unsigned long long)c->tls_skipped[FG_C2S]);
-        return C_BAD;
+        return FG_CONN_BAD;
     }
     if (c->tls_state != FG_TL_TLS_DECRYPTED) {
         snprintf(why, wlen, "%s", c->tls_note ? c->tls_note : "the session inside TLS is not read");
-        return C_UNSURE;
+        return FG_CONN_UNSURE;
     }
     /* Inside TLS: a fresh session (§4.2). */
     long hello = -1;  /* the EHLO/HELO inside TLS */
@@ -130,7 +161,7 @@ static enum cres judge_conn(const struct fg_tl_conn *c, struct fg_outcome *o, ch
         const struct fg_tl_event *v = &c->ev[i];
         if (v->kind == FG_TL_GAP) {
             snprintf(why, wlen, "a gap in the capture inside TLS");
-            return C_UNSURE;
+            return FG_CONN_UNSURE;
         }
         if (v->kind == FG_TL_REPLY && hello >= 0 && !answered && v->answers == FG_ANS_COMMAND &&
             is_hello(v->verb)) {
@@ -153,7 +184,7 @@ static enum cres judge_conn(const struct fg_tl_conn *c, struct fg_outcome *o, ch
                      "inside TLS, \"%.40s\" sent before the reply to the new %s (RFC 3207 §4.2: "
                      "what the server offered before TLS is forgotten)",
                      v->text ? v->text : "?", fg_smtp_verb_name(c->ev[hello].verb));
-            return C_BAD;
+            return FG_CONN_BAD;
         }
         if (hello < 0 && is_txn(v->verb)) {
             fg_outcome_frame(o, c->ev[t].frame);
@@ -162,12 +193,12 @@ static enum cres judge_conn(const struct fg_tl_conn *c, struct fg_outcome *o, ch
                      "inside TLS, \"%.40s\" sent before any EHLO (RFC 3207 §4.2: the session is "
                      "reset; RFC 5321 §4.1.4)",
                      v->text ? v->text : "?");
-            return C_BAD;
+            return FG_CONN_BAD;
         }
     }
     if (!cmds) {
         snprintf(why, wlen, "%s", c->tls_note ? c->tls_note : "nothing sent inside TLS");
-        return C_NA;
+        return FG_CONN_NA;
     }
     snprintf(why, wlen, "%s, then a new %s (frame %llu), answered before anything else",
              tls_name(c->tls_version),
@@ -175,7 +206,7 @@ static enum cres judge_conn(const struct fg_tl_conn *c, struct fg_outcome *o, ch
              hello >= 0 ? (unsigned long long)c->ev[hello].frame : 0ULL);
     if (hello >= 0)
         fg_outcome_frame(o, c->ev[hello].frame);
-    return C_OK;
+    return FG_CONN_OK;
 }
 
 static void eval_fresh(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
@@ -186,49 +217,28 @@ static void eval_fresh(const struct fg_expect_spec *e, const struct fg_judge_ctx
     size_t n = fg_timeline_conns_to(ctx->tl, m->proxy_port, NULL, 0);
     struct fg_tl_conn **all = fg_calloc(n ? n : 1, sizeof *all);
     n = fg_timeline_conns_to(ctx->tl, m->proxy_port, all, n);
-    size_t cnt[4] = {0};
-    struct fg_strbuf ev = {0};
-    char why[320], first_bad[400] = "", first_unsure[400] = "";
-    for (size_t i = 0; i < n; i++) {
-        const struct fg_tl_conn *c = all[i];
-        enum cres r = judge_conn(c, o, why, sizeof why);
-        cnt[r]++;
-        if (r == C_NA && c->tls_state == FG_TL_TLS_NONE)
-            continue;
-        static const char *const tag[] = {"not concerned", "ok", "FAILS", "undecided"};
-        fg_strbuf_printf(&ev, "conn #%u %s -> %s: %s: %s\n", c->id, c->client, c->server, tag[r],
-                         why);
-        if (r == C_BAD && !first_bad[0]) {
-            snprintf(first_bad, sizeof first_bad, "conn #%u: %s", c->id, why);
-            o->conn = c->id;
-        } else if (r == C_UNSURE && !first_unsure[0]) {
-            snprintf(first_unsure, sizeof first_unsure, "conn #%u: %s", c->id, why);
-            if (!o->conn)
-                o->conn = c->id;
-        }
-    }
-    fg_strbuf_printf(&ev,
+    struct fg_conn_tally t = {0};
+    char why[320];
+    for (size_t i = 0; i < n; i++)
+        fg_conn_tally_add(&t, all[i], judge_conn(all[i], o, why, sizeof why), why, o);
+    fg_strbuf_printf(&t.ev,
                      "%zu outbound connection%s (port %d): %zu ok, %zu failing, %zu undecided, %zu "
                      "without a session inside TLS",
-                     n, n == 1 ? "" : "s", m->proxy_port, cnt[C_OK], cnt[C_BAD], cnt[C_UNSURE],
-                     cnt[C_NA]);
-    if (cnt[C_BAD]) {
-        o->verdict = FG_V_FAIL;
-        o->summary = fg_strdup(first_bad);
-    } else if (cnt[C_UNSURE]) {
-        o->verdict = FG_V_INCONC;
-        o->summary = fg_strdup(first_unsure);
-    } else if (cnt[C_OK]) {
+                     n, n == 1 ? "" : "s", m->proxy_port, t.n[FG_CONN_OK], t.n[FG_CONN_BAD],
+                     t.n[FG_CONN_UNSURE], t.n[FG_CONN_NA]);
+    if (fg_conn_tally_fold(&t, o)) {
+        /* a failing or undecided connection decided it */
+    } else if (t.n[FG_CONN_OK]) {
         o->verdict = FG_V_PASS;
         o->summary = fg_asprintf("%zu outbound connection%s: TLS right after the 220, then a "
                                  "fresh session started with EHLO",
-                                 cnt[C_OK], cnt[C_OK] == 1 ? "" : "s");
+                                 t.n[FG_CONN_OK], t.n[FG_CONN_OK] == 1 ? "" : "s");
     } else {
         o->verdict = FG_V_INCONC;
         o->summary = fg_strdup("not exercised: no outbound connection sent anything inside TLS");
     }
     free(all);
-    o->evidence = ev.s ? ev.s : fg_strdup(o->summary);
+    o->evidence = t.ev.s ? t.ev.s : fg_strdup(o->summary);
 }
 
 /* --- tls-policy-honoured ------------------------------------------------- */

@@ -45,8 +45,6 @@ const struct fg_expect_rule fg_expect_tls_inject_rules[] = {
     {NULL, NULL, 0, 0, NULL},
 };
 
-enum cres { C_NA, C_OK, C_BAD, C_UNSURE };
-
 static int is_hello(enum fg_smtp_verb v)
 {
     return v == FG_VERB_EHLO || v == FG_VERB_HELO;
@@ -100,8 +98,8 @@ static void injected_note(const struct fg_tl_conn *c, uint64_t f220, char *buf, 
 }
 
 /* The premature command at index i: evidence frames and the finding. */
-static enum cres bad(const struct fg_tl_conn *c, struct fg_outcome *o, uint64_t f220, size_t i,
-                     const char *what, char *why, size_t wlen)
+static enum fg_conn_res bad(const struct fg_tl_conn *c, struct fg_outcome *o, uint64_t f220,
+                            size_t i, const char *what, char *why, size_t wlen)
 {
     char inj[200];
     injected_note(c, f220, inj, sizeof inj);
@@ -118,17 +116,17 @@ static enum cres bad(const struct fg_tl_conn *c, struct fg_outcome *o, uint64_t 
     snprintf(why, wlen, "inside TLS, \"%.40s\" (frame %llu) sent %s%s%s",
              c->ev[i].text ? c->ev[i].text : "?", (unsigned long long)c->ev[i].frame, what, real,
              inj);
-    return C_BAD;
+    return FG_CONN_BAD;
 }
 
 /* One connection; why gets the finding (bad), the reason (undecided) or
  * what was seen (ok). */
-static enum cres judge_conn(const struct fg_tl_conn *c, struct fg_outcome *o, int *injected,
-                            char *why, size_t wlen)
+static enum fg_conn_res judge_conn(const struct fg_tl_conn *c, struct fg_outcome *o, int *injected,
+                                   char *why, size_t wlen)
 {
     long t = fg_tl_conn_first(c, 0, FG_TL_TLS, -1);
     if (t < 0)
-        return C_NA;
+        return FG_CONN_NA;
     uint64_t f220 = frame_of_220(c, t);
     *injected = c->tls_skipped[FG_S2C] > 0;
     if (c->tls_state != FG_TL_TLS_DECRYPTED) {
@@ -136,7 +134,7 @@ static enum cres judge_conn(const struct fg_tl_conn *c, struct fg_outcome *o, in
                  c->tls_note ? c->tls_note
                              : "no key log: the session inside TLS is not read (give the run's "
                                "<id>.keys)");
-        return C_UNSURE;
+        return FG_CONN_UNSURE;
     }
     /* Commands (and ends of data) awaiting their reply, in order: replies
      * come in the order of what they answer (RFC 5321 §4.2, RFC 2920 §3.1). */
@@ -145,12 +143,12 @@ static enum cres judge_conn(const struct fg_tl_conn *c, struct fg_outcome *o, in
     int hello_done = 0; /* and its positive reply seen */
     int pipelining = 0; /* that reply offered PIPELINING */
     int cmds = 0;
-    enum cres res = C_OK;
-    for (size_t i = (size_t)t + 1; i < c->nev && res == C_OK; i++) {
+    enum fg_conn_res res = FG_CONN_OK;
+    for (size_t i = (size_t)t + 1; i < c->nev && res == FG_CONN_OK; i++) {
         const struct fg_tl_event *v = &c->ev[i];
         if (v->kind == FG_TL_GAP) {
             snprintf(why, wlen, "a gap in the capture inside TLS");
-            res = C_UNSURE;
+            res = FG_CONN_UNSURE;
         } else if (v->kind == FG_TL_REPLY) {
             if (v->answers == FG_ANS_GREETING || v->answers == FG_ANS_UNSOLICITED ||
                 answered >= nawait)
@@ -192,7 +190,7 @@ static enum cres judge_conn(const struct fg_tl_conn *c, struct fg_outcome *o, in
                     res = bad(c, o, f220, i, what, why, wlen);
                 }
             }
-            if (res == C_OK && v->verb == FG_VERB_MAIL && !hello_done) {
+            if (res == FG_CONN_OK && v->verb == FG_VERB_MAIL && !hello_done) {
                 snprintf(what, sizeof what, "before any reply to an EHLO inside TLS");
                 res = bad(c, o, f220, i, what, why, wlen);
             }
@@ -205,11 +203,11 @@ static enum cres judge_conn(const struct fg_tl_conn *c, struct fg_outcome *o, in
         }
     }
     free(await);
-    if (res != C_OK)
+    if (res != FG_CONN_OK)
         return res;
     if (!cmds) {
         snprintf(why, wlen, "%s", c->tls_note ? c->tls_note : "nothing sent inside TLS");
-        return C_NA;
+        return FG_CONN_NA;
     }
     char inj[200];
     injected_note(c, f220, inj, sizeof inj);
@@ -218,7 +216,7 @@ static enum cres judge_conn(const struct fg_tl_conn *c, struct fg_outcome *o, in
              *injected ? inj : "; nothing was injected after the 220");
     if (hello >= 0)
         fg_outcome_frame(o, c->ev[hello].frame);
-    return C_OK;
+    return FG_CONN_OK;
 }
 
 static void eval_inject(const struct fg_expect_spec *e, const struct fg_judge_ctx *ctx,
@@ -229,48 +227,30 @@ static void eval_inject(const struct fg_expect_spec *e, const struct fg_judge_ct
     size_t n = fg_timeline_conns_to(ctx->tl, m->proxy_port, NULL, 0);
     struct fg_tl_conn **all = fg_calloc(n ? n : 1, sizeof *all);
     n = fg_timeline_conns_to(ctx->tl, m->proxy_port, all, n);
-    size_t cnt[4] = {0}, ok_injected = 0;
-    struct fg_strbuf ev = {0};
-    char why[640], first_bad[700] = "", first_unsure[700] = "";
+    size_t ok_injected = 0;
+    struct fg_conn_tally t = {0};
+    char why[640];
     for (size_t i = 0; i < n; i++) {
-        const struct fg_tl_conn *c = all[i];
         int injected = 0;
         why[0] = '\0';
-        enum cres r = judge_conn(c, o, &injected, why, sizeof why);
-        cnt[r]++;
-        if (r == C_OK && injected)
+        enum fg_conn_res r = judge_conn(all[i], o, &injected, why, sizeof why);
+        if (r == FG_CONN_OK && injected)
             ok_injected++;
-        if (r == C_NA && c->tls_state == FG_TL_TLS_NONE)
-            continue;
-        static const char *const tag[] = {"not concerned", "ok", "FAILS", "undecided"};
-        fg_strbuf_printf(&ev, "conn #%u %s -> %s: %s: %s\n", c->id, c->client, c->server, tag[r],
-                         why);
-        if (r == C_BAD && !first_bad[0]) {
-            snprintf(first_bad, sizeof first_bad, "conn #%u: %s", c->id, why);
-            o->conn = c->id;
-        } else if (r == C_UNSURE && !first_unsure[0]) {
-            snprintf(first_unsure, sizeof first_unsure, "conn #%u: %s", c->id, why);
-            if (!o->conn)
-                o->conn = c->id;
-        }
+        fg_conn_tally_add(&t, all[i], r, why, o);
     }
-    fg_strbuf_printf(&ev,
+    fg_strbuf_printf(&t.ev,
                      "%zu outbound connection%s (port %d): %zu ok (%zu with octets injected after "
                      "the 220), %zu failing, %zu undecided, %zu without a session inside TLS",
-                     n, n == 1 ? "" : "s", m->proxy_port, cnt[C_OK], ok_injected, cnt[C_BAD],
-                     cnt[C_UNSURE], cnt[C_NA]);
-    if (cnt[C_BAD]) {
-        o->verdict = FG_V_FAIL;
-        o->summary = fg_strdup(first_bad);
-    } else if (cnt[C_UNSURE]) {
-        o->verdict = FG_V_INCONC;
-        o->summary = fg_strdup(first_unsure);
+                     n, n == 1 ? "" : "s", m->proxy_port, t.n[FG_CONN_OK], ok_injected,
+                     t.n[FG_CONN_BAD], t.n[FG_CONN_UNSURE], t.n[FG_CONN_NA]);
+    if (fg_conn_tally_fold(&t, o)) {
+        /* a failing or undecided connection decided it */
     } else if (ok_injected) {
         o->verdict = FG_V_PASS;
         o->summary = fg_asprintf("%zu outbound connection%s: the plaintext after the 220 to "
                                  "STARTTLS was not read as a reply inside TLS",
                                  ok_injected, ok_injected == 1 ? "" : "s");
-    } else if (cnt[C_OK]) {
+    } else if (t.n[FG_CONN_OK]) {
         o->verdict = FG_V_INCONC;
         o->summary = fg_strdup("not exercised: the server sent nothing after its 220 to STARTTLS "
                                "(the fake MTA's starttls_inject)");
@@ -279,5 +259,5 @@ static void eval_inject(const struct fg_expect_spec *e, const struct fg_judge_ct
         o->summary = fg_strdup("not exercised: no outbound connection sent anything inside TLS");
     }
     free(all);
-    o->evidence = ev.s ? ev.s : fg_strdup(o->summary);
+    o->evidence = t.ev.s ? t.ev.s : fg_strdup(o->summary);
 }

@@ -14,6 +14,7 @@
 #include "faultgate/meta.h"
 #include "faultgate/scenario.h"
 #include "faultgate/timeline.h"
+#include "faultgate/util.h"
 
 enum fg_verdict { FG_V_PASS, FG_V_INCONC, FG_V_FAIL, FG_V_ERROR, FG_V_SKIP };
 
@@ -119,5 +120,24 @@ const struct fg_expect_rule *fg_expect_rule_find(const char *name);
  * FG_MAX_FRAMES) and seconds for people ("9.0", "0.25"). */
 void fg_outcome_frame(struct fg_outcome *o, uint64_t frame);
 const char *fg_expect_secs(char *buf, size_t len, uint64_t us);
+
+/* Rules that judge each outbound connection on its own (the STARTTLS
+ * rules) fold the results the same way: one evidence line per connection
+ * concerned; any failing connection fails the rule, else any undecided one
+ * leaves it inconclusive. */
+enum fg_conn_res { FG_CONN_NA, FG_CONN_OK, FG_CONN_BAD, FG_CONN_UNSURE };
+struct fg_conn_tally {
+    size_t n[4]; /* connections per enum fg_conn_res */
+    struct fg_strbuf ev;
+    char first_bad[720], first_unsure[720];
+};
+/* Count c's result r (why: the reason, for the evidence line); the first
+ * failing, else the first undecided, connection becomes o->conn.  A
+ * connection not concerned that never started TLS gets no line. */
+void fg_conn_tally_add(struct fg_conn_tally *t, const struct fg_tl_conn *c, enum fg_conn_res r,
+                       const char *why, struct fg_outcome *o);
+/* FAIL or INCONC from the first such connection, and return 1; 0 when
+ * every connection was ok or not concerned: the rule decides then. */
+int fg_conn_tally_fold(const struct fg_conn_tally *t, struct fg_outcome *o);
 
 #endif
