@@ -31,92 +31,15 @@
 
 /* --- a tiny pcap writer with chosen timestamps ------------------------ */
 
-struct tw {
-    pcap_t *dead;
-    pcap_dumper_t *d;
-    char path[256];
-};
+#define SYNTHPCAP_TAG "expect"
+#include "synthpcap.h"
 
-struct tc {
-    struct tw *w;
-    uint16_t cport, sport;
-    uint32_t seq[2]; /* next sequence number of each side: 0 client, 1 server */
-};
-
-static uint32_t sum16(uint32_t s, const uint8_t *p, size_t n)
+/* synthpcap.h's frames, each at a time the test gives (BASE_US + t_ms). */
+static void frame_at(struct tc *c, int from, uint8_t flags, const char *data, size_t len,
+                     uint64_t t_ms)
 {
-    for (size_t i = 0; i + 1 < n; i += 2)
-        s += (uint32_t)(p[i] << 8 | p[i + 1]);
-    if (n & 1)
-        s += (uint32_t)(p[n - 1] << 8);
-    return s;
-}
-
-static uint16_t fold(uint32_t s)
-{
-    while (s >> 16)
-        s = (s & 0xffff) + (s >> 16);
-    return (uint16_t)~s;
-}
-
-static void tw_open(struct tw *w, const char *name)
-{
-    snprintf(w->path, sizeof w->path, "/tmp/fg-check-expect-%ld-%s.pcap", (long)getpid(), name);
-    w->dead = pcap_open_dead(DLT_EN10MB, 65535);
-    ck_assert_ptr_nonnull(w->dead);
-    w->d = pcap_dump_open(w->dead, w->path);
-    ck_assert_ptr_nonnull(w->d);
-}
-
-static void tw_close(struct tw *w)
-{
-    pcap_dump_close(w->d);
-    pcap_close(w->dead);
-}
-
-/* One Ethernet/IPv4/TCP frame from side `from` (0 client, 1 server) of c
- * at BASE_US + t_ms. */
-static void frame(struct tc *c, int from, uint8_t flags, const char *data, size_t len,
-                  uint64_t t_ms)
-{
-    uint8_t b[1600];
-    memset(b, 0, 54);
-    b[12] = 0x08; /* IPv4 */
-    uint8_t *ip = b + 14, *tcp = b + 34;
-    ip[0] = 0x45;
-    uint16_t tot = (uint16_t)(40 + len);
-    ip[2] = (uint8_t)(tot >> 8), ip[3] = (uint8_t)tot;
-    ip[6] = 0x40; /* DF */
-    ip[8] = 64, ip[9] = 6;
-    uint8_t lo[4] = {127, 0, 0, 1};
-    memcpy(ip + 12, lo, 4);
-    memcpy(ip + 16, lo, 4);
-    uint16_t ck = fold(sum16(0, ip, 20));
-    ip[10] = (uint8_t)(ck >> 8), ip[11] = (uint8_t)ck;
-    uint16_t sp = from ? c->sport : c->cport, dp = from ? c->cport : c->sport;
-    tcp[0] = (uint8_t)(sp >> 8), tcp[1] = (uint8_t)sp, tcp[2] = (uint8_t)(dp >> 8),
-    tcp[3] = (uint8_t)dp;
-    uint32_t seq = c->seq[from], ack = (flags & 0x10) ? c->seq[!from] : 0;
-    for (int i = 0; i < 4; i++) {
-        tcp[4 + i] = (uint8_t)(seq >> (24 - 8 * i));
-        tcp[8 + i] = (uint8_t)(ack >> (24 - 8 * i));
-    }
-    tcp[12] = 0x50, tcp[13] = flags, tcp[14] = 0xff, tcp[15] = 0xff;
-    if (len)
-        memcpy(tcp + 20, data, len);
-    uint8_t ph[12];
-    memcpy(ph, ip + 12, 8);
-    ph[8] = 0, ph[9] = 6, ph[10] = (uint8_t)((20 + len) >> 8), ph[11] = (uint8_t)(20 + len);
-    ck = fold(sum16(sum16(0, ph, 12), tcp, 20 + len));
-    tcp[16] = (uint8_t)(ck >> 8), tcp[17] = (uint8_t)ck;
-    c->seq[from] += (uint32_t)len + ((flags & 0x03) ? 1 : 0); /* SYN and FIN count */
-
-    struct pcap_pkthdr h;
-    uint64_t us = BASE_US + t_ms * 1000;
-    h.ts.tv_sec = (time_t)(us / 1000000);
-    h.ts.tv_usec = (suseconds_t)(us % 1000000);
-    h.caplen = h.len = (bpf_u_int32)(54 + len);
-    pcap_dump((u_char *)c->w->d, &h, b);
+    c->w->t_ms = t_ms;
+    frame(c, from, flags, data, len);
 }
 
 #define F_FIN 0x01
@@ -125,23 +48,23 @@ static void frame(struct tc *c, int from, uint8_t flags, const char *data, size_
 #define F_PSH 0x08
 #define F_ACK 0x10
 
-static struct tc conn_open(struct tw *w, uint16_t cport, uint16_t sport, uint64_t t_ms)
+static struct tc conn_at(struct tw *w, uint16_t cport, uint16_t sport, uint64_t t_ms)
 {
     struct tc c = {w, cport, sport, {1000u * cport, 5000u * sport}};
-    frame(&c, 0, F_SYN, NULL, 0, t_ms);
-    frame(&c, 1, F_SYN | F_ACK, NULL, 0, t_ms);
-    frame(&c, 0, F_ACK, NULL, 0, t_ms);
+    frame_at(&c, 0, F_SYN, NULL, 0, t_ms);
+    frame_at(&c, 1, F_SYN | F_ACK, NULL, 0, t_ms);
+    frame_at(&c, 0, F_ACK, NULL, 0, t_ms);
     return c;
 }
 
-static void say(struct tc *c, int from, const char *text, uint64_t t_ms)
+static void say_at(struct tc *c, int from, const char *text, uint64_t t_ms)
 {
-    frame(c, from, F_PSH | F_ACK, text, strlen(text), t_ms);
+    frame_at(c, from, F_PSH | F_ACK, text, strlen(text), t_ms);
 }
 
-static void fin(struct tc *c, int from, uint64_t t_ms)
+static void fin_at(struct tc *c, int from, uint64_t t_ms)
 {
-    frame(c, from, F_FIN | F_ACK, NULL, 0, t_ms);
+    frame_at(c, from, F_FIN | F_ACK, NULL, 0, t_ms);
 }
 
 /* A whole transaction from greeting to the reply to end of data. */
@@ -149,23 +72,23 @@ static void transaction(struct tc *c, const char *from, const char *token, int e
                         uint64_t t_ms)
 {
     char line[256];
-    say(c, 1, "220 peer ESMTP\r\n", t_ms);
-    say(c, 0, "EHLO gw.test\r\n", t_ms + 1);
-    say(c, 1, "250 peer\r\n", t_ms + 2);
+    say_at(c, 1, "220 peer ESMTP\r\n", t_ms);
+    say_at(c, 0, "EHLO gw.test\r\n", t_ms + 1);
+    say_at(c, 1, "250 peer\r\n", t_ms + 2);
     snprintf(line, sizeof line, "MAIL FROM:%s\r\n", from);
-    say(c, 0, line, t_ms + 3);
-    say(c, 1, "250 2.1.0 ok\r\n", t_ms + 4);
-    say(c, 0, "RCPT TO:<user2@company2.test>\r\n", t_ms + 5);
-    say(c, 1, "250 2.1.5 ok\r\n", t_ms + 6);
-    say(c, 0, "DATA\r\n", t_ms + 7);
-    say(c, 1, "354 go ahead\r\n", t_ms + 8);
+    say_at(c, 0, line, t_ms + 3);
+    say_at(c, 1, "250 2.1.0 ok\r\n", t_ms + 4);
+    say_at(c, 0, "RCPT TO:<user2@company2.test>\r\n", t_ms + 5);
+    say_at(c, 1, "250 2.1.5 ok\r\n", t_ms + 6);
+    say_at(c, 0, "DATA\r\n", t_ms + 7);
+    say_at(c, 1, "354 go ahead\r\n", t_ms + 8);
     snprintf(line, sizeof line,
              "From: user1@company1.test\r\nX-Faultgate-Token: %s\r\nSubject: t\r\n\r\nhello\r\n"
              ".\r\n",
              token);
-    say(c, 0, line, t_ms + 9);
+    say_at(c, 0, line, t_ms + 9);
     snprintf(line, sizeof line, "%d done\r\n", eod_code);
-    say(c, 1, line, t_ms + 10);
+    say_at(c, 1, line, t_ms + 10);
 }
 
 /* --- metadata and scenarios ------------------------------------------- */
@@ -254,17 +177,17 @@ static int has_frame(const struct fg_outcome *o, uint64_t f)
  * frame 3 + 8 + 1 = 12 (handshake 3, greeting..DATA 8 frames before it). */
 static struct tc stalled_conn(struct tw *w)
 {
-    struct tc c = conn_open(w, 41001, PROXY_PORT, 400);
-    say(&c, 1, "220 proxy ESMTP\r\n", 410);
-    say(&c, 0, "EHLO gw.test\r\n", 420);
-    say(&c, 1, "250 proxy\r\n", 430);
-    say(&c, 0, "MAIL FROM:<user1@company1.test>\r\n", 440);
-    say(&c, 1, "250 ok\r\n", 450);
-    say(&c, 0, "RCPT TO:<user2@company2.test>\r\n", 460);
-    say(&c, 1, "250 ok\r\n", 470);
-    say(&c, 0, "DATA\r\n", 480);
-    say(&c, 1, "354 go ahead\r\n", 500); /* frame 12 */
-    say(&c, 0, "From: a\r\n\r\nbody line\r\n", 510);
+    struct tc c = conn_at(w, 41001, PROXY_PORT, 400);
+    say_at(&c, 1, "220 proxy ESMTP\r\n", 410);
+    say_at(&c, 0, "EHLO gw.test\r\n", 420);
+    say_at(&c, 1, "250 proxy\r\n", 430);
+    say_at(&c, 0, "MAIL FROM:<user1@company1.test>\r\n", 440);
+    say_at(&c, 1, "250 ok\r\n", 450);
+    say_at(&c, 0, "RCPT TO:<user2@company2.test>\r\n", 460);
+    say_at(&c, 1, "250 ok\r\n", 470);
+    say_at(&c, 0, "DATA\r\n", 480);
+    say_at(&c, 1, "354 go ahead\r\n", 500); /* frame 12 */
+    say_at(&c, 0, "From: a\r\n\r\nbody line\r\n", 510);
     return c;
 }
 
@@ -273,7 +196,7 @@ START_TEST(stall_pass)
     struct tw w;
     tw_open(&w, "stall-pass");
     struct tc c = stalled_conn(&w);
-    fin(&c, 0, 2500); /* frame 14 */
+    fin_at(&c, 0, 2500); /* frame 14 */
     tw_close(&w);
     struct fg_meta *m = meta_new();
     meta_decision(m, 1, "reply 354", "stall", 501);
@@ -302,8 +225,8 @@ START_TEST(stall_fail_never_closed)
     stalled_conn(&w);
     /* Something else keeps the trace going to t=+10.4 s (10 s after the
      * first frame at 0.4 s): the harness's liveness probe. */
-    struct tc p = conn_open(&w, 40100, GW_PORT, 10400);
-    say(&p, 1, "220 gw ready\r\n", 10400);
+    struct tc p = conn_at(&w, 40100, GW_PORT, 10400);
+    say_at(&p, 1, "220 gw ready\r\n", 10400);
     tw_close(&w);
     struct fg_meta *m = meta_new();
     meta_decision(m, 1, "reply 354", "stall", 501);
@@ -332,7 +255,7 @@ START_TEST(stall_fail_closed_at_run_end)
     struct tw w;
     tw_open(&w, "stall-run-end");
     struct tc c = stalled_conn(&w);
-    fin(&c, 0, 12500); /* frame 14, after the probe started */
+    fin_at(&c, 0, 12500); /* frame 14, after the probe started */
     tw_close(&w);
     struct fg_meta *m = meta_new();
     m->probe_start_us = BASE_US + 12000 * 1000;
@@ -353,7 +276,7 @@ START_TEST(stall_fail_late)
     struct tw w;
     tw_open(&w, "stall-late");
     struct tc c = stalled_conn(&w);
-    frame(&c, 0, F_RST, NULL, 0, 12500);
+    frame_at(&c, 0, F_RST, NULL, 0, 12500);
     tw_close(&w);
     struct fg_meta *m = meta_new();
     meta_decision(m, 1, "reply 354", "stall", 501);
@@ -373,7 +296,7 @@ START_TEST(stall_inconc_short_trace)
     struct tw w;
     tw_open(&w, "stall-short");
     struct tc c = stalled_conn(&w);
-    say(&c, 0, "more body\r\n", 3000);
+    say_at(&c, 0, "more body\r\n", 3000);
     tw_close(&w);
     struct fg_meta *m = meta_new();
     meta_decision(m, 1, "reply 354", "stall", 501);
@@ -412,8 +335,8 @@ START_TEST(stall_eod_trigger)
     struct tw w;
     tw_open(&w, "stall-cmd");
     struct tc c = stalled_conn(&w);
-    say(&c, 0, ".\r\n", 520); /* frame 14: end of data */
-    fin(&c, 0, 1520);         /* frame 15 */
+    say_at(&c, 0, ".\r\n", 520); /* frame 14: end of data */
+    fin_at(&c, 0, 1520);         /* frame 15 */
     tw_close(&w);
     struct fg_meta *m = meta_new();
     meta_decision(m, 1, "end-of-data", "stall s2c", 521);
@@ -435,18 +358,18 @@ END_TEST
 static void fate_trace(struct tw *w, const char *tok, int in_code, int ndeliver, int bounce,
                        uint64_t end_ms)
 {
-    struct tc in = conn_open(w, 40001, GW_PORT, 990);
+    struct tc in = conn_at(w, 40001, GW_PORT, 990);
     transaction(&in, "<user1@company1.test>", tok, in_code, 1000);
     for (int i = 0; i < ndeliver; i++) {
-        struct tc out = conn_open(w, (uint16_t)(42001 + i), MTA_PORT, 1500 + 1000 * (uint64_t)i);
+        struct tc out = conn_at(w, (uint16_t)(42001 + i), MTA_PORT, 1500 + 1000 * (uint64_t)i);
         transaction(&out, "<user1@company1.test>", tok, 250, 1500 + 1000 * (uint64_t)i);
-        fin(&out, 0, 1600 + 1000 * (uint64_t)i);
+        fin_at(&out, 0, 1600 + 1000 * (uint64_t)i);
     }
     if (bounce) {
-        struct tc out = conn_open(w, 43001, MTA_PORT, 4000);
+        struct tc out = conn_at(w, 43001, MTA_PORT, 4000);
         transaction(&out, "<>", tok, 250, 4000);
     }
-    struct tc last = conn_open(w, 44001, 9, end_ms); /* unrelated: ends the trace */
+    struct tc last = conn_at(w, 44001, 9, end_ms); /* unrelated: ends the trace */
     (void)last;
 }
 
@@ -700,11 +623,11 @@ START_TEST(alive_refused)
 {
     struct tw w;
     tw_open(&w, "refused");
-    struct tc old = conn_open(&w, 40001, GW_PORT, 100); /* before the probe */
-    say(&old, 1, "220 gw\r\n", 110);
+    struct tc old = conn_at(&w, 40001, GW_PORT, 100); /* before the probe */
+    say_at(&old, 1, "220 gw\r\n", 110);
     struct tc p = {&w, 40002, GW_PORT, {7000, 9000}};
-    frame(&p, 0, F_SYN, NULL, 0, 5000);         /* frame 5 */
-    frame(&p, 1, F_RST | F_ACK, NULL, 0, 5000); /* frame 6 */
+    frame_at(&p, 0, F_SYN, NULL, 0, 5000);         /* frame 5 */
+    frame_at(&p, 1, F_RST | F_ACK, NULL, 0, 5000); /* frame 6 */
     tw_close(&w);
     struct fg_meta *m = meta_new();
     m->probe_start_us = BASE_US + 4000 * 1000;
@@ -724,8 +647,8 @@ START_TEST(alive_died)
 {
     struct tw w;
     tw_open(&w, "died");
-    struct tc p = conn_open(&w, 40002, GW_PORT, 5000);
-    say(&p, 1, "220 gw\r\n", 5010);
+    struct tc p = conn_at(&w, 40002, GW_PORT, 5000);
+    say_at(&p, 1, "220 gw\r\n", 5010);
     tw_close(&w);
     struct fg_meta *m = meta_new();
     m->probe_start_us = BASE_US + 4000 * 1000;
@@ -746,8 +669,8 @@ START_TEST(alive_no_probe)
 {
     struct tw w;
     tw_open(&w, "noprobe");
-    struct tc p = conn_open(&w, 40002, GW_PORT, 100);
-    say(&p, 1, "220 gw\r\n", 110);
+    struct tc p = conn_at(&w, 40002, GW_PORT, 100);
+    say_at(&p, 1, "220 gw\r\n", 110);
     tw_close(&w);
     struct fg_meta *m = meta_new();
     m->probe_start_us = BASE_US + 4000 * 1000;
@@ -782,8 +705,8 @@ START_TEST(judge_worst_of_many)
 {
     struct tw w;
     tw_open(&w, "worst");
-    struct tc p = conn_open(&w, 40002, GW_PORT, 5000);
-    say(&p, 1, "220 gw\r\n", 5010);
+    struct tc p = conn_at(&w, 40002, GW_PORT, 5000);
+    say_at(&p, 1, "220 gw\r\n", 5010);
     tw_close(&w);
     struct fg_meta *m = meta_new();
     m->probe_start_us = BASE_US;
@@ -969,12 +892,12 @@ static struct fg_outcome *busy_run(const char *name, int greet, struct fg_scenar
     struct tw w;
     tw_open(&w, name);
     struct tc c = stalled_conn(&w);
-    struct tc in = conn_open(&w, 42001, GW_PORT, 2000); /* frames 14-16 */
+    struct tc in = conn_at(&w, 42001, GW_PORT, 2000); /* frames 14-16 */
     if (greet)
-        say(&in, 1, "220 gw ESMTP\r\n", 2300); /* frame 17 */
+        say_at(&in, 1, "220 gw ESMTP\r\n", 2300); /* frame 17 */
     else
-        frame(&in, 1, F_RST | F_ACK, NULL, 0, 2001); /* frame 17 */
-    fin(&c, 0, 9000);
+        frame_at(&in, 1, F_RST | F_ACK, NULL, 0, 2001); /* frame 17 */
+    fin_at(&c, 0, 9000);
     tw_close(&w);
     struct fg_meta *m = meta_new();
     meta_decision(m, 1, "reply 354", "stall", 501);
@@ -1007,7 +930,7 @@ START_TEST(busy_inconc)
     struct tw w;
     tw_open(&w, "busy-none");
     struct tc c = stalled_conn(&w);
-    fin(&c, 0, 9000);
+    fin_at(&c, 0, 9000);
     tw_close(&w);
     struct fg_meta *m = meta_new();
     meta_decision(m, 1, "reply 354", "stall", 501);
@@ -1027,20 +950,20 @@ static struct fg_outcome *retry_run(const char *name, int retry_ms, const char *
 {
     struct tw w;
     tw_open(&w, name);
-    struct tc c = conn_open(&w, 41001, PROXY_PORT, 100);
-    say(&c, 1, "220 proxy ESMTP\r\n", 110); /* frame 4 */
-    say(&c, 0, "EHLO gw.test\r\n", 120);    /* frame 5 */
-    fin(&c, 1, 121);                        /* frame 6 */
-    fin(&c, 0, 122);                        /* frame 7 */
+    struct tc c = conn_at(&w, 41001, PROXY_PORT, 100);
+    say_at(&c, 1, "220 proxy ESMTP\r\n", 110); /* frame 4 */
+    say_at(&c, 0, "EHLO gw.test\r\n", 120);    /* frame 5 */
+    fin_at(&c, 1, 121);                        /* frame 6 */
+    fin_at(&c, 0, 122);                        /* frame 7 */
     if (retry_ms >= 0) {
-        struct tc d = conn_open(&w, 41002, PROXY_PORT, (uint64_t)retry_ms); /* frames 8-10 */
-        say(&d, 1, "220 proxy ESMTP\r\n", (uint64_t)retry_ms + 10);         /* frame 11 */
+        struct tc d = conn_at(&w, 41002, PROXY_PORT, (uint64_t)retry_ms); /* frames 8-10 */
+        say_at(&d, 1, "220 proxy ESMTP\r\n", (uint64_t)retry_ms + 10);    /* frame 11 */
         char line[64];
         snprintf(line, sizeof line, "%s gw.test\r\n", verb);
-        say(&d, 0, line, (uint64_t)retry_ms + 20); /* frame 12 */
-        say(&d, 1, "250 proxy\r\n", (uint64_t)retry_ms + 30);
+        say_at(&d, 0, line, (uint64_t)retry_ms + 20); /* frame 12 */
+        say_at(&d, 1, "250 proxy\r\n", (uint64_t)retry_ms + 30);
     }
-    struct tc x = conn_open(&w, 42001, GW_PORT, end_ms); /* the trace goes on to end_ms */
+    struct tc x = conn_at(&w, 42001, GW_PORT, end_ms); /* the trace goes on to end_ms */
     (void)x;
     tw_close(&w);
     struct fg_meta *m = meta_new();
@@ -1110,7 +1033,7 @@ static struct fg_outcome *conf_run(const char *name, const char *const *script,
 {
     struct tw w;
     tw_open(&w, name);
-    struct tc c = conn_open(&w, 41001, PROXY_PORT, 100);
+    struct tc c = conn_at(&w, 41001, PROXY_PORT, 100);
     uint16_t port = 41001;
     uint64_t t = 100;
     for (size_t i = 0; script[i]; i++) {
@@ -1123,15 +1046,15 @@ static struct fg_outcome *conf_run(const char *name, const char *const *script,
             text++;
         }
         if (l[0] == 'N') { /* a new outbound connection */
-            c = conn_open(&w, ++port, PROXY_PORT, t);
+            c = conn_at(&w, ++port, PROXY_PORT, t);
             continue;
         }
         if (l[0] == 'c' || l[0] == 's')
-            fin(&c, from, t);
+            fin_at(&c, from, t);
         else
-            say(&c, from, text, t);
+            say_at(&c, from, text, t);
     }
-    struct tc x = conn_open(&w, 42001, GW_PORT, end_ms);
+    struct tc x = conn_at(&w, 42001, GW_PORT, end_ms);
     (void)x;
     tw_close(&w);
     struct fg_meta *m = meta_new();
