@@ -353,7 +353,7 @@ int fg_meta_read(const char *path, struct fg_meta **out, char *err, size_t errle
     return rc;
 }
 
-void fg_meta_free(struct fg_meta *m)
+void fg_meta_clear(struct fg_meta *m)
 {
     if (!m)
         return;
@@ -373,6 +373,12 @@ void fg_meta_free(struct fg_meta *m)
     for (size_t i = 0; i < m->nclients; i++)
         free(m->clients[i].stderr_tail);
     free(m->clients);
+    memset(m, 0, sizeof *m);
+}
+
+void fg_meta_free(struct fg_meta *m)
+{
+    fg_meta_clear(m);
     free(m);
 }
 

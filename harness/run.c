@@ -988,22 +988,7 @@ judge:;
     res->duration_ms = fg_now_ms() - t0;
 
     /* Local state. */
-    for (size_t i = 0; i < m->ntimeouts; i++)
-        free(m->timeouts[i].name);
-    free(m->timeouts);
-    free(m->decisions);
-    free(m->tokens);
-    for (size_t i = 0; i < m->nclients; i++)
-        free(m->clients[i].stderr_tail);
-    free(m->clients);
-    free(m->scenario_id);
-    free(m->capture_mode);
-    free(m->pcap);
-    free(m->ledger);
-    free(m->keylog);
-    free(m->profile_name);
-    free(m->gateway_version);
-    free(m->gateway_last_output);
+    fg_meta_clear(m);
     fg_fault_set_free(&r.faults);
     fg_x400_fault_set_free(&r.x4faults);
     free(r.msgs);

@@ -80,6 +80,8 @@ struct fg_meta {
 int fg_meta_write(const char *path, const struct fg_meta *m, char *err, size_t errlen);
 int fg_meta_read(const char *path, struct fg_meta **out, char *err, size_t errlen);
 void fg_meta_free(struct fg_meta *m);
+/* fg_meta_clear - free what m holds (not m itself) and zero it. */
+void fg_meta_clear(struct fg_meta *m);
 /* Lookup of a timeout in the meta's copy of the profile's timeouts. */
 int64_t fg_meta_timeout(const struct fg_meta *m, const char *name);
 
