@@ -187,6 +187,8 @@ struct fg_proxy {
     struct fg_proxy *parent; /* set in a worker */
     struct fg_proxy **workers;
     unsigned nworkers, workers_left;
+    unsigned nlive;     /* parent: workers[0..nlive) have a running (or joined) thread */
+    int joined;         /* worker: its thread was joined */
     uv_os_sock_t lfd;   /* parent: the listening socket */
     uv_poll_t acceptor; /* worker: lfd readable */
     uv_async_t wake;    /* worker: stop; parent: a worker ended */
@@ -1709,9 +1711,10 @@ static struct fg_proxy *least_loaded(struct fg_proxy *p, struct fg_proxy *self)
 {
     struct fg_proxy *best = self;
     unsigned min = __atomic_load_n(&self->load, __ATOMIC_RELAXED);
-    for (unsigned i = 0; i < p->nworkers; i++) {
+    unsigned n = __atomic_load_n(&p->nlive, __ATOMIC_ACQUIRE);
+    for (unsigned i = 0; i < n; i++) {
         struct fg_proxy *w = p->workers[i];
-        if (!w || w == self)
+        if (w == self)
             continue;
         unsigned l = __atomic_load_n(&w->load, __ATOMIC_RELAXED);
         if (l < min) {
@@ -1799,40 +1802,56 @@ static void worker_main(void *arg)
     uv_async_send(&w->parent->wake);
 }
 
-/* Parent: a worker's loop ended; when all have, the parent closes. */
+/* A worker whose thread never ran (or has been joined): free it. */
+static void worker_free(struct fg_proxy *w)
+{
+    for (size_t k = 0; k < w->nhq; k++) /* handed over as it stopped */
+        close(w->hq[k].fd);
+    free(w->hq);
+    uv_mutex_destroy(&w->mu);
+    free(w->loop);
+    free(w);
+}
+
+/* Parent: a worker's loop ended.  Each is joined as it ends, but freed
+ * only once the last has: until then the others still read its load. */
 static void parent_wake(uv_async_t *a)
 {
     struct fg_proxy *p = a->data;
     for (unsigned i = 0; i < p->nworkers; i++) {
         struct fg_proxy *w = p->workers[i];
-        if (!w || !__atomic_load_n(&w->ended, __ATOMIC_ACQUIRE))
+        if (!w || w->joined || !__atomic_load_n(&w->ended, __ATOMIC_ACQUIRE))
             continue;
         uv_thread_join(&w->thread);
+        w->joined = 1;
+        p->workers_left--;
         if (p->log)
             fprintf(p->log, "faultgate: worker %u carried %u connection(s)\n", i + 1, w->carried);
-        for (size_t k = 0; k < w->nhq; k++) /* handed over as it stopped */
-            close(w->hq[k].fd);
-        free(w->hq);
+    }
+    if (p->workers_left)
+        return;
+    for (unsigned i = 0; i < p->nworkers; i++) {
+        struct fg_proxy *w = p->workers[i];
+        if (!w)
+            continue;
         /* Keep what the getters report once the workers are gone. */
         p->open += w->open;
         p->tls_sessions += w->tls_sessions;
         p->peak = w->peak > p->peak ? w->peak : p->peak;
         p->bytes[0] += w->bytes[0];
         p->bytes[1] += w->bytes[1];
-        uv_mutex_destroy(&w->mu);
-        free(w->loop);
-        free(w);
+        worker_free(w);
         p->workers[i] = NULL;
-        p->workers_left--;
     }
-    if (!p->workers_left && p->closing && !uv_is_closing((uv_handle_t *)&p->wake)) {
+    if (p->closing && !uv_is_closing((uv_handle_t *)&p->wake)) {
         uv_close((uv_handle_t *)&p->listener, proxy_handle_closed);
         uv_close((uv_handle_t *)&p->wake, proxy_handle_closed);
     }
 }
 
-/* A worker: its own loop and thread, sharing the parent's settings. */
-static int worker_start(struct fg_proxy *p, unsigned i)
+/* A worker: its own loop, sharing the parent's settings; its thread is
+ * started once every worker exists (threads_start). */
+static int worker_new(struct fg_proxy *p, unsigned i)
 {
     struct fg_proxy *w = fg_calloc(1, sizeof *w);
     w->parent = p;
@@ -1862,21 +1881,19 @@ static int worker_start(struct fg_proxy *p, unsigned i)
     uv_poll_init_socket(w->loop, &w->acceptor, p->lfd);
     w->acceptor.data = w;
     w->handles = 3;
-    if ((rc = uv_poll_start(&w->acceptor, UV_READABLE, on_acceptable)) != 0 ||
-        (rc = uv_thread_create(&w->thread, worker_main, w)) != 0) {
-        uv_close((uv_handle_t *)&w->wake, NULL);
-        uv_close((uv_handle_t *)&w->watch, NULL);
-        uv_close((uv_handle_t *)&w->acceptor, NULL);
-        uv_run(w->loop, UV_RUN_DEFAULT);
-        uv_loop_close(w->loop);
-        uv_mutex_destroy(&w->mu);
-        free(w->loop);
-        free(w);
-        return rc;
-    }
     p->workers[i] = w;
-    p->workers_left++;
-    return 0;
+    return uv_poll_start(&w->acceptor, UV_READABLE, on_acceptable);
+}
+
+/* A worker whose thread never started: close its handles on its own loop. */
+static void worker_discard(struct fg_proxy *w)
+{
+    uv_close((uv_handle_t *)&w->wake, NULL);
+    uv_close((uv_handle_t *)&w->watch, NULL);
+    uv_close((uv_handle_t *)&w->acceptor, NULL);
+    uv_run(w->loop, UV_RUN_DEFAULT);
+    uv_loop_close(w->loop);
+    worker_free(w);
 }
 
 /* --- the proxy ---------------------------------------------------------- */
@@ -1921,10 +1938,25 @@ static int threads_start(struct fg_proxy *p, unsigned n)
     p->handles++;
     p->workers = fg_calloc(n, sizeof *p->workers);
     p->nworkers = n;
-    for (unsigned i = 0; i < n; i++)
-        if ((rc = worker_start(p, i)) != 0)
-            return rc;
-    return 0;
+    /* Every worker exists before the first thread runs, and none is freed
+     * before the last has ended: least_loaded reads them all.  Those whose
+     * thread is not running are beyond nlive, where no worker looks. */
+    unsigned made = 0;
+    for (; made < n && rc == 0; made++)
+        rc = worker_new(p, made);
+    unsigned run = 0;
+    for (; rc == 0 && run < n; run++) {
+        if ((rc = uv_thread_create(&p->workers[run]->thread, worker_main, p->workers[run])) != 0)
+            break;
+        p->workers_left++;
+        __atomic_store_n(&p->nlive, run + 1, __ATOMIC_RELEASE);
+    }
+    for (unsigned i = run; i < n; i++) {
+        if (p->workers[i])
+            worker_discard(p->workers[i]);
+        p->workers[i] = NULL;
+    }
+    return rc;
 }
 
 int fg_proxy_new(uv_loop_t *loop, const struct fg_proxy_opts *o, struct fg_proxy **out, char *err,
