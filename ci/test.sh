@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # ci/test.sh - the test command: builds (via ci/setup.sh) and runs every
 # suite in the normal build, then again under AddressSanitizer and
-# UndefinedBehaviorSanitizer, then each libFuzzer target for a bounded
-# time.  Exit status is non-zero if any test fails.
+# UndefinedBehaviorSanitizer, the threaded proxy's tests under
+# ThreadSanitizer, then each libFuzzer target for a bounded time.  Exit status is non-zero if any test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,14 @@ echo "== tests (normal build) =="
 meson test -C build --print-errorlogs --num-processes 2 || status=1
 echo "== tests (ASan + UBSan build) =="
 meson test -C build-asan --print-errorlogs --num-processes 2 --timeout-multiplier 3 || status=1
+# The proxy's worker threads share a numbering lock, a fault log and a
+# capture: their tests again under ThreadSanitizer (clang).
+echo "== tests (ThreadSanitizer build: the proxy's threads) =="
+if [ ! -f build-tsan/build.ninja ]; then
+    CC=clang meson setup build-tsan -Db_sanitize=thread -Db_lundef=false >/dev/null
+fi
+TSAN_OPTIONS=halt_on_error=1 meson test -C build-tsan --print-errorlogs --num-processes 2 \
+    --timeout-multiplier 3 check_proxy check_tls_proxy e2e-fate || status=1
 echo "== fuzzing (SMTP parser, X.400 codec, trace reader), bounded =="
 FUZZ_SECONDS=${FUZZ_SECONDS:-60} bash ci/fuzz.sh || status=1
 # Benchmarks print faultgate's figures beside their peers' from the same
