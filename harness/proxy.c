@@ -154,6 +154,12 @@ struct conn {
     int tls_counted;  /* both handshakes done (fg_proxy_tls_sessions) */
 };
 
+/* An accepted socket on its way to the worker that will carry it. */
+struct handoff {
+    int fd;
+    unsigned id; /* its connection number */
+};
+
 struct fg_proxy {
     uv_loop_t *loop;
     struct fg_fault_set *faults;
@@ -196,17 +202,14 @@ struct fg_proxy {
     uv_mutex_t mu; /* parent: accept4 and numbering; worker: stop */
     int stop, ended, mu_ok;
     unsigned stalled_seen; /* worker: stalled connections at the last watch */
+    unsigned busy_poll_us; /* fg_proxy_opts.busy_poll_us, for each loop */
     /* Least-connections: the accepting worker gives a connection to the
      * worker carrying the fewest (load), through that worker's hand-off
      * queue (under its mu), so that long-lived connections spread evenly
      * whichever worker the kernel woke. */
-    unsigned busy_poll_us;
     unsigned load;    /* worker: connections assigned and not yet closed */
     unsigned carried; /* worker: connections it carried in all */
-    struct handoff {
-        int fd;
-        unsigned id;
-    } * hq;
+    struct handoff *hq;
     size_t nhq, caphq;
     uv_mutex_t *fault_mu; /* NULL in a single-threaded proxy */
     uv_mutex_t fault_mu_own;
