@@ -57,6 +57,7 @@ struct mrec {
     char token[FG_TOKEN_MAX];
     char msgid[MSGID_MAX];
     struct mrec *prev, *next; /* pending or resolved list */
+    int awaited;              /* in the await list of the connection that carried it */
 };
 
 struct knode {
@@ -495,7 +496,24 @@ static void resolve(struct diag *dg, struct mrec *r, uint64_t now)
     r->state = M_RESOLVED;
     r->resolve_us = now;
     dg->rep->relayed++;
-    ml_add(&dg->resolved, r);
+    /* Seen relayed before its own end of data was answered: the list (and
+     * its expiry) takes it only once that connection lets go of it. */
+    if (!r->awaited)
+        ml_add(&dg->resolved, r);
+}
+
+/* The connection that carried r no longer waits for the reply to its end
+ * of data (it closed): a record nobody else saw goes, a resolved one
+ * joins the resolved list. */
+static void await_drop(struct diag *dg, struct mrec *r)
+{
+    if (!r)
+        return;
+    r->awaited = 0;
+    if (r->state == M_SEEN)
+        mrec_free(dg, r);
+    else if (r->state == M_RESOLVED)
+        ml_add(&dg->resolved, r);
 }
 
 /* A body ended (CRLF.CRLF or BDAT LAST): follow the message. */
@@ -544,6 +562,8 @@ static void msg_end(struct cst *s)
     }
     if (s->nawait < AWAIT_MAX) {
         s->await[s->nawait] = r;
+        if (r)
+            r->awaited = 1;
         s->await_frame[s->nawait] = s->frame;
         s->await_us[s->nawait] = s->us;
         s->nawait++;
@@ -577,6 +597,9 @@ static void msg_reply(struct cst *s, int code)
     }
     if (!r)
         return;
+    r->awaited = 0;
+    if (r->state == M_RESOLVED)
+        ml_add(&dg->resolved, r);
     if (r->state != M_SEEN)
         return;
     if (code / 100 != 2 || dg->pending.n >= PENDING_MAX) {
@@ -923,8 +946,7 @@ static void t_close(void *ud, struct fg_trace_conn *tc)
     if (s->claimed) {
         /* Another protocol's connection: none of the SMTP symptoms. */
         for (size_t i = 0; i < s->nawait; i++)
-            if (s->await[i] && s->await[i]->state == M_SEEN)
-                mrec_free(dg, s->await[i]);
+            await_drop(dg, s->await[i]);
         tc->user = NULL;
         free(s->body);
         free(s);
@@ -1012,8 +1034,7 @@ static void t_close(void *ud, struct fg_trace_conn *tc)
     /* Ends of data that never got a reply: their messages were not
      * accepted. */
     for (size_t i = 0; i < s->nawait; i++)
-        if (s->await[i] && s->await[i]->state == M_SEEN)
-            mrec_free(dg, s->await[i]);
+        await_drop(dg, s->await[i]);
     tc->user = NULL;
     free(s->body);
     free(s);

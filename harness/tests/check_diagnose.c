@@ -269,6 +269,46 @@ START_TEST(healthy_relay)
 }
 END_TEST
 
+/* The relayed copy appears before the reply to the original's end of
+ * data, and records expire in between (a connection opens 700 s later):
+ * the message is relayed once, and the record the inbound connection still
+ * awaits survives until its reply (the fuzzer found it freed under it). */
+START_TEST(relayed_before_own_reply)
+{
+    struct writer w;
+    w_open(&w);
+    struct conn in = c_open(&w, "10.0.0.5", 40001, "10.0.0.1", 25);
+    say(&in, 1, "220 gw ESMTP\r\n");
+    say(&in, 0, "EHLO client.test\r\n");
+    say(&in, 1, "250 gw\r\n");
+    say(&in, 0, "MAIL FROM:<a@company1.test>\r\n");
+    say(&in, 1, "250 ok\r\n");
+    say(&in, 0, "RCPT TO:<user2@company2.test>\r\n");
+    say(&in, 1, "250 ok\r\n");
+    say(&in, 0, "DATA\r\n");
+    say(&in, 1, "354 go ahead\r\n");
+    say(&in, 0, "X-Faultgate-Token: tok-early\r\nSubject: s\r\n\r\nhi\r\n.\r\n");
+    at(&w, 1);
+    session(&w, "10.0.0.1", 50001, "10.0.0.9", 25, "a@company1.test",
+            "Received: by gw\r\nX-Faultgate-Token: tok-early\r\nSubject: s\r\n");
+    at(&w, 700);
+    session(&w, "10.0.0.5", 40002, "10.0.0.1", 25, "b@company1.test",
+            "X-Faultgate-Token: tok-other\r\nSubject: o\r\n");
+    uint64_t late = say(&in, 1, "250 queued\r\n");
+    fin(&in, 0);
+    fin(&in, 1);
+    at(&w, 701);
+    w_close(&w);
+
+    struct fg_diag_report *r = diagnose();
+    ck_assert_uint_eq(r->messages, 3);
+    ck_assert_uint_eq(r->relayed, 1);
+    for (size_t i = 0; i < r->n; i++) /* the early message is not stuck */
+        ck_assert_msg(!has_frame(&r->f[i], late), "%s: %s", r->f[i].kb, r->f[i].summary);
+    fg_diag_report_free(r);
+}
+END_TEST
+
 /* Plain sessions over IPv6 loopback, one of them slow but answered, and
  * an inbound-only capture (no relaying: Q135031 cannot be judged). */
 START_TEST(healthy_slow_and_one_leg)
@@ -993,6 +1033,7 @@ static Suite *diag_suite(void)
     TCase *tc = tcase_create("symptoms");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, healthy_relay);
+    tcase_add_test(tc, relayed_before_own_reply);
     tcase_add_test(tc, healthy_slow_and_one_leg);
     tcase_add_test(tc, q129140_client_gives_up);
     tcase_add_test(tc, q129140_still_waiting_and_body_stalled);
