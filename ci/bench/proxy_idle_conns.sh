@@ -40,11 +40,17 @@ mkfifo "$fifo"
 "$FGSTREAM" idle "$PORT" "$n" <"$fifo" >"$WORK/idle.out" &
 PIDS+=($!)
 exec 7>"$fifo"
+# The holder rewrites the count in place: an empty read counts as 0.
+held_now() {
+    local v
+    v=$(cat "$WORK/held" 2>/dev/null || true)
+    echo "${v:-0}"
+}
 for _ in $(seq 600); do
-    [ "$(cat "$WORK/held" 2>/dev/null || echo 0)" -ge "$n" ] && break
+    [ "$(held_now)" -ge "$n" ] && break
     sleep 0.1
 done
-held=$(cat "$WORK/held" 2>/dev/null || echo 0)
+held=$(held_now)
 idle=$(rss "$FG_PID")
 echo "== memory"
 echo "  idle: $held connections through the proxy: RSS $idle MB (at start $base MB; target <= 64 MB)"
