@@ -156,10 +156,10 @@ static uint64_t fin(struct conn *c, int dir)
     return seg(c, dir, FIN | ACK, "", 0);
 }
 
-/* A complete session delivering one message; returns the frame of the
- * 250 to its end of data. */
-static uint64_t session(struct writer *w, const char *cip, int cport, const char *sip, int sport,
-                        const char *from, const char *hdr)
+/* A session up to and with one message's end of data, its reply not yet
+ * given. */
+static struct conn session_to_eod(struct writer *w, const char *cip, int cport, const char *sip,
+                                  int sport, const char *from, const char *hdr)
 {
     struct conn c = c_open(w, cip, cport, sip, sport);
     say(&c, 1, "220 mx ESMTP\r\n");
@@ -177,6 +177,15 @@ static uint64_t session(struct writer *w, const char *cip, int cport, const char
     char body[128];
     snprintf(body, sizeof body, "\r\nHello from %s port %d.\r\n.\r\n", cip, cport);
     say(&c, 0, body);
+    return c;
+}
+
+/* A complete session delivering one message; returns the frame of the
+ * 250 to its end of data. */
+static uint64_t session(struct writer *w, const char *cip, int cport, const char *sip, int sport,
+                        const char *from, const char *hdr)
+{
+    struct conn c = session_to_eod(w, cip, cport, sip, sport, from, hdr);
     uint64_t f = say(&c, 1, "250 queued\r\n");
     say(&c, 0, "QUIT\r\n");
     say(&c, 1, "221 bye\r\n");
@@ -277,17 +286,8 @@ START_TEST(relayed_before_own_reply)
 {
     struct writer w;
     w_open(&w);
-    struct conn in = c_open(&w, "10.0.0.5", 40001, "10.0.0.1", 25);
-    say(&in, 1, "220 gw ESMTP\r\n");
-    say(&in, 0, "EHLO client.test\r\n");
-    say(&in, 1, "250 gw\r\n");
-    say(&in, 0, "MAIL FROM:<a@company1.test>\r\n");
-    say(&in, 1, "250 ok\r\n");
-    say(&in, 0, "RCPT TO:<user2@company2.test>\r\n");
-    say(&in, 1, "250 ok\r\n");
-    say(&in, 0, "DATA\r\n");
-    say(&in, 1, "354 go ahead\r\n");
-    say(&in, 0, "X-Faultgate-Token: tok-early\r\nSubject: s\r\n\r\nhi\r\n.\r\n");
+    struct conn in = session_to_eod(&w, "10.0.0.5", 40001, "10.0.0.1", 25, "a@company1.test",
+                                    "X-Faultgate-Token: tok-early\r\nSubject: s\r\n");
     at(&w, 1);
     session(&w, "10.0.0.1", 50001, "10.0.0.9", 25, "a@company1.test",
             "Received: by gw\r\nX-Faultgate-Token: tok-early\r\nSubject: s\r\n");
