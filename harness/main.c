@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "faultgate/capture.h"
+#include "faultgate/datadir.h"
 #include "faultgate/diagnose.h"
 #include "faultgate/report.h"
 #include "faultgate/error.h"
@@ -51,12 +52,15 @@ static const char usage_run[] =
     "usage: faultgate run [-g PROFILE] [-o DIR] [--seed N] [--shard K/N]\n"
     "                     [--capture auto|live|synth] [-q] [-v] SCENARIO|DIR...\n"
     "\n"
-    "Start the gateway described by PROFILE (default: scenarios/gateways/refgw.yaml),\n"
+    "Start the gateway described by PROFILE (default: the bundled refgw profile),\n"
     "put the fault-injecting proxy and the fake MTA behind it, run each scenario,\n"
     "capture the wire and judge it. Writes DIR/results.json, DIR/junit.xml and one\n"
     "pcap (+ .meta.json) per scenario; DIR defaults to reports/runs/<run-id>.\n"
+    "A SCENARIO or PROFILE that is not a path names a bundled one: `run kb`,\n"
+    "`run rfc5321 security`, `-g postfix` (data directory: $FAULTGATE_DATADIR,\n"
+    "else the installed share/faultgate; `faultgate list` shows the suites).\n"
     "\n"
-    "  -g, --gateway PROFILE   gateway profile (YAML)\n"
+    "  -g, --gateway PROFILE   gateway profile (YAML file, or a bundled name)\n"
     "  -o, --out DIR           output directory\n"
     "      --seed N            seed for probabilistic faults (default: the time)\n"
     "      --shard K/N         run only shard K of N (stable by scenario id)\n"
@@ -105,7 +109,8 @@ static const char usage_proxy[] =
 static const char usage_list[] =
     "usage: faultgate list [SCENARIO|DIR...]\n"
     "\n"
-    "List scenarios (default: scenarios/) with their id, leg, sources and title.\n";
+    "List scenarios with their id, leg, sources and title. With no argument, the\n"
+    "bundled suites (a bare suite name such as `kb` also names a bundled one).\n";
 
 static int parse_capture(const char *s, enum fg_capture_mode *m)
 {
@@ -127,6 +132,23 @@ static int bad_usage(const char *cmd, const char *msg, const char *arg)
     return 2;
 }
 
+/* resolve_all - each of n command-line names resolved against the data
+ * root (datadir.h); free with free_all. */
+static char **resolve_all(char *const *names, size_t n, enum fg_datadir_kind kind)
+{
+    char **v = fg_calloc(n ? n : 1, sizeof(*v));
+    for (size_t i = 0; i < n; i++)
+        v[i] = fg_datadir_resolve(names[i], kind);
+    return v;
+}
+
+static void free_all(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
 static int cmd_run(int argc, char **argv)
 {
     static const struct option opts[] = {{"gateway", required_argument, NULL, 'g'},
@@ -138,8 +160,8 @@ static int cmd_run(int argc, char **argv)
                                          {"verbose", no_argument, NULL, 'v'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
-    struct fg_run_opts o = {.profile_path = "scenarios/gateways/refgw.yaml",
-                            .capture = FG_CAPTURE_AUTO};
+    char *profile_own = NULL;
+    struct fg_run_opts o = {.capture = FG_CAPTURE_AUTO};
     int c;
     uint64_t v;
     while ((c = getopt_long(argc, argv, "+g:o:j:qvh", opts, NULL)) != -1) {
@@ -188,9 +210,16 @@ static int cmd_run(int argc, char **argv)
     }
     if (optind >= argc)
         return bad_usage("run", "no scenario given", NULL);
-    o.paths = (const char *const *)&argv[optind];
+    profile_own = o.profile_path ? fg_datadir_resolve(o.profile_path, FG_DATA_PROFILE)
+                                 : fg_datadir_default_profile();
+    o.profile_path = profile_own;
+    char **paths = resolve_all(&argv[optind], (size_t)(argc - optind), FG_DATA_SUITE);
+    o.paths = (const char *const *)paths;
     o.npaths = (size_t)(argc - optind);
-    return fg_run_main(&o);
+    int rc = fg_run_main(&o);
+    free_all(paths, o.npaths);
+    free(profile_own);
+    return rc;
 }
 
 static int cmd_judge(int argc, char **argv)
@@ -226,7 +255,10 @@ static int cmd_judge(int argc, char **argv)
         return bad_usage("judge", "-s SCENARIO is required", NULL);
     if (optind != argc - 1)
         return bad_usage("judge", "exactly one trace file is needed", NULL);
-    return fg_judge_main(sc, out, argv[optind], meta, keylog);
+    char *sc_path = fg_datadir_resolve(sc, FG_DATA_SUITE);
+    int rc = fg_judge_main(sc_path, out, argv[optind], meta, keylog);
+    free(sc_path);
+    return rc;
 }
 
 /* --- long-running subcommands ------------------------------------------ */
@@ -468,13 +500,20 @@ static int cmd_list(int argc, char **argv)
         fputs(usage_list, stdout);
         return 0;
     }
-    const char *def[] = {"scenarios"};
-    const char *const *paths = argc > 1 ? (const char *const *)&argv[1] : def;
+    /* No argument: the bundled suites (every directory under the data
+     * root's scenarios/ but the gateway profiles). */
+    char *def = fg_datadir() ? fg_asprintf("%s/scenarios", fg_datadir()) : fg_strdup("scenarios");
     size_t npaths = argc > 1 ? (size_t)(argc - 1) : 1;
+    char **paths = argc > 1 ? resolve_all(&argv[1], npaths, FG_DATA_SUITE)
+                            : resolve_all(&def, 1, FG_DATA_SUITE);
+    free(def);
     char err[FG_ERRBUF_SIZE];
     char **files = NULL;
     size_t nfiles = 0;
-    if (fg_scenario_find(paths, npaths, &files, &nfiles, err, sizeof(err)) < 0) {
+    int frc =
+        fg_scenario_find((const char *const *)paths, npaths, &files, &nfiles, err, sizeof(err));
+    free_all(paths, npaths);
+    if (frc < 0) {
         fprintf(stderr, "faultgate: %s\n", err);
         return 2;
     }
