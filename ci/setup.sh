@@ -18,6 +18,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     # tshark asks whether non-root users may capture; the default (no) is fine.
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+# Installed is not enough: what the tests use must work (ci/features.sh).
+bash ci/features.sh
 
 build() {
     local dir=$1
