@@ -24,6 +24,10 @@ if [ ! -f build-tsan/build.ninja ]; then
 fi
 TSAN_OPTIONS=halt_on_error=1 meson test -C build-tsan --print-errorlogs --num-processes 2 \
     --timeout-multiplier 3 check_proxy check_tls_proxy e2e-fate || status=1
+# The Debian package, built from the committed tree, lint-free, and the KB
+# suite run from it in a minimal Debian that has only its dependencies.
+echo "== Debian package: build, lintian, install into a scratch root, KB suite =="
+bash ci/deb.sh --scratch || status=1
 echo "== fuzzing (SMTP parser, X.400 codec, trace reader), bounded =="
 FUZZ_SECONDS=${FUZZ_SECONDS:-60} bash ci/fuzz.sh || status=1
 # Benchmarks print faultgate's figures beside their peers' from the same

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "faultgate/capture.h"
@@ -149,6 +150,20 @@ static void free_all(char **v, size_t n)
     free(v);
 }
 
+/* missing - name (as resolved) is neither a path nor a bundled one: say so
+ * once, with where the bundled ones were looked for; 1 if it is missing. */
+static int missing(const char *cmd, const char *name, enum fg_datadir_kind kind)
+{
+    if (access(name, F_OK) == 0)
+        return 0;
+    const char *root = fg_datadir();
+    fprintf(stderr, "faultgate %s: %s: %s, and no bundled %s of that name%s%s%s\n", cmd, name,
+            strerror(errno), kind == FG_DATA_PROFILE ? "profile" : "suite",
+            root ? " in " : " (no data directory found; set FAULTGATE_DATADIR)", root ? root : "",
+            root ? (kind == FG_DATA_PROFILE ? "/scenarios/gateways" : "/scenarios") : "");
+    return 1;
+}
+
 static int cmd_run(int argc, char **argv)
 {
     static const struct option opts[] = {{"gateway", required_argument, NULL, 'g'},
@@ -210,13 +225,26 @@ static int cmd_run(int argc, char **argv)
     }
     if (optind >= argc)
         return bad_usage("run", "no scenario given", NULL);
+    int profile_given = o.profile_path != NULL;
     profile_own = o.profile_path ? fg_datadir_resolve(o.profile_path, FG_DATA_PROFILE)
                                  : fg_datadir_default_profile();
     o.profile_path = profile_own;
     char **paths = resolve_all(&argv[optind], (size_t)(argc - optind), FG_DATA_SUITE);
     o.paths = (const char *const *)paths;
     o.npaths = (size_t)(argc - optind);
-    int rc = fg_run_main(&o);
+    int bad = 0;
+    if (!profile_given && access(o.profile_path, F_OK) != 0) {
+        const char *env = getenv("FAULTGATE_DATADIR");
+        fprintf(stderr, "faultgate run: the default profile %s: %s%s%s%s\n", o.profile_path,
+                strerror(errno), env && *env ? " (FAULTGATE_DATADIR=" : "", env && *env ? env : "",
+                env && *env ? ")" : "");
+        bad = 1;
+    } else {
+        bad = missing("run", o.profile_path, FG_DATA_PROFILE);
+    }
+    for (size_t i = 0; i < o.npaths && !bad; i++)
+        bad = missing("run", paths[i], FG_DATA_SUITE);
+    int rc = bad ? 2 : fg_run_main(&o);
     free_all(paths, o.npaths);
     free(profile_own);
     return rc;
