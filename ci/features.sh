@@ -52,20 +52,24 @@ fuzz_links() {
 need meson "meson" meson --version
 need ninja-build "ninja" ninja --version
 need pkg-config "pkg-config" pkg-config --version
-for lib in libuv libpcap yaml-0.1 jansson libssl libcrypto check; do
+libs="libuv libpcap yaml-0.1 jansson libssl libcrypto"
+[ "${1:-}" = "--build-only" ] || libs="$libs check"
+for lib in $libs; do
     case $lib in
     libuv) pkg=libuv1-dev ;; libpcap) pkg=libpcap-dev ;; yaml-0.1) pkg=libyaml-dev ;;
     jansson) pkg=libjansson-dev ;; libssl | libcrypto) pkg=libssl-dev ;; check) pkg=check ;;
     esac
     need "$pkg" "the $lib development files" pkg-config --exists "$lib"
 done
+need python3 "python3" python3 --version
+# --build-only: what building and running faultgate needs, nothing more.
+[ "${1:-}" = "--build-only" ] && exit 0
 need gcc "gcc's AddressSanitizer and UndefinedBehaviorSanitizer" c_links gcc -fsanitize=address,undefined
 need clang "clang" clang --version
 need libclang-rt-14-dev "clang's ThreadSanitizer runtime" c_links clang -fsanitize=thread
 need libclang-rt-14-dev "clang's libFuzzer" fuzz_links
 need clang-format "clang-format" clang-format --version
 # the test suites' peers and decoders
-need python3 "python3" python3 --version
 need python3-jsonschema "Python's jsonschema module" py_module jsonschema
 need tshark "tshark" tshark --version
 need libxml2-utils "xmllint" xmllint --version

@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
 # ci/setup.sh - install what a fresh Debian machine lacks, then build
 # faultgate into build/ (and, with --asan, an ASan+UBSan build into
-# build-asan/).  Safe to run again: it installs only what is missing.
+# build-asan/; with --build-only, only what building and running needs, no
+# test tools).  Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want=$(grep -v '^#' ci/packages.txt | xargs)
+# --build-only: what building and running faultgate needs (a qualification
+# job, a report merge), without the test suites' tools.
+build_only=0
+if [ "${1:-}" = "--build-only" ]; then
+    build_only=1
+    shift
+fi
+lists=ci/packages-build.txt
+[ $build_only -eq 1 ] || lists="$lists ci/packages.txt"
+want=$(cat $lists | grep -v '^#' | xargs)
 missing=()
 for p in $want; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -19,7 +29,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 # Installed is not enough: what the tests use must work (ci/features.sh).
-bash ci/features.sh
+if [ $build_only -eq 1 ]; then
+    bash ci/features.sh --build-only
+else
+    bash ci/features.sh
+fi
 
 build() {
     local dir=$1
@@ -32,7 +46,11 @@ build() {
     ninja -C "$dir"
 }
 
-build build
+if [ $build_only -eq 1 ]; then
+    build build -Dtests=disabled
+    exit 0
+fi
+build build -Dtests=auto
 if [ "${1:-}" = "--asan" ]; then
     build build-asan -Db_sanitize=address,undefined -Db_lundef=false
 fi
