@@ -26,6 +26,7 @@
 #include "faultgate/scenario.h"
 #include "faultgate/serve.h"
 #include "faultgate/util.h"
+#include "faultgate/x400_proxy.h"
 #include "faultgate/x400_timeline.h"
 #include "run.h"
 
@@ -84,7 +85,7 @@ static const char usage_judge[] =
     "results.json and junit.xml there. Exit status as for `run`.\n";
 
 static const char usage_proxy[] =
-    "usage: faultgate proxy --listen HOST:PORT --upstream HOST:PORT\n"
+    "usage: faultgate proxy --listen HOST:PORT --upstream HOST:PORT [--protocol smtp|x400]\n"
     "                       [-s SCENARIO | --fault SPEC]... [--pcap FILE] [--seed N]\n"
     "                       [--capture auto|live|synth]\n"
     "                       [--tls passthrough|terminate] [--ca-out FILE] [--keylog FILE]\n"
@@ -105,7 +106,17 @@ static const char usage_proxy[] =
     "default 1). Connections are still numbered in accept order and every\n"
     "decision is the same; only concurrent connections' log lines may interleave.\n"
     "--busy-poll USEC keeps each loop polling without sleeping while events come\n"
-    "less than USEC microseconds apart: lower latency for a CPU per loop.\n";
+    "less than USEC microseconds apart: lower latency for a CPU per loop.\n"
+    "\n"
+    "--protocol x400 forwards RFC 1006 / ISO 8327 session traffic (X.400 P1 over\n"
+    "RTS, X.410-1984 or 1988 mode) and takes X.400 faults, the language of a\n"
+    "scenario's `x400_faults:`; without --protocol the faults decide (all X.400\n"
+    "faults, or a scenario with only `x400_faults:`: X.400). For example\n"
+    "  --fault 'spdu MIP: abort'                  S-P-ABORT on the first minor sync\n"
+    "  --fault 'spdu MIP c2s #2: abort user rts'  user abort with RTS AbortInformation\n"
+    "  --fault 'spdu MIP serial 2: rewrite-serial +5'   an out-of-sequence serial\n"
+    "  --fault 'activity-end: dr reason 85'       COTP DR instead of the AE\n"
+    "(the TLS, --threads and --busy-poll options are SMTP-only).\n";
 
 static const char usage_list[] =
     "usage: faultgate list [SCENARIO|DIR...]\n"
@@ -317,14 +328,34 @@ static void stop_serving(void *ud)
 
 static int cmd_proxy(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"listen", required_argument, NULL, 'l'},   {"upstream", required_argument, NULL, 'u'},
-        {"scenario", required_argument, NULL, 's'}, {"fault", required_argument, NULL, 'f'},
-        {"pcap", required_argument, NULL, 'p'},     {"seed", required_argument, NULL, 'S'},
-        {"capture", required_argument, NULL, 'C'},  {"tls", required_argument, NULL, 'T'},
-        {"ca-out", required_argument, NULL, 'A'},   {"keylog", required_argument, NULL, 'K'},
-        {"threads", required_argument, NULL, 'j'},  {"busy-poll", required_argument, NULL, 'B'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
+                                         {"upstream", required_argument, NULL, 'u'},
+                                         {"scenario", required_argument, NULL, 's'},
+                                         {"fault", required_argument, NULL, 'f'},
+                                         {"pcap", required_argument, NULL, 'p'},
+                                         {"seed", required_argument, NULL, 'S'},
+                                         {"capture", required_argument, NULL, 'C'},
+                                         {"tls", required_argument, NULL, 'T'},
+                                         {"ca-out", required_argument, NULL, 'A'},
+                                         {"keylog", required_argument, NULL, 'K'},
+                                         {"threads", required_argument, NULL, 'j'},
+                                         {"busy-poll", required_argument, NULL, 'B'},
+                                         {"protocol", required_argument, NULL, 'P'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    /* X.400: harness/cmd_x400_proxy.c */
+    switch (fg_cmd_proxy_protocol(argc, argv)) {
+    case 1: {
+        int st = fg_cmd_x400_proxy(argc, argv);
+        if (st >= 0)
+            return st;
+        break; /* --help: the usage below */
+    }
+    case 2:
+        return bad_usage("proxy", "--protocol takes smtp or x400", NULL);
+    default:
+        break;
+    }
     const char *listen = NULL, *upstream = NULL, *scenario = NULL, *pcap_path = NULL;
     const char *ca_out = NULL, *keylog_path = NULL;
     int tls = -1; /* -1: as the scenario says */
@@ -395,6 +426,8 @@ static int cmd_proxy(int argc, char **argv)
         case 'K':
             keylog_path = optarg;
             break;
+        case 'P':
+            break; /* smtp; x400 was handed over above */
         case 'h':
             free(specs);
             fputs(usage_proxy, stdout);

@@ -180,4 +180,12 @@ unsigned fg_x400_proxy_open(const struct fg_x400_proxy *p);
  * NULL). */
 void fg_x400_proxy_close(struct fg_x400_proxy *p, void (*cb)(void *ud), void *ud);
 
+/* `faultgate proxy` (harness/cmd_x400_proxy.c).  fg_cmd_proxy_protocol:
+ * which proxy argv asks for: 0 SMTP, 1 X.400 (--protocol x400, or faults
+ * that are all X.400 faults), 2 a bad --protocol.  fg_cmd_x400_proxy: run
+ * the X.400 proxy with argv's options; exit status as for `proxy`, or -1
+ * for --help (the caller prints the usage). */
+int fg_cmd_proxy_protocol(int argc, char **argv);
+int fg_cmd_x400_proxy(int argc, char **argv);
+
 #endif
