@@ -20,15 +20,21 @@
 #include "faultgate/util.h"
 #include "faultgate/x400_proxy.h"
 
-static const struct option opts[] = {
-    {"listen", required_argument, NULL, 'l'},   {"upstream", required_argument, NULL, 'u'},
-    {"scenario", required_argument, NULL, 's'}, {"fault", required_argument, NULL, 'f'},
-    {"pcap", required_argument, NULL, 'p'},     {"seed", required_argument, NULL, 'S'},
-    {"capture", required_argument, NULL, 'C'},  {"protocol", required_argument, NULL, 'P'},
-    {"tls", required_argument, NULL, 'T'},      {"ca-out", required_argument, NULL, 'A'},
-    {"keylog", required_argument, NULL, 'K'},   {"threads", required_argument, NULL, 'j'},
-    {"busy-poll", required_argument, NULL, 'B'}, {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0}};
+static const struct option opts[] = {{"listen", required_argument, NULL, 'l'},
+                                     {"upstream", required_argument, NULL, 'u'},
+                                     {"scenario", required_argument, NULL, 's'},
+                                     {"fault", required_argument, NULL, 'f'},
+                                     {"pcap", required_argument, NULL, 'p'},
+                                     {"seed", required_argument, NULL, 'S'},
+                                     {"capture", required_argument, NULL, 'C'},
+                                     {"protocol", required_argument, NULL, 'P'},
+                                     {"tls", required_argument, NULL, 'T'},
+                                     {"ca-out", required_argument, NULL, 'A'},
+                                     {"keylog", required_argument, NULL, 'K'},
+                                     {"threads", required_argument, NULL, 'j'},
+                                     {"busy-poll", required_argument, NULL, 'B'},
+                                     {"help", no_argument, NULL, 'h'},
+                                     {NULL, 0, NULL, 0}};
 
 static int is_x400_fault(const char *spec)
 {
@@ -135,7 +141,7 @@ int fg_cmd_x400_proxy(int argc, char **argv)
             mode = strcmp(optarg, "live") == 0    ? FG_CAPTURE_LIVE
                    : strcmp(optarg, "synth") == 0 ? FG_CAPTURE_SYNTH
                    : strcmp(optarg, "auto") == 0  ? FG_CAPTURE_AUTO
-                                                  : (enum fg_capture_mode)-1;
+                                                  : (enum fg_capture_mode) - 1;
             if ((int)mode < 0) {
                 free(specs);
                 return bad("--capture takes auto, live or synth", optarg);

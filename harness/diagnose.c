@@ -1284,9 +1284,11 @@ void fg_diag_report_free(struct fg_diag_report *r)
  * shared codec (x400.h), and every SPDU of both directions goes in wire
  * order through the shared X.225 rules (x400_state.h), as one observer:
  * the same rules the X.400 timeline and the fake X.400 MTA apply.  The
- * symptom (KB Q194685) is a MIP or MIA that broke a rule, followed on
- * the same connection by an abort: a session AB (X.225 §7.9.2), a COTP
- * DR or ER (X.224 §13.5, §13.12) or a TCP RST, before any release.  A
+ * symptom (KB Q194685) is a MIP or MIA that broke a rule (serial out of
+ * sequence, window overrun, ...), with the abort that followed it on the
+ * same connection, if any: a session AB (X.225 §7.9.2), a COTP DR or ER
+ * (X.224 §13.5, §13.12) or a TCP RST, before any release.  Without an
+ * abort the finding says so: the cause is there, the reaction was not.  A
  * capture that starts mid-association (no CR) is not judged: the session
  * state is unknown there. */
 
@@ -1481,26 +1483,40 @@ static void x4_close(void *st, const struct fg_trace_conn *c, struct fg_diag_rep
     struct x4d *d = st;
     if (d->state == FG_DIAG_MINE && d->started)
         r->x400_conns++;
-    if (d->state == FG_DIAG_MINE && d->bad && d->aborted) {
+    if (d->state == FG_DIAG_MINE && d->bad) {
         char a[32], b[32];
         struct fg_diag_finding f;
-        finding_init(&f, "Q194685", "invalid minor sync point followed by an abort", c->id,
-                     c->client_str, c->server_str, d->bad_us);
+        /* A foreign system that does not check serial numbers (ISODE, for
+         * one: x400-wire.md §2.6) goes on after the invalid MIP: the cause
+         * of Q194685 is on the wire all the same, and is reported as such. */
+        finding_init(&f, "Q194685",
+                     d->aborted ? "invalid minor sync point followed by an abort"
+                                : "invalid minor sync point, no abort followed",
+                     c->id, c->client_str, c->server_str, d->bad_us);
         frame_push(&f, d->bad_frame);
-        frame_push(&f, d->ab_frame);
+        if (d->aborted)
+            frame_push(&f, d->ab_frame);
         snprintf(f.rule, sizeof f.rule, "%s", d->v.rule ? d->v.rule : "");
         snprintf(f.source, sizeof f.source, "%s", d->v.source ? d->v.source : "");
         uint64_t t0 = r->stats.first_us;
-        f.summary = fg_asprintf(
-            "%s sent by %s at frame %llu (t=+%s s) broke %s (%s); %s ended the association "
-            "with %s at frame %llu, %s s later",
-            d->bad_desc, x4_side_name(d->bad_dir), (unsigned long long)d->bad_frame,
-            secs(a, sizeof a, d->bad_us > t0 ? d->bad_us - t0 : 0), f.rule, f.source,
-            x4_side_name(d->ab_dir), d->ab_desc, (unsigned long long)d->ab_frame,
-            secs(b, sizeof b, d->ab_us > d->bad_us ? d->ab_us - d->bad_us : 0));
-        f.detail = fg_asprintf("%s\n%u minor sync point%s before it; %u invalid before the "
-                               "abort",
-                               d->v.text, d->mips_before, d->mips_before == 1 ? "" : "s", d->nbad);
+        secs(a, sizeof a, d->bad_us > t0 ? d->bad_us - t0 : 0);
+        if (d->aborted)
+            f.summary = fg_asprintf(
+                "%s sent by %s at frame %llu (t=+%s s) broke %s (%s); %s ended the association "
+                "with %s at frame %llu, %s s later",
+                d->bad_desc, x4_side_name(d->bad_dir), (unsigned long long)d->bad_frame, a, f.rule,
+                f.source, x4_side_name(d->ab_dir), d->ab_desc, (unsigned long long)d->ab_frame,
+                secs(b, sizeof b, d->ab_us > d->bad_us ? d->ab_us - d->bad_us : 0));
+        else
+            f.summary = fg_asprintf(
+                "%s sent by %s at frame %llu (t=+%s s) broke %s (%s); no abort followed: %s "
+                "went on (%s), so a stricter foreign system would have aborted here",
+                d->bad_desc, x4_side_name(d->bad_dir), (unsigned long long)d->bad_frame, a, f.rule,
+                f.source, x4_side_name(!d->bad_dir),
+                d->released ? "the association was released" : "the association was not released");
+        f.detail = fg_asprintf("%s\n%u minor sync point%s before it; %u invalid %s", d->v.text,
+                               d->mips_before, d->mips_before == 1 ? "" : "s", d->nbad,
+                               d->aborted ? "before the abort" : "in all, none aborted");
         fg_diag_add(r, &f);
         free(f.summary);
         free(f.detail);
