@@ -96,6 +96,8 @@ struct xconn {
     int in_read;
     struct fg_x400_buf deferred; /* own TSDUs not yet applied to sm */
     int in_activity;
+    /* 1988 normal mode (RTSE over ACSE and presentation): the contexts */
+    int normal, acse_ctx, rtse_ctx;
     /* sender */
     struct fg_x400_sender *snd;
 };
@@ -415,14 +417,33 @@ static void peer_react(struct xconn *c, const struct fg_x400_violation *v, const
     conn_finish_writes(c, p->o.on_invalid == FG_X400_REACT_RESET);
 }
 
+/* The connection data to answer with (X.228 §9.2 connectionDataAC).  An
+ * INTEGER in the CN is the greeting of ISODE's echo and sink test
+ * applications (applicationProtocol 128/129, or their application
+ * contexts 1.17.0.1.1 / 1.17.0.2.1), answered with its value + 1 as their
+ * responder does; anything else (a P1 bind) is answered with NULL. */
+static void answer_open(const struct fg_rts *r, struct fg_x400_buf *open, const char **app)
+{
+    static const uint8_t echo_ctx[6] = {0x06, 0x04, 0x39, 0x00, 0x01, 0x01};
+    uint32_t hello;
+    *app = "P1";
+    if (fg_x400_ber_int(r->open, r->open_len, &hello)) {
+        fg_x400_ber_put_uint(open, 0x02, hello + 1);
+        int echo = r->normal ? r->app_ctx && r->app_ctx_len == sizeof echo_ctx &&
+                                   memcmp(r->app_ctx, echo_ctx, sizeof echo_ctx) == 0
+                             : r->app_protocol == 128;
+        *app = echo ? "ISODE echo" : "ISODE sink";
+    }
+}
+
 static void peer_accept_cn(struct xconn *c, const struct fg_spdu *s)
 {
     struct fg_x400_peer *p = c->peer;
     struct fg_rts r;
     int have_rts = (s->has & FG_SP_USER_DATA) &&
                    fg_x400_rts_decode(FG_SPDU_CN, s->user_data, s->user_data_len, &r) == 0 &&
-                   r.x410;
-    struct fg_x400_buf g = {0}, prm = {0}, ud = {0};
+                   (r.x410 || r.normal);
+    struct fg_x400_buf g = {0}, prm = {0}, ud = {0}, open = {0};
     uint8_t version = (s->has & FG_SP_VERSION) && (s->version & 2) ? 2 : 1;
     fg_x400_put_pi_byte(&g, FG_PI_PROTO_OPT, 0);
     fg_x400_put_pi_byte(&g, FG_PI_VERSION, version);
@@ -441,15 +462,26 @@ static void peer_accept_cn(struct xconn *c, const struct fg_spdu *s)
     if (have_rts) {
         uint32_t lim = p->o.max_checkpoint ? p->o.max_checkpoint : 64;
         uint32_t ck = r.checkpoint <= lim ? r.checkpoint : lim; /* ≤ proposed, 0 stays 0 */
-        fg_x400_rts_paccept(&ud, ck, r.window, NULL, 0);
+        const char *app;
+        answer_open(&r, &open, &app);
+        if (r.normal) {
+            c->normal = 1;
+            c->acse_ctx = r.acse_ctx >= 0 ? r.acse_ctx : 1;
+            c->rtse_ctx = r.rtse_ctx >= 0 ? r.rtse_ctx : 3;
+            fg_x400_rts_cpa(&ud, &r, ck, r.window, open.len ? open.p : NULL, open.len);
+        } else {
+            fg_x400_rts_paccept(&ud, ck, r.window, open.len ? open.p : NULL, open.len);
+        }
         fg_x400_put_pi(&prm, FG_PGI_USER_DATA, ud.p, ud.len);
-        xlog(p->o.log, "x400-peer: connection %u: CN accepted, checkpoint %u, window %u", c->id,
-             (unsigned)ck, (unsigned)r.window);
+        xlog(p->o.log, "x400-peer: connection %u: CN accepted (%s, %s), checkpoint %u, window %u",
+             c->id, r.normal ? "1988 normal mode" : "X.410-1984 mode", app, (unsigned)ck,
+             (unsigned)r.window);
     }
     conn_send_spdu(c, 0, FG_SI_AC, &prm);
     fg_x400_buf_free(&g);
     fg_x400_buf_free(&prm);
     fg_x400_buf_free(&ud);
+    fg_x400_buf_free(&open);
 }
 
 static void peer_spdu(struct xconn *c, const struct fg_spdu *s)
@@ -476,9 +508,17 @@ static void peer_spdu(struct xconn *c, const struct fg_spdu *s)
         break;
     case FG_SPDU_DT:
         if (c->in_activity && s->user_data_len) {
-            fg_array_reserve((void **)&c->msg, &c->msg_cap, c->msg_len + s->user_data_len, 1);
-            memcpy(c->msg + c->msg_len, s->user_data, s->user_data_len);
-            c->msg_len += s->user_data_len;
+            const uint8_t *d = s->user_data;
+            size_t n = s->user_data_len;
+            struct fg_rts r;
+            /* 1988: P-DATA carrying a segment of the APDU (X.228 §7.3) */
+            if (c->normal && fg_x400_rts_decode(FG_SPDU_DT, d, n, &r) == 0 && r.rttr) {
+                d = r.rttr;
+                n = r.rttr_len;
+            }
+            fg_array_reserve((void **)&c->msg, &c->msg_cap, c->msg_len + n, 1);
+            memcpy(c->msg + c->msg_len, d, n);
+            c->msg_len += n;
         }
         break;
     case FG_SPDU_MIP:
@@ -504,7 +544,16 @@ static void peer_spdu(struct xconn *c, const struct fg_spdu *s)
         conn_send_spdu(c, 0, FG_SI_GTA, NULL);
         break;
     case FG_SPDU_FN:
-        conn_send_spdu(c, 0, FG_SI_DN, NULL);
+        if (c->normal) { /* DN + RLRE (X.227 §7.2) */
+            struct fg_x400_buf ud = {0}, prm = {0};
+            fg_x400_rts_release(&ud, 1, c->acse_ctx);
+            fg_x400_put_pi(&prm, FG_PGI_USER_DATA, ud.p, ud.len);
+            conn_send_spdu(c, 0, FG_SI_DN, &prm);
+            fg_x400_buf_free(&ud);
+            fg_x400_buf_free(&prm);
+        } else {
+            conn_send_spdu(c, 0, FG_SI_DN, NULL);
+        }
         c->released = 1;
         conn_finish_writes(c, 0);
         break;

@@ -693,17 +693,39 @@ void fg_x400_put_dt(struct fg_x400_buf *b, const void *tsdu, size_t len, size_t 
 
 /* --- RTS, X.410-1984 mode ------------------------------------------------------------ */
 
-/* Definite-length BER only; X.410 RTS PDUs are small SETs (X.409). */
-static int ber_get(const uint8_t **pp, const uint8_t *end, uint8_t *tag, const uint8_t **v,
-                   size_t *n)
+/* One BER element.  X.410 RTS PDUs are small definite-length SETs
+ * (X.409); the 1988 presentation, ACSE and RTSE PDUs that real stacks send
+ * (ISODE, for one) use the indefinite form too (X.690 §8.1.3.6): the
+ * contents then end at the end-of-contents octets, which *v / *n leave
+ * out.  Single-octet tags only: no PDU read here needs more. */
+static int ber_get_d(const uint8_t **pp, const uint8_t *end, uint8_t *tag, const uint8_t **v,
+                     size_t *n, int depth)
 {
     const uint8_t *p = *pp;
-    if (end - p < 2)
+    if (end - p < 2 || depth > 24)
         return -1;
     *tag = *p++;
     if ((*tag & 0x1F) == 0x1F)
-        return -1; /* multi-octet tags do not occur in these PDUs */
+        return -1;
     size_t l = *p++;
+    if (l == 0x80) {
+        if (!(*tag & 0x20))
+            return -1; /* indefinite only for constructed encodings */
+        const uint8_t *q = p;
+        for (;;) {
+            if (end - q >= 2 && q[0] == 0 && q[1] == 0)
+                break;
+            uint8_t t;
+            const uint8_t *cv;
+            size_t cn;
+            if (ber_get_d(&q, end, &t, &cv, &cn, depth + 1) < 0)
+                return -1;
+        }
+        *v = p;
+        *n = (size_t)(q - p);
+        *pp = q + 2;
+        return 0;
+    }
     if (l & 0x80) {
         size_t k = l & 0x7F;
         if (k == 0 || k > 3 || (size_t)(end - p) < k)
@@ -718,6 +740,12 @@ static int ber_get(const uint8_t **pp, const uint8_t *end, uint8_t *tag, const u
     *n = l;
     *pp = p + l;
     return 0;
+}
+
+static int ber_get(const uint8_t **pp, const uint8_t *end, uint8_t *tag, const uint8_t **v,
+                   size_t *n)
+{
+    return ber_get_d(pp, end, tag, v, n, 0);
 }
 
 static uint32_t ber_uint(const uint8_t *v, size_t n)
@@ -771,16 +799,197 @@ static int rts_user(const uint8_t *p, const uint8_t *end, struct fg_rts *r)
     return 0;
 }
 
+/* --- 1988 normal mode: presentation (X.226), ACSE (X.227), RTSE (X.228) --- */
+
+/* RTORQ/RTOAC/RTORJ/RTAB inside an EXTERNAL's single-ASN1-type (X.228 §9). */
+static int nm_rtse(const uint8_t *p, const uint8_t *end, struct fg_rts *r)
+{
+    uint8_t tag, t2;
+    const uint8_t *v, *v2;
+    size_t n, n2;
+    if (ber_get(&p, end, &tag, &v, &n) < 0)
+        return FG_EPROTO;
+    r->rtse_apdu = tag;
+    if (tag == 0xB0 || tag == 0xB1) {
+        r->normal = 1;
+        return rts_user(v, v + n, r);
+    }
+    if (tag == 0xB2 || tag == 0xB6) /* refuseReason / abortReason [0] */
+        for (const uint8_t *q = v; q < v + n;) {
+            if (ber_get(&q, v + n, &t2, &v2, &n2) < 0)
+                return FG_EPROTO;
+            if (t2 == 0x80)
+                r->reason = (int)ber_uint(v2, n2);
+        }
+    return 0;
+}
+
+/* An ACSE APDU's contents (AARQ 60, AARE 61, RLRQ 62, RLRE 63, ABRT 64). */
+static int nm_acse(const uint8_t *p, const uint8_t *end, struct fg_rts *r)
+{
+    while (p < end) {
+        uint8_t tag, t2;
+        const uint8_t *v, *v2, *start;
+        size_t n, n2;
+        if (ber_get(&p, end, &tag, &v, &n) < 0)
+            return FG_EPROTO;
+        if (tag == 0xA1 && (r->acse == 0x60 || r->acse == 0x61)) {
+            start = v; /* application-context-name: the OID, kept whole */
+            const uint8_t *q = v;
+            if (ber_get(&q, v + n, &t2, &v2, &n2) == 0 && t2 == 0x06) {
+                r->app_ctx = start;
+                r->app_ctx_len = (size_t)(q - start);
+            }
+        } else if (tag == 0xA2 && r->acse == 0x61) {
+            const uint8_t *q = v;
+            if (ber_get(&q, v + n, &t2, &v2, &n2) == 0 && t2 == 0x02)
+                r->acse_result = (int)ber_uint(v2, n2);
+        } else if (tag == 0xBE) { /* user-information: EXTERNAL */
+            const uint8_t *q = v;
+            if (ber_get(&q, v + n, &t2, &v2, &n2) < 0 || t2 != 0x28)
+                return FG_EPROTO;
+            for (const uint8_t *e = v2; e < v2 + n2;) {
+                uint8_t t3;
+                const uint8_t *v3;
+                size_t n3;
+                if (ber_get(&e, v2 + n2, &t3, &v3, &n3) < 0)
+                    return FG_EPROTO;
+                if (t3 == 0x02)
+                    r->rtse_ctx = (int)ber_uint(v3, n3);
+                else if (t3 == 0xA0 && nm_rtse(v3, v3 + n3, r) < 0)
+                    return FG_EPROTO;
+            }
+        }
+    }
+    return 0;
+}
+
+/* User-data: fully-encoded-data [APPLICATION 1] SEQUENCE OF PDV-list
+ * (X.226 §8.4.2); simply-encoded data is not used by RTSE. */
+static int nm_user_data(const uint8_t *p, const uint8_t *end, struct fg_rts *r)
+{
+    while (p < end) {
+        uint8_t tag, t2;
+        const uint8_t *v, *v2;
+        size_t n, n2;
+        int ctx = -1;
+        if (ber_get(&p, end, &tag, &v, &n) < 0 || tag != 0x30)
+            return FG_EPROTO;
+        for (const uint8_t *q = v; q < v + n;) {
+            if (ber_get(&q, v + n, &t2, &v2, &n2) < 0)
+                return FG_EPROTO;
+            if (t2 == 0x02) {
+                ctx = (int)ber_uint(v2, n2);
+            } else if (t2 == 0xA0) { /* single-ASN1-type */
+                uint8_t t3;
+                const uint8_t *v3, *e = v2;
+                size_t n3;
+                if (ber_get(&e, v2 + n2, &t3, &v3, &n3) < 0)
+                    return FG_EPROTO;
+                r->normal = 1;
+                if (t3 >= 0x60 && t3 <= 0x64) {
+                    r->acse = t3;
+                    r->acse_ctx = ctx;
+                    if (nm_acse(v3, v3 + n3, r) < 0)
+                        return FG_EPROTO;
+                } else if (t3 == 0x04) { /* RTTRapdu: a segment of the APDU */
+                    r->data_ctx = ctx;
+                    r->rttr = v3;
+                    r->rttr_len = n3;
+                } else if (t3 == 0x02) { /* RTTPapdu: turn please, priority */
+                    r->data_ctx = ctx;
+                } else if (t3 >= 0xB0 && t3 <= 0xB6) {
+                    r->data_ctx = ctx;
+                    if (nm_rtse(v2, v2 + n2, r) < 0)
+                        return FG_EPROTO;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+/* CP-type / CPA-PPDU normal-mode-parameters [2] (X.226 §8.2, §8.3). */
+static int nm_params(const uint8_t *p, const uint8_t *end, struct fg_rts *r)
+{
+    while (p < end) {
+        uint8_t tag, t2, t3;
+        const uint8_t *v, *v2, *v3;
+        size_t n, n2, n3;
+        if (ber_get(&p, end, &tag, &v, &n) < 0)
+            return FG_EPROTO;
+        if (tag == 0xA4) { /* presentation-context-definition-list */
+            for (const uint8_t *q = v; q < v + n;) {
+                if (ber_get(&q, v + n, &t2, &v2, &n2) < 0 || t2 != 0x30)
+                    return FG_EPROTO;
+                int id = -1;
+                const uint8_t *asn = NULL;
+                size_t asn_len = 0;
+                for (const uint8_t *e = v2; e < v2 + n2;) {
+                    const uint8_t *at = e;
+                    if (ber_get(&e, v2 + n2, &t3, &v3, &n3) < 0)
+                        return FG_EPROTO;
+                    if (t3 == 0x02)
+                        id = (int)ber_uint(v3, n3);
+                    else if (t3 == 0x06 && !asn) {
+                        asn = at;
+                        asn_len = (size_t)(e - at);
+                    }
+                }
+                if (r->nctx < FG_RTS_MAX_CTX) {
+                    r->ctx_id[r->nctx] = id;
+                    r->ctx_asn[r->nctx] = asn;
+                    r->ctx_asn_len[r->nctx] = asn_len;
+                }
+                r->nctx++;
+            }
+        } else if (tag == 0xA5) { /* presentation-context-definition-result-list */
+            for (const uint8_t *q = v; q < v + n;) {
+                if (ber_get(&q, v + n, &t2, &v2, &n2) < 0)
+                    return FG_EPROTO;
+                r->nctx++;
+            }
+        } else if (tag == 0x61) {
+            if (nm_user_data(v, v + n, r) < 0)
+                return FG_EPROTO;
+        }
+    }
+    return 0;
+}
+
 int fg_x400_rts_decode(enum fg_spdu_type hint, const uint8_t *p, size_t n, struct fg_rts *r)
 {
     memset(r, 0, sizeof(*r));
     r->window = 3; /* X.228 §7.1.5.2 defaults */
     r->app_protocol = 1;
     r->reason = -1;
+    r->acse_ctx = r->rtse_ctx = r->data_ctx = r->acse_result = -1;
     const uint8_t *end = p + n, *v;
     size_t vn;
     uint8_t tag;
-    if (ber_get(&p, end, &tag, &v, &vn) < 0 || tag != 0x31)
+    if (ber_get(&p, end, &tag, &v, &vn) < 0)
+        return FG_EPROTO;
+    if (tag == 0x61 || tag == 0xA0) {
+        /* S-DATA, S-RELEASE user data (fully-encoded-data), or an
+         * ARU-PPDU's normal-mode [0] holding it. */
+        if (tag == 0xA0) {
+            const uint8_t *q = v;
+            while (q < v + vn) {
+                uint8_t t2;
+                const uint8_t *v2;
+                size_t n2;
+                if (ber_get(&q, v + vn, &t2, &v2, &n2) < 0)
+                    return FG_EPROTO;
+                if (t2 == 0x61 && nm_user_data(v2, v2 + n2, r) < 0)
+                    return FG_EPROTO;
+            }
+        } else if (nm_user_data(v, v + vn, r) < 0) {
+            return FG_EPROTO;
+        }
+        r->kind = hint == FG_SPDU_AB ? FG_RTS_ABORTINFO : FG_RTS_NONE;
+        return r->normal ? 0 : FG_EPROTO;
+    }
+    if (tag != 0x31)
         return FG_EPROTO;
     const uint8_t *q = v, *qend = v + vn;
     while (q < qend) {
@@ -788,14 +997,17 @@ int fg_x400_rts_decode(enum fg_spdu_type hint, const uint8_t *p, size_t n, struc
         size_t en;
         if (ber_get(&q, qend, &tag, &ev, &en) < 0)
             return FG_EPROTO;
-        if (tag == 0xA0) { /* DataTransferSyntax: [0] x409(0) */
+        if (tag == 0xA0) { /* DataTransferSyntax x409(0), or mode-selector normal-mode(1) */
             const uint8_t *e2 = ev, *iv;
             size_t in;
             uint8_t it;
-            if (ber_get(&e2, ev + en, &it, &iv, &in) == 0 && it == 0x80 && ber_uint(iv, in) == 0)
-                r->x410 = 1;
+            if (ber_get(&e2, ev + en, &it, &iv, &in) == 0 && it == 0x80)
+                r->x410 = ber_uint(iv, in) == 0;
         } else if (tag == 0xA1) {
             if (rts_user(ev, ev + en, r) < 0)
+                return FG_EPROTO;
+        } else if (tag == 0xA2 && !r->x410) {
+            if (nm_params(ev, ev + en, r) < 0)
                 return FG_EPROTO;
         } else if (tag == 0x80) {
             r->reason = (int)ber_uint(ev, en);
@@ -829,9 +1041,12 @@ static void ber_put(struct fg_x400_buf *b, uint8_t tag, const void *v, size_t n)
     } else if (n < 256) {
         uint8_t l[2] = {0x81, (uint8_t)n};
         fg_x400_buf_put(b, l, 2);
-    } else {
+    } else if (n < 65536) {
         uint8_t l[3] = {0x82, (uint8_t)(n >> 8), (uint8_t)n};
         fg_x400_buf_put(b, l, 3);
+    } else {
+        uint8_t l[4] = {0x83, (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
+        fg_x400_buf_put(b, l, 4);
     }
     fg_x400_buf_put(b, v, n);
 }
@@ -904,4 +1119,154 @@ void fg_x400_rts_prefuse(struct fg_x400_buf *b, int reason)
 void fg_x400_rts_abortinfo(struct fg_x400_buf *b, int reason)
 {
     rts_reason_set(b, reason);
+}
+
+/* --- 1988 normal mode encoders (x400-wire.md §3.3, §8) ------------------------------ */
+
+static const uint8_t ber_ts[4] = {0x06, 0x02, 0x51, 0x01}; /* transfer syntax BER 2.1.1 */
+
+/* ber_put of a buffer, which is then emptied. */
+static void ber_wrap(struct fg_x400_buf *b, uint8_t tag, struct fg_x400_buf *in)
+{
+    ber_put(b, tag, in->p, in->len);
+    fg_x400_buf_free(in);
+}
+
+/* EXTERNAL {direct-reference BER, indirect-reference ctx, single-ASN1-type
+ * [0] apdu} (X.227 §7.1.1 user-information). */
+static void nm_external(struct fg_x400_buf *b, int ctx, struct fg_x400_buf *apdu)
+{
+    struct fg_x400_buf e = {0}, s1 = {0};
+    fg_x400_buf_put(&e, ber_ts, sizeof ber_ts);
+    ber_put_uint(&e, 0x02, (uint32_t)ctx);
+    ber_wrap(&s1, 0xA0, apdu);
+    fg_x400_buf_put(&e, s1.p, s1.len);
+    fg_x400_buf_free(&s1);
+    ber_wrap(b, 0x28, &e);
+}
+
+/* fully-encoded-data with one PDV-list: 61 {30 {02 ctx, a0 {apdu}}}. */
+static void nm_pdv(struct fg_x400_buf *b, int ctx, struct fg_x400_buf *apdu)
+{
+    struct fg_x400_buf l = {0}, s1 = {0}, seq = {0};
+    ber_put_uint(&l, 0x02, (uint32_t)ctx);
+    ber_wrap(&s1, 0xA0, apdu);
+    fg_x400_buf_put(&l, s1.p, s1.len);
+    fg_x400_buf_free(&s1);
+    ber_wrap(&seq, 0x30, &l);
+    ber_wrap(b, 0x61, &seq);
+}
+
+static void nm_rtoq(struct fg_x400_buf *b, uint8_t tag, uint32_t ckpt, uint32_t window,
+                    int dialogue, const void *open, size_t open_len)
+{
+    static const uint8_t null_open[2] = {0x05, 0x00};
+    struct fg_x400_buf u = {0}, open0 = {0}, cd = {0};
+    ber_put_uint(&u, 0x80, ckpt);
+    ber_put_uint(&u, 0x81, window);
+    if (tag == 0xB0)
+        ber_put_uint(&u, 0x82, (uint32_t)dialogue);
+    ber_put(&open0, 0xA0, open ? open : null_open, open ? open_len : sizeof(null_open));
+    ber_wrap(&cd, tag == 0xB0 ? 0xA3 : 0xA2, &open0);
+    fg_x400_buf_put(&u, cd.p, cd.len);
+    fg_x400_buf_free(&cd);
+    ber_wrap(b, tag, &u);
+}
+
+void fg_x400_rts_cp(struct fg_x400_buf *b, const struct fg_x400_nm *nm, uint32_t checkpoint,
+                    uint32_t window, int dialogue, const void *open, size_t open_len)
+{
+    static const uint8_t normal[5] = {0xA0, 0x03, 0x80, 0x01, 0x01};
+    struct fg_x400_buf list = {0}, params = {0}, rq = {0}, ext = {0}, aarq = {0}, ud = {0},
+                       set = {0};
+    for (unsigned i = 0; i < nm->nctx; i++) {
+        struct fg_x400_buf d = {0}, ts = {0};
+        ber_put_uint(&d, 0x02, (uint32_t)nm->ctx[i].id);
+        fg_x400_buf_put(&d, nm->ctx[i].asn, nm->ctx[i].asn_len);
+        fg_x400_buf_put(&ts, ber_ts, sizeof ber_ts);
+        ber_wrap(&d, 0x30, &ts);
+        ber_wrap(&list, 0x30, &d);
+    }
+    ber_wrap(&params, 0xA4, &list);
+    nm_rtoq(&rq, 0xB0, checkpoint, window, dialogue, open, open_len);
+    nm_external(&ext, nm->rtse_ctx, &rq);
+    struct fg_x400_buf ac = {0};
+    fg_x400_buf_put(&ac, nm->app_ctx, nm->app_ctx_len);
+    ber_wrap(&aarq, 0xA1, &ac);
+    ber_wrap(&aarq, 0xBE, &ext);
+    struct fg_x400_buf apdu = {0};
+    ber_wrap(&apdu, 0x60, &aarq);
+    nm_pdv(&ud, nm->acse_ctx, &apdu);
+    fg_x400_buf_put(&params, ud.p, ud.len);
+    fg_x400_buf_free(&ud);
+    fg_x400_buf_put(&set, normal, sizeof normal);
+    ber_wrap(&set, 0xA2, &params);
+    ber_wrap(b, 0x31, &set);
+}
+
+void fg_x400_rts_cpa(struct fg_x400_buf *b, const struct fg_rts *cp, uint32_t checkpoint,
+                     uint32_t window, const void *open, size_t open_len)
+{
+    static const uint8_t normal[5] = {0xA0, 0x03, 0x80, 0x01, 0x01};
+    static const uint8_t accepted[5] = {0xA2, 0x03, 0x02, 0x01, 0x00};
+    static const uint8_t user_null[7] = {0xA3, 0x05, 0xA1, 0x03, 0x02, 0x01, 0x00};
+    static const uint8_t mts_transfer[6] = {0x06, 0x04, 0x56, 0x00, 0x01, 0x06};
+    struct fg_x400_buf res = {0}, params = {0}, ac = {0}, ext = {0}, aare = {0}, apdu = {0},
+                       ud = {0}, set = {0};
+    /* one acceptance, transfer syntax BER, per proposed context, in order */
+    for (unsigned i = 0; i < (cp->nctx ? cp->nctx : 1); i++) {
+        static const uint8_t one[9] = {0x30, 0x07, 0x80, 0x01, 0x00, 0x81, 0x02, 0x51, 0x01};
+        fg_x400_buf_put(&res, one, sizeof one);
+    }
+    ber_wrap(&params, 0xA5, &res);
+    nm_rtoq(&ac, 0xB1, checkpoint, window, 0, open, open_len);
+    nm_external(&ext, cp->rtse_ctx >= 0 ? cp->rtse_ctx : 3, &ac);
+    struct fg_x400_buf name = {0};
+    if (cp->app_ctx)
+        fg_x400_buf_put(&name, cp->app_ctx, cp->app_ctx_len);
+    else
+        fg_x400_buf_put(&name, mts_transfer, sizeof mts_transfer);
+    ber_wrap(&aare, 0xA1, &name);
+    fg_x400_buf_put(&aare, accepted, sizeof accepted);
+    fg_x400_buf_put(&aare, user_null, sizeof user_null);
+    ber_wrap(&aare, 0xBE, &ext);
+    ber_wrap(&apdu, 0x61, &aare);
+    nm_pdv(&ud, cp->acse_ctx >= 0 ? cp->acse_ctx : 1, &apdu);
+    fg_x400_buf_put(&params, ud.p, ud.len);
+    fg_x400_buf_free(&ud);
+    fg_x400_buf_put(&set, normal, sizeof normal);
+    ber_wrap(&set, 0xA2, &params);
+    ber_wrap(b, 0x31, &set);
+}
+
+void fg_x400_rts_pdata(struct fg_x400_buf *b, int ctx, const void *seg, size_t len)
+{
+    struct fg_x400_buf t = {0};
+    ber_put(&t, 0x04, seg, len);
+    nm_pdv(b, ctx, &t);
+}
+
+void fg_x400_rts_release(struct fg_x400_buf *b, int response, int acse_ctx)
+{
+    static const uint8_t normal_reason[3] = {0x80, 0x01, 0x00};
+    struct fg_x400_buf a = {0}, apdu = {0};
+    fg_x400_buf_put(&a, normal_reason, sizeof normal_reason);
+    ber_wrap(&apdu, response ? 0x63 : 0x62, &a);
+    nm_pdv(b, acse_ctx, &apdu);
+}
+
+void fg_x400_ber_put_uint(struct fg_x400_buf *b, uint8_t tag, uint32_t x)
+{
+    ber_put_uint(b, tag, x);
+}
+
+int fg_x400_ber_int(const uint8_t *p, size_t n, uint32_t *v)
+{
+    uint8_t tag;
+    const uint8_t *iv;
+    size_t in;
+    if (!p || ber_get(&p, p + n, &tag, &iv, &in) < 0 || tag != 0x02 || in == 0 || in > 4)
+        return 0;
+    *v = ber_uint(iv, in);
+    return 1;
 }

@@ -229,7 +229,8 @@ int fg_x400_sm_apply(struct fg_x400_sm *sm, enum fg_x400_side from, const struct
         sm->token_setting = (s->has & FG_SP_TOKEN_SETTING) ? s->token_setting : 0;
         if (s->has & FG_SP_USER_DATA) {
             struct fg_rts r;
-            if (fg_x400_rts_decode(FG_SPDU_CN, s->user_data, s->user_data_len, &r) == 0 && r.x410) {
+            if (fg_x400_rts_decode(FG_SPDU_CN, s->user_data, s->user_data_len, &r) == 0 &&
+                (r.x410 || r.normal)) {
                 sm->rts = 1;
                 sm->checkpoint = r.checkpoint;
                 sm->window = r.window;
@@ -250,7 +251,7 @@ int fg_x400_sm_apply(struct fg_x400_sm *sm, enum fg_x400_side from, const struct
         if (s->has & FG_SP_USER_DATA) {
             struct fg_rts rt;
             if (fg_x400_rts_decode(FG_SPDU_AC, s->user_data, s->user_data_len, &rt) == 0 &&
-                rt.x410) {
+                (rt.x410 || rt.normal)) {
                 if (sm->rts && rt.checkpoint > sm->checkpoint && !r)
                     r = bad(v, "rts-negotiation", SRC_RTS,
                             "AC grants checkpoint size %u, more than the %u proposed",

@@ -382,10 +382,31 @@ struct fg_rts {
     int reason;          /* PRefuse refuseReason, AbortInformation abortReason; -1 absent */
     const uint8_t *open; /* ConnectionData open [0] contents */
     size_t open_len;
+    /* 1988 normal mode (X.226 CP-type / CPA-PPDU, X.227 ACSE, X.228 RTSE) */
+    int normal;             /* an RTORQ/RTOAC or other normal-mode user data was read */
+    int acse;               /* the ACSE APDU's tag: 0x60 AARQ .. 0x64 ABRT; 0 none */
+    int acse_result;        /* AARE result; -1 absent */
+    int acse_ctx;           /* presentation context of the ACSE APDU; -1 */
+    int rtse_ctx;           /* the EXTERNAL's indirect-reference (RTSE context); -1 */
+    int data_ctx;           /* P-DATA: context of the RTTR/RTTP; -1 */
+    int rtse_apdu;          /* 0xB0 RTORQ, 0xB1 RTOAC, 0xB2 RTORJ, 0xB6 RTAB; 0 */
+    const uint8_t *app_ctx; /* application-context-name: the OID TLV */
+    size_t app_ctx_len;
+    const uint8_t *rttr; /* P-DATA: the RTTRapdu's octets (a segment of the APDU) */
+    size_t rttr_len;
+    unsigned nctx; /* CP: contexts defined; CPA: results */
+#define FG_RTS_MAX_CTX 16
+    int ctx_id[FG_RTS_MAX_CTX];
+    const uint8_t *ctx_asn[FG_RTS_MAX_CTX]; /* abstract syntax OID TLV */
+    size_t ctx_asn_len[FG_RTS_MAX_CTX];
 };
 
 /* Decode session user data as PConnect/PAccept (hint CN/AC), PRefuse (RF
- * reason 02 data) or AbortInformation (AB).  Returns 0 or FG_EPROTO. */
+ * reason 02 data) or AbortInformation (AB) in X.410-1984 mode, or, in 1988
+ * normal mode, as CP-type/CPA-PPDU with AARQ/AARE and RTORQ/RTOAC (CN/AC),
+ * ARU-PPDU with ABRT/RTAB (AB), RLRQ/RLRE (FN/DN) and P-DATA with an RTTR
+ * segment (DT).  Definite and indefinite BER lengths.  Returns 0 or
+ * FG_EPROTO. */
 int fg_x400_rts_decode(enum fg_spdu_type hint, const uint8_t *p, size_t n, struct fg_rts *out);
 /* open: the contents of ConnectionData open [0] (a P1 bind value); NULL
  * writes `a0 02 05 00` (NULL), which Wireshark decodes cleanly. */
@@ -394,6 +415,39 @@ void fg_x400_rts_pconnect(struct fg_x400_buf *b, uint32_t checkpoint, uint32_t w
 void fg_x400_rts_paccept(struct fg_x400_buf *b, uint32_t checkpoint, uint32_t window,
                          const void *open, size_t open_len);
 void fg_x400_rts_prefuse(struct fg_x400_buf *b, int reason);
+
+/* --- RTSE, 1988 normal mode (X.226, X.227, X.228; x400-wire.md §3.3) ---- */
+
+/* What an initiator proposes: presentation contexts (abstract syntax OID
+ * TLVs, transfer syntax BER), the application context, and which contexts
+ * carry ACSE and RTSE. */
+struct fg_x400_nm {
+    struct {
+        int id;
+        const uint8_t *asn;
+        size_t asn_len;
+    } ctx[4];
+    unsigned nctx;
+    int acse_ctx, rtse_ctx;
+    const uint8_t *app_ctx; /* OID TLV */
+    size_t app_ctx_len;
+};
+/* CP-type + AARQ + RTORQ (CN user data). */
+void fg_x400_rts_cp(struct fg_x400_buf *b, const struct fg_x400_nm *nm, uint32_t checkpoint,
+                    uint32_t window, int dialogue, const void *open, size_t open_len);
+/* CPA-PPDU + AARE (accepted) + RTOAC answering cp (AC user data): one
+ * acceptance per proposed context, the application context echoed. */
+void fg_x400_rts_cpa(struct fg_x400_buf *b, const struct fg_rts *cp, uint32_t checkpoint,
+                     uint32_t window, const void *open, size_t open_len);
+/* P-DATA user data: an RTTRapdu (one segment of the APDU) in context ctx. */
+void fg_x400_rts_pdata(struct fg_x400_buf *b, int ctx, const void *seg, size_t len);
+/* A BER INTEGER (or another tag) holding x; and whether p..p+n is a BER
+ * INTEGER of at most 4 octets (*v its value): the "greeting" that ISODE's
+ * echo and sink applications carry as connection data. */
+void fg_x400_ber_put_uint(struct fg_x400_buf *b, uint8_t tag, uint32_t x);
+int fg_x400_ber_int(const uint8_t *p, size_t n, uint32_t *v);
+/* RLRQ (FN) or, with response, RLRE (DN); reason normal. */
+void fg_x400_rts_release(struct fg_x400_buf *b, int response, int acse_ctx);
 void fg_x400_rts_abortinfo(struct fg_x400_buf *b, int reason);
 
 #endif
