@@ -614,6 +614,7 @@ struct fg_x400_sender {
     unsigned mips_sent;
     int status;
     int cancelled;
+    struct fg_x400_buf apdu; /* what the activity carries (the message, or its APDU) */
 };
 
 static int snd_fail(struct fg_x400_sender *s, const char *fmt, ...)
@@ -652,7 +653,7 @@ static void snd_pump(struct fg_x400_sender *s)
     struct fg_x400_buf burst = {0};
     int burst_mode = s->o.bug == FG_X400_SYNC_WINDOW;
     while (!c->closing && s->st == SND_DATA) {
-        if (s->off >= s->o.len && s->mips_sent > 0) {
+        if (s->off >= s->apdu.len && s->mips_sent > 0) {
             /* everything sent: end the activity with SN = V(M) */
             if (burst.len) {
                 conn_send_raw(c, burst.p, burst.len);
@@ -666,13 +667,20 @@ static void snd_pump(struct fg_x400_sender *s)
         }
         if (s->checkpoint && !burst_mode && s->mips_sent - s->acked >= s->window)
             break; /* X.228 §7.3: wait for MIA */
-        size_t n = s->o.len - s->off;
+        size_t n = s->apdu.len - s->off;
         if (s->checkpoint && n > s->seg)
             n = s->seg;
         struct fg_x400_buf t = {0}, out = {0};
         fg_x400_put_spdu(&t, FG_SI_GT, NULL, 0, NULL, 0, 0);
-        fg_x400_put_spdu(&t, FG_SI_DT, NULL, 0, NULL, 0, 0);
-        fg_x400_buf_put(&t, s->o.msg + s->off, n);
+        if (s->o.normal) { /* P-DATA: an RTTR segment (X.228 §7.3) */
+            struct fg_x400_buf pd = {0};
+            fg_x400_rts_pdata(&pd, c->rtse_ctx, s->apdu.p + s->off, n);
+            fg_x400_put_spdu(&t, FG_SI_DT, NULL, 0, pd.p, pd.len, 0);
+            fg_x400_buf_free(&pd);
+        } else {
+            fg_x400_put_spdu(&t, FG_SI_DT, NULL, 0, NULL, 0, 0);
+            fg_x400_buf_put(&t, s->apdu.p + s->off, n);
+        }
         s->off += n;
         fg_x400_tsdu_parse(t.p, t.len, self_cb, c, NULL, 0);
         fg_x400_put_dt(burst_mode ? &burst : &out, t.p, t.len, c->tpdu_size);
@@ -720,7 +728,7 @@ static void snd_start_transfer(struct fg_x400_sender *s)
          * window + 2 of them, so that every message exercises the
          * window and the serial numbering. */
         size_t w = s->window + 2;
-        size_t seg = (s->o.len + w - 1) / w;
+        size_t seg = (s->apdu.len + w - 1) / w;
         if (seg == 0)
             seg = 1;
         if (seg > (size_t)s->checkpoint * 1024)
@@ -740,7 +748,10 @@ static int snd_spdu(struct fg_x400_sender *s, const struct fg_spdu *sp)
             return snd_fail(s, "unexpected AC");
         struct fg_rts r;
         if ((sp->has & FG_SP_USER_DATA) &&
-            fg_x400_rts_decode(FG_SPDU_AC, sp->user_data, sp->user_data_len, &r) == 0) {
+            fg_x400_rts_decode(FG_SPDU_AC, sp->user_data, sp->user_data_len, &r) == 0 &&
+            (r.x410 || r.normal)) {
+            if (r.normal && r.acse_result > 0)
+                return snd_fail(s, "association rejected (AARE result %d)", r.acse_result);
             s->checkpoint = r.checkpoint;
             s->window = r.window ? r.window : 1;
         } else {
@@ -763,7 +774,20 @@ static int snd_spdu(struct fg_x400_sender *s, const struct fg_spdu *sp)
         if (s->st != SND_AEA)
             return snd_fail(s, "unexpected AEA");
         s->c.transfer_done = 1;
-        conn_send_spdu(c, 0, FG_SI_FN, NULL);
+        xlog(c->log,
+             "x400: activity ended and confirmed (AEA serial %u): %u minor sync points, %u "
+             "confirmed",
+             (unsigned)sp->serial, s->mips_sent, (unsigned)s->acked);
+        if (s->o.normal) { /* FN + RLRQ (X.227 §7.2) */
+            struct fg_x400_buf ud = {0}, prm = {0};
+            fg_x400_rts_release(&ud, 0, c->acse_ctx);
+            fg_x400_put_pi(&prm, FG_PGI_USER_DATA, ud.p, ud.len);
+            conn_send_spdu(c, 0, FG_SI_FN, &prm);
+            fg_x400_buf_free(&ud);
+            fg_x400_buf_free(&prm);
+        } else {
+            conn_send_spdu(c, 0, FG_SI_FN, NULL);
+        }
         s->st = SND_DN;
         break;
     case FG_SPDU_DN:
@@ -779,6 +803,54 @@ static int snd_spdu(struct fg_x400_sender *s, const struct fg_spdu *sp)
         break;
     }
     return 0;
+}
+
+/* The CN's called session selector and connection data: PConnect
+ * (X.410-1984 mode) or CP-type + AARQ + RTORQ (1988 normal mode), for P1
+ * or for ISODE's sink application (x400-wire.md §3.3). */
+static void snd_connect_data(struct fg_x400_sender *s, struct fg_x400_buf *prm,
+                             struct fg_x400_buf *ud)
+{
+    static const uint8_t asn1[5] = {0x06, 0x03, 0x28, 0xC4, 0x78};               /* 1.0.8824 */
+    static const uint8_t rtse[4] = {0x06, 0x02, 0x53, 0x00};                     /* 2.3.0 */
+    static const uint8_t acse[6] = {0x06, 0x04, 0x52, 0x01, 0x00, 0x01};         /* 2.2.1.0.1 */
+    static const uint8_t sink[6] = {0x06, 0x04, 0x39, 0x00, 0x02, 0x01};         /* 1.17.0.2.1 */
+    static const uint8_t mta_rtse[6] = {0x06, 0x04, 0x56, 0x00, 0x02, 0x0C};     /* 2.6.0.2.12 */
+    static const uint8_t mtse[6] = {0x06, 0x04, 0x56, 0x00, 0x02, 0x07};         /* 2.6.0.2.7 */
+    static const uint8_t mts_transfer[6] = {0x06, 0x04, 0x56, 0x00, 0x01, 0x06}; /* 2.6.0.1.6 */
+    static const uint8_t rts_ssel[2] = {0x00, 0x02}; /* ISODE's "ssap/rts" #2 */
+    struct xconn *c = &s->c;
+    struct fg_x400_buf hello = {0};
+    uint32_t window = s->o.window ? s->o.window : 3;
+    if (s->o.isode_sink)
+        fg_x400_ber_put_uint(&hello, 0x02, 1); /* the greeting the responder answers + 1 */
+    if (!s->o.normal) {
+        if (s->o.isode_sink)
+            fg_x400_put_pi(prm, FG_PI_CALLED_SSEL, rts_ssel, sizeof rts_ssel);
+        fg_x400_rts_pconnect_app(ud, s->o.checkpoint, window, 1, s->o.isode_sink ? 129 : 1, hello.p,
+                                 hello.len);
+    } else {
+        struct fg_x400_nm nm;
+        memset(&nm, 0, sizeof nm);
+        if (s->o.isode_sink) {
+            nm.ctx[0].id = 1, nm.ctx[0].asn = asn1, nm.ctx[0].asn_len = sizeof asn1;
+            nm.ctx[1].id = 3, nm.ctx[1].asn = rtse, nm.ctx[1].asn_len = sizeof rtse;
+            nm.ctx[2].id = 5, nm.ctx[2].asn = acse, nm.ctx[2].asn_len = sizeof acse;
+            nm.acse_ctx = 5, nm.rtse_ctx = 3;
+            nm.app_ctx = sink, nm.app_ctx_len = sizeof sink;
+        } else {
+            nm.ctx[0].id = 1, nm.ctx[0].asn = acse, nm.ctx[0].asn_len = sizeof acse;
+            nm.ctx[1].id = 3, nm.ctx[1].asn = mta_rtse, nm.ctx[1].asn_len = sizeof mta_rtse;
+            nm.ctx[2].id = 5, nm.ctx[2].asn = mtse, nm.ctx[2].asn_len = sizeof mtse;
+            nm.acse_ctx = 1, nm.rtse_ctx = 3;
+            nm.app_ctx = mts_transfer, nm.app_ctx_len = sizeof mts_transfer;
+        }
+        nm.nctx = 3;
+        c->acse_ctx = nm.acse_ctx;
+        c->rtse_ctx = nm.rtse_ctx;
+        fg_x400_rts_cp(ud, &nm, s->o.checkpoint, window, 1, hello.len ? hello.p : NULL, hello.len);
+    }
+    fg_x400_buf_free(&hello);
 }
 
 static int snd_tpdu(struct fg_x400_sender *s, const struct fg_cotp *t)
@@ -798,7 +870,7 @@ static int snd_tpdu(struct fg_x400_sender *s, const struct fg_cotp *t)
         fg_x400_put_pi_byte(&g, FG_PI_TOKEN_SETTING, 0); /* turn: initiator */
         fg_x400_put_pi(&p, FG_PGI_CONN_ACC, g.p, g.len);
         fg_x400_put_pi_u16(&p, FG_PI_SUR, FG_SUR_RTS);
-        fg_x400_rts_pconnect(&ud, s->o.checkpoint, s->o.window ? s->o.window : 3, 1, NULL, 0);
+        snd_connect_data(s, &p, &ud);
         fg_x400_put_pi(&p, FG_PGI_USER_DATA, ud.p, ud.len);
         conn_send_spdu(c, 0, FG_SI_CN, &p);
         fg_x400_buf_free(&g);
@@ -869,6 +941,7 @@ static void conn_closed(struct xconn *c)
             snprintf(c->why, sizeof(c->why), "association ended before the transfer completed");
         if (s->done)
             s->done(s->ud, st, st == 0 ? "transferred" : c->why);
+        fg_x400_buf_free(&s->apdu);
         free(s);
         return;
     }
@@ -1029,7 +1102,15 @@ static void connect_cb(uv_connect_t *req, int status)
     uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
     struct fg_x400_buf cr = {0};
     uint8_t sel[2] = {0, 1};
-    fg_x400_put_cr(&cr, c->own_ref, 0x0B, sel, 2, sel, 2);
+    /* ISODE's tsapd picks the program by the called TSAP: none for the
+     * X.410 RTS (the session selector says), #516 for "isode rtse sink". */
+    static const uint8_t rtse_sink[2] = {0x02, 0x04};
+    if (!s->o.isode_sink)
+        fg_x400_put_cr(&cr, c->own_ref, 0x0B, sel, 2, sel, 2);
+    else if (s->o.normal)
+        fg_x400_put_cr(&cr, c->own_ref, 0x0B, NULL, 0, rtse_sink, sizeof rtse_sink);
+    else
+        fg_x400_put_cr(&cr, c->own_ref, 0x0B, NULL, 0, NULL, 0);
     conn_send_raw(c, cr.p, cr.len);
     fg_x400_buf_free(&cr);
     s->st = SND_CC;
@@ -1054,6 +1135,21 @@ int fg_x400_send(uv_loop_t *loop, const struct fg_x400_send_opts *o,
     s->c.snd = s;
     s->c.own_ref = 1;
     s->window = o->window ? o->window : 3;
+    if (o->isode_sink) { /* the message as one OCTET STRING, as isoc sends it */
+        uint8_t h[6];
+        size_t hn = 0, n = o->len;
+        h[hn++] = 0x04;
+        if (n < 128) {
+            h[hn++] = (uint8_t)n;
+        } else {
+            uint8_t k = n < 256 ? 1 : n < 65536 ? 2 : n < (1u << 24) ? 3 : 4;
+            h[hn++] = (uint8_t)(0x80 | k);
+            for (int i = k - 1; i >= 0; i--)
+                h[hn++] = (uint8_t)(n >> (8 * i));
+        }
+        fg_x400_buf_put(&s->apdu, h, hn);
+    }
+    fg_x400_buf_put(&s->apdu, o->msg, o->len);
     conn_init(&s->c, loop, o->log, o->timeout_ms);
     s->creq.data = s;
     rc = uv_tcp_connect(&s->creq, &s->c.tcp, (struct sockaddr *)&ss, connect_cb);

@@ -17,17 +17,25 @@ static const char usage[] =
     "usage: faultgate x400-peer --listen HOST:PORT [--ledger FILE] [--on-invalid REACTION]\n"
     "                           [--max-checkpoint N] [--idle DUR]\n"
     "       faultgate x400-peer --send HOST:PORT --message FILE [--checkpoint N] [--window N]\n"
+    "                           [--mode x410|1988] [--application p1|isode-sink]\n"
     "                           [--bug VARIANT] [--timeout DUR]\n"
     "\n"
     "Responder (--listen): a strict fake X.400 MTA speaking RFC 1006, COTP class 0, the\n"
-    "ISO 8327 session layer and RTS in X.410-1984 mode. It validates every minor\n"
+    "ISO 8327 session layer and RTS in X.410-1984 mode (PConnect in the session\n"
+    "connect) or 1988 normal mode (RTSE over ACSE and presentation), as the initiator\n"
+    "chose. It answers P1 binds, and the greeting of ISODE's echo and sink test\n"
+    "applications (isoc NAME rtsap sink, isoc NAME rtsap \"isode/rtse sink\"). It validates every "
+    "minor\n"
     "synchronization point (X.225 Table A-4, the RTS window) and writes a ledger line\n"
     "(JSON) per message received. On an invalid SPDU it reacts with REACTION: abort\n"
     "(AB provider, protocol error; the default), abort-user, dr, er, close, reset or\n"
     "ignore. Runs until SIGINT or SIGTERM.\n"
     "\n"
     "Initiator (--send): transfer FILE in one association (checkpoint size N KiB,\n"
-    "default 1; window default 3). VARIANT produces invalid minor sync points:\n"
+    "default 1; window default 3; at least window + 2 checkpoints), in X.410-1984\n"
+    "mode (default) or 1988 normal mode (--mode 1988), as P1 or as a client of\n"
+    "ISODE's sink application (--application isode-sink, for ISODE's tsapd).\n"
+    "VARIANT produces invalid minor sync points:\n"
     "first-serial-0, duplicate-serial, skipped-serial, no-reset, no-gt, window-overrun.\n"
     "Exit status 0 when the message was transferred, 1 when the association failed,\n"
     "2 on bad usage.\n";
@@ -74,6 +82,8 @@ int fg_cmd_x400_peer(int argc, char **argv)
                                          {"window", required_argument, NULL, 'w'},
                                          {"bug", required_argument, NULL, 'b'},
                                          {"timeout", required_argument, NULL, 't'},
+                                         {"mode", required_argument, NULL, 'o'},
+                                         {"application", required_argument, NULL, 'a'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *listen = NULL, *send = NULL, *ledger = NULL, *msgfile = NULL;
@@ -127,6 +137,16 @@ int fg_cmd_x400_peer(int argc, char **argv)
         case 't':
             if (fg_duration_parse(optarg, &so.timeout_ms) < 0)
                 return bad("--timeout: expected a duration", optarg);
+            break;
+        case 'o':
+            if (strcmp(optarg, "x410") != 0 && strcmp(optarg, "1988") != 0)
+                return bad("--mode: expected x410 or 1988", optarg);
+            so.normal = strcmp(optarg, "1988") == 0;
+            break;
+        case 'a':
+            if (strcmp(optarg, "p1") != 0 && strcmp(optarg, "isode-sink") != 0)
+                return bad("--application: expected p1 or isode-sink", optarg);
+            so.isode_sink = strcmp(optarg, "isode-sink") == 0;
             break;
         case 'h':
             fputs(usage, stdout);

@@ -1069,7 +1069,7 @@ static void ber_put_uint(struct fg_x400_buf *b, uint8_t tag, uint32_t x)
 }
 
 static void rts_connect_accept(struct fg_x400_buf *b, int connect, uint32_t ckpt, uint32_t window,
-                               int dialogue, const void *open, size_t open_len)
+                               int dialogue, int app_protocol, const void *open, size_t open_len)
 {
     static const uint8_t null_open[2] = {0x05, 0x00};
     static const uint8_t x409[3] = {0x80, 0x01, 0x00};
@@ -1081,7 +1081,7 @@ static void rts_connect_accept(struct fg_x400_buf *b, int connect, uint32_t ckpt
     ber_put(&open0, 0xA0, open ? open : null_open, open ? open_len : sizeof(null_open));
     ber_put(&u, connect ? 0xA3 : 0xA2, open0.p, open0.len);
     if (connect)
-        ber_put_uint(&u, 0x84, 1); /* applicationProtocol p1(1) */
+        ber_put_uint(&u, 0x84, (uint32_t)app_protocol); /* p1(1), p3(3), ... */
     ber_put(&set, 0xA0, x409, sizeof(x409));
     ber_put(&set, 0xA1, u.p, u.len);
     ber_put(b, 0x31, set.p, set.len);
@@ -1094,13 +1094,19 @@ static void rts_connect_accept(struct fg_x400_buf *b, int connect, uint32_t ckpt
 void fg_x400_rts_pconnect(struct fg_x400_buf *b, uint32_t checkpoint, uint32_t window, int dialogue,
                           const void *open, size_t open_len)
 {
-    rts_connect_accept(b, 1, checkpoint, window, dialogue, open, open_len);
+    rts_connect_accept(b, 1, checkpoint, window, dialogue, 1, open, open_len);
+}
+
+void fg_x400_rts_pconnect_app(struct fg_x400_buf *b, uint32_t checkpoint, uint32_t window,
+                              int dialogue, int app_protocol, const void *open, size_t open_len)
+{
+    rts_connect_accept(b, 1, checkpoint, window, dialogue, app_protocol, open, open_len);
 }
 
 void fg_x400_rts_paccept(struct fg_x400_buf *b, uint32_t checkpoint, uint32_t window,
                          const void *open, size_t open_len)
 {
-    rts_connect_accept(b, 0, checkpoint, window, 0, open, open_len);
+    rts_connect_accept(b, 0, checkpoint, window, 0, 0, open, open_len);
 }
 
 static void rts_reason_set(struct fg_x400_buf *b, int reason)

@@ -88,6 +88,12 @@ struct fg_x400_send_opts {
     uint64_t timeout_ms;    /* per answer; 0: 30 s */
     struct fg_capture *capture;
     FILE *log;
+    int normal; /* 1988 normal mode (RTSE over ACSE and presentation); else X.410-1984 */
+    /* The application: P1 (0), or ISODE's sink test application (1) as
+     * ISODE's tsapd serves it: transport/session selectors, application
+     * protocol 129 or context 1.17.0.2.1, an INTEGER greeting, the message
+     * sent as one OCTET STRING APDU. */
+    int isode_sink;
 };
 
 struct fg_x400_sender;

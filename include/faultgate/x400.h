@@ -412,6 +412,10 @@ int fg_x400_rts_decode(enum fg_spdu_type hint, const uint8_t *p, size_t n, struc
  * writes `a0 02 05 00` (NULL), which Wireshark decodes cleanly. */
 void fg_x400_rts_pconnect(struct fg_x400_buf *b, uint32_t checkpoint, uint32_t window, int dialogue,
                           const void *open, size_t open_len);
+/* The same with another applicationProtocol (ISODE's test applications:
+ * 128 echo, 129 sink). */
+void fg_x400_rts_pconnect_app(struct fg_x400_buf *b, uint32_t checkpoint, uint32_t window,
+                              int dialogue, int app_protocol, const void *open, size_t open_len);
 void fg_x400_rts_paccept(struct fg_x400_buf *b, uint32_t checkpoint, uint32_t window,
                          const void *open, size_t open_len);
 void fg_x400_rts_prefuse(struct fg_x400_buf *b, int reason);
