@@ -939,6 +939,8 @@ static void parse_args(int argc, char **argv)
                                          {"ready-file", required_argument, NULL, 'R'},
                                          {"x400-upstream", required_argument, NULL, 'X'},
                                          {"x400-domain", required_argument, NULL, 'D'},
+                                         {"x400-mode", required_argument, NULL, 0x100},
+                                         {"x400-application", required_argument, NULL, 0x101},
                                          {"starttls", no_argument, NULL, 'T'},
                                          {"help", no_argument, NULL, 'h'},
                                          {"version", no_argument, NULL, 'V'},
@@ -1033,6 +1035,16 @@ static void parse_args(int argc, char **argv)
                 die_usage("--x400-domain: bad domain '%s'", optarg);
             snprintf(c->x400_domain, sizeof(c->x400_domain), "%s", optarg);
             break;
+        case 0x100: /* refgw_x400.c */
+            if (strcmp(optarg, "x410") != 0 && strcmp(optarg, "1988") != 0)
+                die_usage("--x400-mode: expected x410 or 1988, got '%s'", optarg);
+            c->x400_normal = strcmp(optarg, "1988") == 0;
+            break;
+        case 0x101:
+            if (strcmp(optarg, "p1") != 0 && strcmp(optarg, "isode-sink") != 0)
+                die_usage("--x400-application: expected p1 or isode-sink, got '%s'", optarg);
+            c->x400_isode_sink = strcmp(optarg, "isode-sink") == 0;
+            break;
         case 'T':
             c->starttls = 1;
             break;
@@ -1045,7 +1057,8 @@ static void parse_args(int argc, char **argv)
                    "             [--timeout NAME=DUR[,NAME=DUR...]] [--retry DUR]\n"
                    "             [--max-retry-delay DUR] [--give-up DUR] [--max-size SIZE]\n"
                    "             [--bug MODE] [--hostname NAME] [--ready-file PATH]\n"
-                   "             [--x400-upstream HOST:PORT [--x400-domain DOMAIN]]\n"
+                   "             [--x400-upstream HOST:PORT [--x400-domain DOMAIN]\n"
+                   "              [--x400-mode x410|1988] [--x400-application p1|isode-sink]]\n"
                    "             [--starttls]\n");
             exit(0);
         case 'V':

@@ -45,6 +45,8 @@ struct refgw_config {
     char x400_domain[256]; /* --x400-domain: only mail for this domain goes via X.400 */
     int x400_port;         /* 0: no X.400 side */
     int x400_bug;          /* enum fg_x400_sync_bug, with REFGW_BUG_BAD_MINOR_SYNC */
+    int x400_normal;       /* --x400-mode 1988: RTSE over ACSE and presentation */
+    int x400_isode_sink;   /* --x400-application isode-sink: ISODE's tsapd as the peer */
     int starttls;          /* --starttls: offer STARTTLS inbound (RFC 3207) */
 };
 

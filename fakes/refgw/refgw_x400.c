@@ -1,7 +1,9 @@
 /* refgw_x400.c - refgw's X.400 side: with --x400-upstream, queued messages
- * leave as X.400 (RFC 1006 + ISO 8327 session + RTS in X.410-1984 mode)
- * instead of SMTP, one association per message, through the fake X.400
- * MTA's initiator (faultgate/fake_x400.h).
+ * leave as X.400 (RFC 1006 + ISO 8327 session + RTS in X.410-1984 mode, or
+ * 1988 normal mode with --x400-mode 1988) instead of SMTP, one association
+ * per message, through the fake X.400 MTA's initiator
+ * (faultgate/fake_x400.h).  --x400-application isode-sink makes ISODE's
+ * tsapd the foreign system (its sink application takes the messages).
  *
  * --bug bad-minor-sync=VARIANT makes the minor synchronization points
  * invalid the way KB Q194685's gateway did (x400-wire.md §7.2); the strict
@@ -90,7 +92,9 @@ void refgw_x400_kick(void)
                                   .window = 3,
                                   .bug = refgw_cfg.x400_bug,
                                   .serial_carry = &xo.carry,
-                                  .timeout_ms = refgw_cfg.to.data_done};
+                                  .timeout_ms = refgw_cfg.to.data_done,
+                                  .normal = refgw_cfg.x400_normal,
+                                  .isode_sink = refgw_cfg.x400_isode_sink};
     xo.msg = m;
     int rc = fg_x400_send(refgw_loop, &o, sent, m, &xo.snd);
     if (rc < 0) {
