@@ -504,6 +504,96 @@ START_TEST(test_rules_invalid)
 }
 END_TEST
 
+/* 1988 normal mode: what ISODE's isoc and tsapd send ("isode/rtse sink":
+ * indefinite lengths, ten contexts), and our CPA, P-DATA and release
+ * answers read back through the same decoder. */
+START_TEST(test_normal_mode)
+{
+    static const char isode_cp[] =
+        "3180a003800101a280a480300e020101060328c478300406025101300e020103060328c4783004060251"
+        "01300e020105060328c478300406025101300e020107060328c478300406025101300e020109060328c4"
+        "78300406025101300e02010b060328c478300406025101300e02010d060328c478300406025101300e02"
+        "010f060328c478300406025101300d02011106025300300406025101300f020113060452010001300406"
+        "0251010000a60a8004390002018102510161383036020113a031602fa106060439000201a20806063904"
+        "6383881fbe1b281906025101020111a010b00e80013f820101a306a00402025e2200000000";
+    static const char isode_cpa[] =
+        "3180a003800101a280a55a300780010081025101300780010081025101300780010081025101300780"
+        "010081025101300780010081025101300780010081025101300780010081025101300780010081025101"
+        "300780010081025101300780010081025101613a3038020113a0336131a106060439000201a203020100"
+        "a305a103020100be1b281906025101020111a010b10e800101810103a206a00402025e2300000000";
+    uint8_t b[512];
+    size_t n = 0;
+    for (const char *h = isode_cp; h[0] && h[1]; h += 2)
+        sscanf(h, "%2hhx", &b[n++]);
+    struct fg_rts r;
+    ck_assert_int_eq(fg_x400_rts_decode(FG_SPDU_CN, b, n, &r), 0);
+    ck_assert_int_eq(r.x410, 0);
+    ck_assert_int_eq(r.normal, 1);
+    ck_assert_uint_eq(r.nctx, 10);
+    ck_assert_int_eq(r.ctx_id[9], 19);
+    ck_assert_int_eq(r.acse, 0x60);
+    ck_assert_int_eq(r.acse_ctx, 19);
+    ck_assert_int_eq(r.rtse_ctx, 17);
+    ck_assert_int_eq(r.rtse_apdu, 0xB0);
+    ck_assert_uint_eq(r.checkpoint, 63);
+    ck_assert_uint_eq(r.window, 3);
+    ck_assert_int_eq(r.dialogue, 1);
+    uint32_t hello;
+    ck_assert_int_eq(fg_x400_ber_int(r.open, r.open_len, &hello), 1);
+    ck_assert_uint_eq(hello, 0x5e22);
+    ck_assert_uint_eq(r.app_ctx_len, 6); /* 1.17.0.2.1, "isode sink pci" */
+
+    /* Our CPA for it: ten acceptances, the contexts and greeting echoed. */
+    struct fg_x400_buf cpa = {0}, g = {0};
+    fg_x400_ber_put_uint(&g, 0x02, hello + 1);
+    fg_x400_rts_cpa(&cpa, &r, 1, 3, g.p, g.len);
+    struct fg_rts a;
+    ck_assert_int_eq(fg_x400_rts_decode(FG_SPDU_AC, cpa.p, cpa.len, &a), 0);
+    ck_assert_int_eq(a.normal, 1);
+    ck_assert_uint_eq(a.nctx, 10);
+    ck_assert_int_eq(a.acse, 0x61);
+    ck_assert_int_eq(a.acse_result, 0);
+    ck_assert_int_eq(a.acse_ctx, 19);
+    ck_assert_int_eq(a.rtse_ctx, 17);
+    ck_assert_int_eq(a.rtse_apdu, 0xB1);
+    ck_assert_uint_eq(a.checkpoint, 1);
+    ck_assert_int_eq(fg_x400_ber_int(a.open, a.open_len, &hello), 1);
+    ck_assert_uint_eq(hello, 0x5e23);
+    ck_assert_mem_eq(a.app_ctx, r.app_ctx, r.app_ctx_len);
+
+    /* tsapd's own CPA reads the same way. */
+    n = 0;
+    for (const char *h = isode_cpa; h[0] && h[1]; h += 2)
+        sscanf(h, "%2hhx", &b[n++]);
+    ck_assert_int_eq(fg_x400_rts_decode(FG_SPDU_AC, b, n, &a), 0);
+    ck_assert_int_eq(a.normal, 1);
+    ck_assert_uint_eq(a.nctx, 10);
+    ck_assert_int_eq(a.acse_result, 0);
+    ck_assert_uint_eq(a.checkpoint, 1);
+
+    /* A truncated CP (no end-of-contents) is refused. */
+    ck_assert_int_eq(fg_x400_rts_decode(FG_SPDU_CN, b, n - 2, &a), FG_EPROTO);
+
+    /* P-DATA with an RTTR segment, and RLRE. */
+    struct fg_x400_buf pd = {0};
+    static const uint8_t seg[5] = {1, 2, 3, 4, 5};
+    fg_x400_rts_pdata(&pd, 17, seg, sizeof seg);
+    ck_assert_int_eq(fg_x400_rts_decode(FG_SPDU_DT, pd.p, pd.len, &a), 0);
+    ck_assert_int_eq(a.data_ctx, 17);
+    ck_assert_uint_eq(a.rttr_len, 5);
+    ck_assert_mem_eq(a.rttr, seg, 5);
+    pd.len = 0;
+    fg_x400_rts_release(&pd, 1, 19);
+    uint8_t want[16];
+    size_t wn = hex("61 0c 30 0a 02 01 13 a0 05 63 03 80 01 00", want);
+    ck_assert_uint_eq(pd.len, wn);
+    ck_assert_mem_eq(pd.p, want, wn); /* as ISODE's tsapd sends it */
+    fg_x400_buf_free(&pd);
+    fg_x400_buf_free(&cpa);
+    fg_x400_buf_free(&g);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("x400");
@@ -513,6 +603,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_every_split);
     tcase_add_test(tc, test_templates);
     tcase_add_test(tc, test_errors);
+    tcase_add_test(tc, test_normal_mode);
     suite_add_tcase(s, tc);
     TCase *tr = tcase_create("rules");
     tcase_add_test(tr, test_rules_valid);
