@@ -51,8 +51,9 @@ static const char usage_main[] =
     "`faultgate COMMAND --help` describes each command.\n";
 
 static const char usage_run[] =
-    "usage: faultgate run [-g PROFILE] [-o DIR] [--seed N] [--shard K/N]\n"
+    "usage: faultgate run [-g PROFILE] [-o DIR] [-j N] [--seed N] [--shard K/N]\n"
     "                     [--capture auto|live|synth] [-q] [-v] SCENARIO|DIR...\n"
+    "       faultgate run --last-failed RUNDIR [options] [SCENARIO|DIR...]\n"
     "\n"
     "Start the gateway described by PROFILE (default: the bundled refgw profile),\n"
     "put the fault-injecting proxy and the fake MTA behind it, run each scenario,\n"
@@ -67,12 +68,23 @@ static const char usage_run[] =
     "      --seed N            seed for probabilistic faults (default: the time)\n"
     "      --shard K/N         run only shard K of N (stable by scenario id)\n"
     "      --capture MODE      auto (live if permitted, else synthesized), live, synth\n"
-    "  -j N                    accepted; scenarios run one at a time in this version\n"
+    "  -j, --jobs N            run up to N scenarios at once, each with its own gateway\n"
+    "                          (default: 2 per CPU, from 2 to 8; a profile's\n"
+    "                          `parallel:` caps it); output stays in catalogue order\n"
+    "      --last-failed RUNDIR  run again what did not pass in RUNDIR/results.json\n"
+    "                          (its profile and seed unless -g/--seed; with SCENARIO|DIR,\n"
+    "                          also what that run never reached)\n"
     "  -q, --quiet             print nothing but errors\n"
     "  -v, --verbose           print passing evidence and the proxy's decisions\n"
     "\n"
+    "results.json, junit.xml and summary.md are rewritten after every scenario.\n"
+    "SIGINT, SIGTERM or SIGHUP stops the running scenarios (their gateways stopped\n"
+    "and reaped), records them as errors (\"interrupted\"), writes the reports and\n"
+    "exits 2; a second signal skips the gateways' stop grace.\n"
+    "\n"
     "exit status: 0 all passed or skipped, 1 a scenario failed or was inconclusive,\n"
-    "2 faultgate could not do its job (bad input, gateway did not start, capture).\n";
+    "2 faultgate could not do its job (bad input, gateway did not start, capture)\n"
+    "or the run was interrupted.\n";
 
 static const char usage_judge[] =
     "usage: faultgate judge -s SCENARIO [-o DIR] [--meta FILE] [--keylog FILE] TRACE.pcap\n"
@@ -182,6 +194,8 @@ static int cmd_run(int argc, char **argv)
                                          {"seed", required_argument, NULL, 'S'},
                                          {"shard", required_argument, NULL, 'H'},
                                          {"capture", required_argument, NULL, 'C'},
+                                         {"jobs", required_argument, NULL, 'j'},
+                                         {"last-failed", required_argument, NULL, 'L'},
                                          {"quiet", no_argument, NULL, 'q'},
                                          {"verbose", no_argument, NULL, 'v'},
                                          {"help", no_argument, NULL, 'h'},
@@ -194,6 +208,7 @@ static int cmd_run(int argc, char **argv)
         switch (c) {
         case 'g':
             o.profile_path = optarg;
+            o.profile_set = 1;
             break;
         case 'o':
             o.out_dir = optarg;
@@ -201,6 +216,10 @@ static int cmd_run(int argc, char **argv)
         case 'j':
             if (fg_uint_parse(optarg, 1, 64, &v) < 0)
                 return bad_usage("run", "-j takes a number from 1 to 64", optarg);
+            o.jobs = (unsigned)v;
+            break;
+        case 'L':
+            o.last_failed = optarg;
             break;
         case 'S':
             if (fg_uint_parse(optarg, 0, UINT64_MAX, &v) < 0)
@@ -234,7 +253,7 @@ static int cmd_run(int argc, char **argv)
             return bad_usage("run", "bad option", NULL);
         }
     }
-    if (optind >= argc)
+    if (optind >= argc && !o.last_failed)
         return bad_usage("run", "no scenario given", NULL);
     int profile_given = o.profile_path != NULL;
     profile_own = o.profile_path ? fg_datadir_resolve(o.profile_path, FG_DATA_PROFILE)

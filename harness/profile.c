@@ -499,8 +499,9 @@ static int load_timeouts(const struct fg_yaml_doc *d, const struct fg_yaml_node 
 
 static int load_profile(const struct fg_yaml_doc *d, struct fg_profile *p, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"name", "description", "start",   "submit",     "ready",
-                                       "stop", "timeouts",    "version", "tls_policy", NULL};
+    static const char *const keys[] = {"name",       "description", "start",    "submit",
+                                       "ready",      "stop",        "timeouts", "version",
+                                       "tls_policy", "parallel",    NULL};
     const struct fg_yaml_node *root = d->root;
     int rc;
     if (!root)
@@ -568,6 +569,18 @@ static int load_profile(const struct fg_yaml_doc *d, struct fg_profile *p, char 
                                 "'tls_policy' is none, opportunistic or mandatory, not '%s'",
                                 n->scalar);
         p->tls_policy = tp;
+    }
+    if ((n = fg_yaml_get(root, "parallel"))) {
+        /* How many instances of the gateway may run at once (`faultgate
+         * run -j`): 1 for a gateway that shares a fixed port, spool or
+         * lock between instances. */
+        if ((rc = get_scalar(d, n, "'parallel'", err, errlen)))
+            return rc;
+        uint64_t v;
+        if (fg_uint_parse(n->scalar, 1, 1024, &v) < 0)
+            return fg_yaml_errf(d, n, err, errlen, FG_EINPUT,
+                                "'parallel' takes a number from 1 to 1024, not '%s'", n->scalar);
+        p->parallel = (unsigned)v;
     }
     if ((n = fg_yaml_get(root, "version"))) {
         if ((rc = get_strv(d, n, "'version'", &p->version_argv, &p->nversion, err, errlen)))

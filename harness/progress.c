@@ -5,6 +5,9 @@
  * cut to the terminal's width so that it never wraps (a wrapped line could
  * not be redrawn in place).  When out is not a terminal nothing is drawn:
  * logs and CI get only the run's line per finished scenario.
+ *
+ * A parallel run draws "[done/total] N running: id, id, ..., 12.3 s"
+ * instead (fg_progress_flight), from its scheduler's own ticks.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +28,7 @@ struct fg_progress {
     char id[128];
     char stage[64];
     uint64_t t0_ms;
+    int has_timer;
 };
 
 static void on_tick(uv_timer_t *t)
@@ -42,10 +46,13 @@ struct fg_progress *fg_progress_new(uv_loop_t *loop, FILE *out, enum fg_progress
         const char *term = getenv("TERM");
         p->live = out && isatty(fileno(out)) && !(term && strcmp(term, "dumb") == 0);
     }
-    uv_timer_init(loop, &p->timer);
-    p->timer.data = p;
-    /* Never the reason the loop keeps running. */
-    uv_unref((uv_handle_t *)&p->timer);
+    if (loop) {
+        uv_timer_init(loop, &p->timer);
+        p->timer.data = p;
+        /* Never the reason the loop keeps running. */
+        uv_unref((uv_handle_t *)&p->timer);
+        p->has_timer = 1;
+    }
     return p;
 }
 
@@ -90,7 +97,8 @@ void fg_progress_begin(struct fg_progress *p, size_t index, size_t total, const 
     if (!p->live)
         return;
     fg_progress_draw(p);
-    uv_timer_start(&p->timer, on_tick, REDRAW_MS, REDRAW_MS);
+    if (p->has_timer)
+        uv_timer_start(&p->timer, on_tick, REDRAW_MS, REDRAW_MS);
 }
 
 void fg_progress_stage(struct fg_progress *p, const char *stage)
@@ -105,7 +113,8 @@ void fg_progress_end(struct fg_progress *p)
 {
     if (!p)
         return;
-    uv_timer_stop(&p->timer);
+    if (p->has_timer)
+        uv_timer_stop(&p->timer);
     if (p->live && p->shown) {
         fputs("\r\033[K", p->out);
         fflush(p->out);
@@ -124,5 +133,30 @@ void fg_progress_free(struct fg_progress *p)
     if (!p)
         return;
     fg_progress_end(p);
-    uv_close((uv_handle_t *)&p->timer, closed);
+    if (p->has_timer)
+        uv_close((uv_handle_t *)&p->timer, closed);
+    else
+        free(p);
+}
+
+void fg_progress_flight(struct fg_progress *p, size_t done, size_t total, const char *const *ids,
+                        size_t nids, uint64_t t0_ms)
+{
+    if (!p || !p->live)
+        return;
+    char line[1024];
+    int cols = columns(p->out) - 1;
+    double el = t0_ms ? (double)(fg_now_ms() - t0_ms) / 1000.0 : 0.0;
+    int n = snprintf(line, sizeof line, "[%zu/%zu] %zu running", done, total, nids);
+    for (size_t i = 0; i < nids && n > 0 && (size_t)n < sizeof line; i++)
+        n += snprintf(line + n, sizeof line - (size_t)n, "%s%s", i ? ", " : ": ", ids[i]);
+    if (n > 0 && (size_t)n < sizeof line && nids)
+        n += snprintf(line + n, sizeof line - (size_t)n, ", %.1f s", el);
+    if (n > (int)sizeof line - 1)
+        n = (int)sizeof line - 1;
+    if (n > cols && cols > 0)
+        line[cols] = '\0';
+    fprintf(p->out, "\r%s\033[K", line);
+    fflush(p->out);
+    p->shown = 1;
 }

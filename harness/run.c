@@ -8,16 +8,30 @@
  * Every wait has a deadline: the gateway's ready timeout, the injector's
  * per-reply timeout, the expectations' horizon, the scenario's `deadline`,
  * the probe's timeout and the gateway's stop grace.
+ *
+ * Each scenario runs in a worker process of its own (fork), up to -j at
+ * once: its own loop, gateway, proxy, fake MTA, X.400 peer, ports, capture
+ * and work directory, and its own child subreaper, since gateway.c counts
+ * every orphan the subreaper inherits as the one gateway's.  The parent
+ * schedules, keeps the catalogue order, rewrites the reports after every
+ * finished scenario and turns SIGINT/SIGTERM/SIGHUP into an orderly stop.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 #include "faultgate/error.h"
 #include "faultgate/expect.h"
@@ -100,6 +114,7 @@ struct scen_run {
     int probe_status;
     int gw_ready_status;
     int pending_closes;
+    int interrupted; /* the worker was told to stop (SIGINT, SIGTERM, SIGHUP) */
     struct fg_meta meta;
     char err[FG_ERRBUF_SIZE]; /* why the run is an error, if it is */
     int errored;
@@ -107,7 +122,9 @@ struct scen_run {
 
 static void run_advance(struct scen_run *r);
 
-static uint64_t token_seq;
+/* The scenario a worker process runs, for its signal handler. */
+static struct scen_run *worker_run;
+static int worker_signals;
 
 static void set_error(struct scen_run *r, int err, const char *fmt, const char *detail)
 {
@@ -119,8 +136,9 @@ static void set_error(struct scen_run *r, int err, const char *fmt, const char *
 
 /* --- messages ----------------------------------------------------------- */
 
-static void build_messages(struct scen_run *r, const char *run_id)
+static void build_messages(struct scen_run *r, const char *run_id, size_t ordinal)
 {
+    unsigned seq = 0;
     size_t n = 0;
     for (size_t i = 0; i < r->sc->nmsgs; i++)
         n += r->sc->msgs[i].count ? r->sc->msgs[i].count : 1;
@@ -132,9 +150,11 @@ static void build_messages(struct scen_run *r, const char *run_id)
         unsigned cnt = ms->count ? ms->count : 1;
         for (unsigned c = 0; c < cnt; c++, k++) {
             struct fg_inject_msg *m = &r->msgs[k];
-            /* Unique across runs (run id) and within one (sequence), so a
-             * message's fate can be followed on every leg. */
-            snprintf(m->token, sizeof(m->token), "fgt-%.32s-%04" PRIu64, run_id, ++token_seq);
+            /* Unique across runs (run id) and within one (the scenario's
+             * place in the catalogue and a sequence), so a message's fate
+             * can be followed on every leg, whichever worker runs it. */
+            snprintf(m->token, sizeof(m->token), "fgt-%.32s-%03zu-%04u", run_id, ordinal + 1,
+                     ++seq);
             m->from = ms->from;
             m->to = (const char *const *)ms->to;
             m->nto = ms->nto;
@@ -452,6 +472,34 @@ static void gw_ready(struct fg_gateway *g, int status, void *ud)
     arm(r, WATCH_MS);
 }
 
+/* --- interruption ----------------------------------------------------------- */
+
+/* on_worker_signal - the parent passes SIGTERM on when the run is
+ * interrupted: the first stops the scenario as its end would (the gateway
+ * gets its stop signal and grace, everything is closed and reaped); a
+ * second one kills the gateway's group at once. */
+static void on_worker_signal(uv_signal_t *h, int signum)
+{
+    (void)h;
+    (void)signum;
+    struct scen_run *r = worker_run;
+    worker_signals++;
+    if (!r || !r->timer_open)
+        return;
+    r->interrupted = 1;
+    if (r->phase < PH_STOP) {
+        stop_gateway(r);
+    } else if (r->phase == PH_STOP && worker_signals > 1) {
+        /* fg_gateway_free kills the group with SIGKILL and reaps it. */
+        if (r->gw) {
+            fg_gateway_free(r->gw);
+            r->gw = NULL;
+        }
+        r->phase = PH_DONE;
+        close_all(r);
+    }
+}
+
 /* --- a client under test ------------------------------------------------- */
 
 static void start_next_client(struct scen_run *r);
@@ -741,13 +789,31 @@ static int write_ca_file(struct scen_run *r)
     return rc;
 }
 
+/* scenario_seed - the seed of a scenario's faults: the run's seed mixed
+ * with the scenario's id (FNV-1a, then SplitMix64's finalizer), so that a
+ * scenario's decisions depend neither on the order nor on the -j of the run
+ * nor on which other scenarios it runs with. */
+static uint64_t scenario_seed(uint64_t seed, const char *id)
+{
+    uint64_t h = 14695981039346656037ULL;
+    for (const char *p = id; *p; p++) {
+        h ^= (unsigned char)*p;
+        h *= 1099511628211ULL;
+    }
+    uint64_t z = seed ^ h;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
 static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o, struct fg_progress *prog,
                          const struct fg_profile *prof, const struct fg_scenario *sc,
-                         const char *out_dir, const char *run_id, uint64_t seed,
+                         const char *out_dir, const char *run_id, size_t ordinal, uint64_t seed,
                          struct fg_scenario_result *res)
 {
     struct scen_run r;
     memset(&r, 0, sizeof(r));
+    worker_run = &r;
     r.loop = loop;
     r.o = o;
     r.sc = sc;
@@ -776,7 +842,8 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o, struct fg
     m->gateway_running_at_end = 1;
     meta_from_profile(m, prof);
 
-    fg_fault_set_init(&r.faults, seed);
+    uint64_t sseed = scenario_seed(seed, sc->id);
+    fg_fault_set_init(&r.faults, sseed);
     for (size_t i = 0; i < sc->nfaults; i++) {
         struct fg_fault f = sc->faults[i];
         /* The set takes ownership of its copy's strings. */
@@ -784,10 +851,10 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o, struct fg
         f.reply_text = f.reply_text ? fg_strdup(f.reply_text) : NULL;
         fg_fault_set_add(&r.faults, &f);
     }
-    fg_x400_fault_set_init(&r.x4faults, seed);
+    fg_x400_fault_set_init(&r.x4faults, sseed);
     for (size_t i = 0; i < sc->nx400_faults; i++)
         fg_x400_fault_set_add(&r.x4faults, &sc->x400_faults[i]);
-    build_messages(&r, run_id);
+    build_messages(&r, run_id, ordinal);
     for (size_t i = 0; i < sc->nexpects; i++)
         if (strcmp(sc->expects[i].rule, "inbound-accepts-while-busy") == 0)
             r.want_busy = 1;
@@ -955,6 +1022,11 @@ teardown:
     }
 
 judge:;
+    if (r.interrupted) {
+        /* Whatever else went wrong came of the stop. */
+        r.errored = 1;
+        snprintf(r.err, sizeof(r.err), "interrupted");
+    }
     fg_progress_stage(r.prog, "judging");
     char merr[FG_ERRBUF_SIZE];
     if (fg_meta_write(r.meta_path, m, merr, sizeof(merr)) < 0 && !r.errored)
@@ -997,6 +1069,7 @@ judge:;
     free(r.meta_path);
     free(r.pcap_name);
     free(r.profile_dir);
+    worker_run = NULL;
 }
 
 /* --- the whole run ------------------------------------------------------ */
@@ -1013,31 +1086,31 @@ static unsigned shard_of(const char *id, unsigned n)
     return h % n + 1;
 }
 
-static void print_result(const struct fg_scenario_result *r, int verbose)
+static void print_result(FILE *f, const struct fg_scenario_result *r, int verbose)
 {
     static const char *const tag[] = {"PASS", "INCONC", "FAIL", "ERROR", "SKIP"};
-    printf("%-6s %s (%.1f s)\n", tag[r->verdict], r->id ? r->id : "?",
-           (double)r->duration_ms / 1000.0);
+    fprintf(f, "%-6s %s (%.1f s)\n", tag[r->verdict], r->id ? r->id : "?",
+            (double)r->duration_ms / 1000.0);
     if (r->error)
-        printf("       %s: %s\n", r->verdict == FG_V_SKIP ? "skipped" : "error", r->error);
+        fprintf(f, "       %s: %s\n", r->verdict == FG_V_SKIP ? "skipped" : "error", r->error);
     for (size_t i = 0; i < r->noutcomes; i++) {
         const struct fg_outcome *oc = &r->outcomes[i];
         if (oc->verdict == FG_V_PASS && !verbose)
             continue;
-        printf("       %s %s: %s\n", fg_verdict_name(oc->verdict), oc->rule,
-               oc->summary ? oc->summary : "");
+        fprintf(f, "       %s %s: %s\n", fg_verdict_name(oc->verdict), oc->rule,
+                oc->summary ? oc->summary : "");
         if (oc->evidence && (verbose || oc->verdict != FG_V_PASS)) {
             const char *e = oc->evidence;
             while (*e) {
                 size_t l = strcspn(e, "\n");
-                printf("         %.*s\n", (int)l, e);
+                fprintf(f, "         %.*s\n", (int)l, e);
                 e += l;
                 if (*e == '\n')
                     e++;
             }
         }
     }
-    fflush(stdout);
+    fflush(f);
 }
 
 static int exit_status(const struct fg_scenario_result *res, size_t n)
@@ -1089,51 +1162,590 @@ static const char *hostname(char *buf, size_t len)
     return buf;
 }
 
+/* --- parallel scenarios and interruption ---------------------------------- */
+
+/* Signals the parent counts (SIGINT, SIGTERM, SIGHUP) and the pipe its
+ * handler wakes the scheduler through (SIGCHLD too). */
+static volatile sig_atomic_t run_signals;
+static volatile sig_atomic_t run_last_signal;
+static int wake_fds[2] = {-1, -1};
+static const int stop_sigs[] = {SIGINT, SIGTERM, SIGHUP};
+#define NSTOP_SIGS (sizeof(stop_sigs) / sizeof(stop_sigs[0]))
+
+static void on_run_signal(int sig)
+{
+    int saved = errno;
+    if (sig != SIGCHLD) {
+        run_signals++;
+        run_last_signal = sig;
+    }
+    if (wake_fds[1] >= 0 && write(wake_fds[1], "", 1) < 0) {
+        /* full: the scheduler wakes anyway */
+    }
+    errno = saved;
+}
+
+/* After the first stop signal, a worker gets this long past the gateway's
+ * stop grace to finish its stop; after the second, this long at all.  Then
+ * it is killed, and its gateway's processes (inherited by the parent as
+ * subreaper) with it. */
+#define INTERRUPT_SLACK_MS 20000
+#define HURRY_MS 3000
+#define SWEEP_MS 3000
+#define TICK_MS 250
+
+struct worker {
+    pid_t pid;
+    size_t idx;
+    uint64_t t0_ms;
+};
+
+struct sched {
+    const struct fg_run_opts *o;
+    const struct fg_profile *prof;
+    struct fg_scenario **scs;
+    size_t nsc;
+    const char *out_dir;
+    const char *run_id;
+    uint64_t seed;
+    struct fg_run_info ri;
+    json_t **done; /* each scenario's results object once finished */
+    char **text;   /* and its lines for the terminal */
+    size_t next_start, next_print, ndone;
+    struct worker *w;
+    size_t nw, maxw;
+    int interrupted;
+    uint64_t kill_at_ms; /* 0: not yet */
+    struct fg_progress *prog;
+};
+
+static char *result_path(const struct sched *s, size_t i, const char *ext)
+{
+    return fg_asprintf("%s/.%s.result.%s", s->out_dir, s->scs[i]->id, ext);
+}
+
+/* result_text - what the terminal shows of r. */
+static char *result_text(const struct fg_scenario_result *r, int verbose)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return fg_strdup("");
+    print_result(f, r, verbose);
+    fclose(f);
+    return buf;
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    char *buf = NULL;
+    size_t len = 0, cap = 0, n;
+    char chunk[4096];
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        fg_array_reserve((void **)&buf, &cap, len + n + 1, 1);
+        memcpy(buf + len, chunk, n);
+        len += n;
+    }
+    fclose(f);
+    if (!buf)
+        return fg_strdup("");
+    buf[len] = '\0';
+    return buf;
+}
+
+/* set_result - scenario i's result from a result in memory (a skip, or an
+ * error the parent records for a worker that left none). */
+static void set_result(struct sched *s, size_t i, const struct fg_scenario_result *r)
+{
+    json_t *doc = fg_results_doc(&s->ri, r, 1);
+    s->done[i] = json_incref(json_array_get(json_object_get(doc, "scenarios"), 0));
+    json_decref(doc);
+    s->text[i] = result_text(r, s->o->verbose);
+    s->ndone++;
+}
+
+/* write_reports - results.json, junit.xml and summary.md of what has
+ * finished, in catalogue order, each through a temporary file renamed into
+ * place; at the end report.html too.  A reader (or a run killed the next
+ * moment) sees the last complete set. */
+static int write_reports(struct sched *s, int final)
+{
+    char err[FG_ERRBUF_SIZE];
+    s->ri.end_us = fg_wall_us();
+    json_t *doc = fg_results_doc(&s->ri, NULL, 0);
+    json_t *sa = json_object_get(doc, "scenarios");
+    for (size_t i = 0; i < s->nsc; i++)
+        if (s->done[i])
+            json_array_append(sa, s->done[i]);
+    fg_results_recount(doc);
+    char *json = fg_asprintf("%s/results.json", s->out_dir);
+    char *junit = fg_asprintf("%s/junit.xml", s->out_dir);
+    char *md = fg_asprintf("%s/summary.md", s->out_dir);
+    int rc = fg_results_doc_write(json, doc, err, sizeof(err));
+    if (rc >= 0)
+        rc = fg_results_junit_write_doc(junit, doc, err, sizeof(err));
+    if (rc >= 0 && final) {
+        /* The reports from the file, as `faultgate report html` renders it. */
+        rc = fg_report_write_dir(s->out_dir, err, sizeof(err));
+    } else if (rc >= 0) {
+        json_t *back = NULL;
+        rc = fg_results_doc_read(json, &back, err, sizeof(err));
+        if (rc >= 0)
+            rc = fg_report_md_write(md, back, err, sizeof(err));
+        json_decref(back);
+    }
+    if (rc < 0)
+        fprintf(stderr, "faultgate: %s\n", err);
+    free(json);
+    free(junit);
+    free(md);
+    json_decref(doc);
+    return rc;
+}
+
+static void print_ready(struct sched *s, int all)
+{
+    for (; s->next_print < s->nsc; s->next_print++) {
+        if (!s->done[s->next_print]) {
+            if (!all)
+                break;
+            continue;
+        }
+        if (!s->o->quiet) {
+            fg_progress_end(s->prog);
+            fputs(s->text[s->next_print], stdout);
+            fflush(stdout);
+        }
+    }
+}
+
+static void draw_flight(struct sched *s)
+{
+    if (!fg_progress_live(s->prog))
+        return;
+    const char *ids[64];
+    size_t n = 0;
+    uint64_t t0 = 0;
+    for (size_t k = 0; k < s->nw && n < 64; k++) {
+        ids[n++] = s->scs[s->w[k].idx]->id;
+        if (!t0 || s->w[k].t0_ms < t0)
+            t0 = s->w[k].t0_ms;
+    }
+    fg_progress_flight(s->prog, s->ndone, s->nsc, ids, n, t0);
+}
+
+/* worker_main - run scenario i in this (forked) process and leave its
+ * result beside the run's files for the parent; never returns. */
+static void worker_main(struct sched *s, size_t i, pid_t parent, const sigset_t *mask)
+{
+    for (size_t k = 0; k < NSTOP_SIGS; k++)
+        signal(stop_sigs[k], SIG_DFL);
+    signal(SIGCHLD, SIG_DFL);
+    close(wake_fds[0]);
+    close(wake_fds[1]);
+    wake_fds[0] = wake_fds[1] = -1;
+    /* A process group of its own: a terminal's ^C reaches the parent
+     * alone, which stops the workers in order. */
+    setpgid(0, 0);
+#ifdef __linux__
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+#endif
+    if (getppid() != parent)
+        _exit(3);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    uv_signal_t sh[NSTOP_SIGS];
+    for (size_t k = 0; k < NSTOP_SIGS; k++) {
+        uv_signal_init(&loop, &sh[k]);
+        uv_signal_start(&sh[k], on_worker_signal, stop_sigs[k]);
+        uv_unref((uv_handle_t *)&sh[k]);
+    }
+    sigprocmask(SIG_SETMASK, mask, NULL);
+
+    struct fg_scenario_result res;
+    run_scenario(&loop, s->o, NULL, s->prof, s->scs[i], s->out_dir, s->run_id, i, s->seed, &res);
+    char err[FG_ERRBUF_SIZE];
+    char *jp = result_path(s, i, "json"), *tp = result_path(s, i, "txt");
+    int rc = fg_results_write_json(jp, &s->ri, &res, 1, err, sizeof(err));
+    char *text = result_text(&res, s->o->verbose);
+    char *tmp;
+    FILE *f = rc < 0 ? NULL : fg_results_open(tp, &tmp, err, sizeof(err));
+    if (f) {
+        fputs(text, f);
+        rc = fg_results_close(f, tp, tmp, err, sizeof(err));
+    }
+    if (rc < 0)
+        fprintf(stderr, "faultgate: %s\n", err);
+    free(text);
+    free(jp);
+    free(tp);
+    fg_scenario_result_clear(&res);
+    for (size_t k = 0; k < NSTOP_SIGS; k++)
+        uv_close((uv_handle_t *)&sh[k], NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    exit(rc < 0 ? 3 : 0);
+}
+
+static int start_worker(struct sched *s, size_t i)
+{
+    sigset_t block, old;
+    sigemptyset(&block);
+    for (size_t k = 0; k < NSTOP_SIGS; k++)
+        sigaddset(&block, stop_sigs[k]);
+    sigaddset(&block, SIGCHLD);
+    /* Blocked across the fork, so that the child's handlers are its own
+     * before a signal can reach it. */
+    sigprocmask(SIG_BLOCK, &block, &old);
+    fflush(NULL);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0)
+        worker_main(s, i, parent, &old);
+    int saved = errno;
+    if (pid > 0)
+        setpgid(pid, pid); /* also here: no race with the first kill */
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0)
+        return -saved;
+    s->w[s->nw++] = (struct worker){.pid = pid, .idx = i, .t0_ms = fg_now_ms()};
+    return 0;
+}
+
+/* collect - the result worker k left, or an error in its place. */
+static void collect(struct sched *s, size_t k, int wstatus)
+{
+    size_t i = s->w[k].idx;
+    char *jp = result_path(s, i, "json"), *tp = result_path(s, i, "txt");
+    json_t *doc = NULL;
+    char err[FG_ERRBUF_SIZE];
+    char *text = slurp(tp);
+    if (text && fg_results_doc_read(jp, &doc, err, sizeof(err)) == 0 &&
+        json_array_size(json_object_get(doc, "scenarios")) == 1) {
+        s->done[i] = json_incref(json_array_get(json_object_get(doc, "scenarios"), 0));
+        s->text[i] = text;
+        s->ndone++;
+    } else {
+        free(text);
+        struct fg_scenario_result r;
+        fg_scenario_result_init(&r, s->scs[i]);
+        r.verdict = FG_V_ERROR;
+        if (s->interrupted)
+            r.error = fg_strdup("interrupted");
+        else if (WIFSIGNALED(wstatus))
+            r.error = fg_asprintf("the scenario's process died with signal %d and left no result",
+                                  WTERMSIG(wstatus));
+        else
+            r.error = fg_asprintf("the scenario's process exited with status %d and left no result",
+                                  WEXITSTATUS(wstatus));
+        r.duration_ms = fg_now_ms() - s->w[k].t0_ms;
+        set_result(s, i, &r);
+        fg_scenario_result_clear(&r);
+    }
+    json_decref(doc);
+    unlink(jp);
+    unlink(tp);
+    free(jp);
+    free(tp);
+    s->w[k] = s->w[--s->nw];
+}
+
+static void signal_workers(struct sched *s, int sig)
+{
+    for (size_t k = 0; k < s->nw; k++)
+        kill(s->w[k].pid, sig);
+}
+
+/* children_of_self - the pids whose parent is this process (Linux /proc):
+ * after the last worker is reaped, only what a killed worker's gateway left
+ * to the subreaper. */
+static size_t children_of_self(pid_t *out, size_t max)
+{
+    size_t n = 0;
+    DIR *d = opendir("/proc");
+    if (!d)
+        return 0;
+    pid_t self = getpid();
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL && n < max) {
+        char *end;
+        long pid = strtol(de->d_name, &end, 10);
+        if (*end || pid <= 0)
+            continue;
+        char path[64], buf[512];
+        snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        ssize_t len = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (len <= 0)
+            continue;
+        buf[len] = '\0';
+        char *rp = strrchr(buf, ')');
+        long ppid;
+        char state;
+        if (rp && sscanf(rp + 1, " %c %ld", &state, &ppid) == 2 && ppid == self)
+            out[n++] = (pid_t)pid;
+    }
+    closedir(d);
+    return n;
+}
+
+/* sweep_orphans - kill and reap whatever a killed worker's gateway left
+ * behind (it came to this process, the subreaper), within SWEEP_MS. */
+static void sweep_orphans(void)
+{
+    uint64_t until = fg_now_ms() + SWEEP_MS;
+    for (;;) {
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+            ;
+        pid_t kids[256];
+        size_t n = children_of_self(kids, 256);
+        if (n == 0 || fg_now_ms() >= until)
+            return;
+        for (size_t k = 0; k < n; k++) {
+            kill(-kids[k], SIGKILL);
+            kill(kids[k], SIGKILL);
+        }
+        /* A SIGKILLed process exits promptly; wake on its SIGCHLD or the
+         * next short tick, within the deadline. */
+        struct pollfd pf = {.fd = wake_fds[0], .events = POLLIN};
+        poll(&pf, wake_fds[0] >= 0 ? 1 : 0, 20);
+    }
+}
+
+static void drain_wake(void)
+{
+    char buf[64];
+    while (read(wake_fds[0], buf, sizeof buf) > 0)
+        ;
+}
+
+/* schedule - run every scenario, up to s->maxw at once, until done or
+ * interrupted; every worker is reaped on return. */
+static void schedule(struct sched *s)
+{
+    size_t handled = 0;
+    for (;;) {
+        while (!s->interrupted && s->nw < s->maxw && s->next_start < s->nsc) {
+            size_t i = s->next_start++;
+            const char *why_skip = does_not_apply(s->scs[i], s->prof);
+            int rc = 0;
+            if (!why_skip && (rc = start_worker(s, i)) == 0)
+                continue;
+            struct fg_scenario_result r;
+            fg_scenario_result_init(&r, s->scs[i]);
+            r.verdict = why_skip ? FG_V_SKIP : FG_V_ERROR;
+            r.error = why_skip
+                          ? fg_strdup(why_skip)
+                          : fg_asprintf("cannot start the scenario's process: %s", fg_strerror(rc));
+            set_result(s, i, &r);
+            fg_scenario_result_clear(&r);
+            print_ready(s, 0);
+            write_reports(s, 0);
+        }
+        if (s->nw == 0 && (s->interrupted || s->next_start >= s->nsc))
+            return;
+
+        struct pollfd pf = {.fd = wake_fds[0], .events = POLLIN};
+        poll(&pf, 1, TICK_MS);
+        drain_wake();
+
+        while (handled < (size_t)run_signals) {
+            handled++;
+            if (!s->interrupted) {
+                s->interrupted = 1;
+                s->kill_at_ms = fg_now_ms() + s->prof->stop_grace_ms + INTERRUPT_SLACK_MS;
+                if (!s->o->quiet) {
+                    fg_progress_end(s->prog);
+                    fprintf(stderr,
+                            "faultgate: %s: stopping %zu running scenario(s); again to skip "
+                            "the gateways' grace\n",
+                            strsignal(run_last_signal), s->nw);
+                }
+            } else {
+                uint64_t hurry = fg_now_ms() + HURRY_MS;
+                if (hurry < s->kill_at_ms)
+                    s->kill_at_ms = hurry;
+            }
+            signal_workers(s, SIGTERM);
+        }
+        if (s->kill_at_ms && fg_now_ms() >= s->kill_at_ms)
+            signal_workers(s, SIGKILL);
+
+        int st;
+        pid_t pid;
+        while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+            for (size_t k = 0; k < s->nw; k++) {
+                if (s->w[k].pid == pid) {
+                    collect(s, k, st);
+                    print_ready(s, 0);
+                    write_reports(s, 0);
+                    break;
+                }
+            }
+            /* else: an orphan the subreaper inherited, now reaped */
+        }
+        draw_flight(s);
+    }
+}
+
+/* default_jobs - -j when none is given: most of a scenario's time is the
+ * gateway's own deliberate waiting, so more scenarios than CPUs, but few
+ * enough that the timing rules (a timeout measured to the second) never
+ * starve: 2 per CPU, at least 2, at most 8. */
+static unsigned default_jobs(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        n = 1;
+    long j = 2 * n;
+    return (unsigned)(j < 2 ? 2 : j > 8 ? 8 : j);
+}
+
+/* --- --last-failed ------------------------------------------------------ */
+
+struct last_run {
+    json_t *doc;
+    char *profile_path;
+    uint64_t seed;
+    int seed_known;
+};
+
+static int last_run_read(const char *dir, struct last_run *lr, char *err, size_t errlen)
+{
+    memset(lr, 0, sizeof(*lr));
+    char *p = fg_asprintf("%s/results.json", dir);
+    int rc = fg_results_doc_read(p, &lr->doc, err, errlen);
+    free(p);
+    if (rc < 0)
+        return rc;
+    const char *pp =
+        json_string_value(json_object_get(json_object_get(lr->doc, "profile"), "path"));
+    if (pp && *pp)
+        lr->profile_path = fg_strdup(pp);
+    json_t *js = json_object_get(lr->doc, "seed");
+    if (json_is_integer(js)) {
+        lr->seed = (uint64_t)json_integer_value(js);
+        lr->seed_known = 1;
+    } else if (json_is_string(js)) {
+        lr->seed_known = fg_uint_parse(json_string_value(js), 0, UINT64_MAX, &lr->seed) == 0;
+    }
+    return 0;
+}
+
+/* last_verdict - id's verdict in the previous run, -1 if it has none. */
+static int last_verdict(const struct last_run *lr, const char *id)
+{
+    size_t i;
+    json_t *sc;
+    json_array_foreach(json_object_get(lr->doc, "scenarios"), i, sc)
+    {
+        const char *sid = json_string_value(json_object_get(sc, "id"));
+        if (sid && strcmp(sid, id) == 0)
+            return fg_results_verdict_parse(json_string_value(json_object_get(sc, "verdict")));
+    }
+    return -1;
+}
+
+/* Run again: what did not pass (fail, inconc, error) and, when scenarios
+ * are named, what the previous run never got to (an interrupted run). */
+static int rerun_wanted(const struct last_run *lr, const char *id)
+{
+    int v = last_verdict(lr, id);
+    return v != FG_V_PASS && v != FG_V_SKIP;
+}
+
+static char **last_run_paths(const struct last_run *lr, size_t *n)
+{
+    json_t *sa = json_object_get(lr->doc, "scenarios");
+    char **paths = fg_calloc(json_array_size(sa) + 1, sizeof(*paths));
+    size_t k = 0, i;
+    json_t *sc;
+    json_array_foreach(sa, i, sc)
+    {
+        int v = fg_results_verdict_parse(json_string_value(json_object_get(sc, "verdict")));
+        const char *path = json_string_value(json_object_get(sc, "path"));
+        if (v != FG_V_PASS && v != FG_V_SKIP && path && *path)
+            paths[k++] = fg_strdup(path);
+    }
+    *n = k;
+    return paths;
+}
+
+static void free_scenarios(struct fg_scenario **scs, size_t n)
+{
+    for (size_t j = 0; j < n; j++)
+        fg_scenario_free(scs[j]);
+    free(scs);
+}
+
 int fg_run_main(const struct fg_run_opts *o)
 {
     char err[FG_ERRBUF_SIZE];
-    struct fg_profile *prof = NULL;
-    int rc = fg_profile_load(o->profile_path, &prof, err, sizeof(err));
-    if (rc < 0) {
-        fprintf(stderr, "faultgate: %s\n", err);
-        return 2;
+    struct last_run lr = {0};
+    int have_last = 0;
+    if (o->last_failed) {
+        if (last_run_read(o->last_failed, &lr, err, sizeof(err)) < 0) {
+            fprintf(stderr, "faultgate: --last-failed: %s\n", err);
+            return 2;
+        }
+        have_last = 1;
     }
+    const char *profile_path = o->profile_path;
+    if (have_last && !o->profile_set && lr.profile_path)
+        profile_path = lr.profile_path;
+    struct fg_profile *prof = NULL;
+    int rc = fg_profile_load(profile_path, &prof, err, sizeof(err));
     char **paths = NULL;
     size_t npaths = 0;
-    rc = fg_scenario_find(o->paths, o->npaths, &paths, &npaths, err, sizeof(err));
+    char **lpaths = NULL;
+    size_t nlpaths = 0;
+    struct fg_scenario **scs = NULL;
+    size_t nsc = 0;
+    int status = 2;
     if (rc < 0) {
         fprintf(stderr, "faultgate: %s\n", err);
-        fg_profile_free(prof);
-        return 2;
+        goto out;
     }
-    if (npaths == 0) {
+    if (have_last && o->npaths == 0) {
+        lpaths = last_run_paths(&lr, &nlpaths);
+        rc = nlpaths ? fg_scenario_find((const char *const *)lpaths, nlpaths, &paths, &npaths, err,
+                                        sizeof(err))
+                     : 0;
+    } else {
+        rc = fg_scenario_find(o->paths, o->npaths, &paths, &npaths, err, sizeof(err));
+    }
+    if (rc < 0) {
+        fprintf(stderr, "faultgate: %s\n", err);
+        goto out;
+    }
+    if (npaths == 0 && !have_last) {
         fprintf(stderr, "faultgate: no scenario files found\n");
-        fg_profile_free(prof);
-        return 2;
+        goto out;
     }
     /* Load every scenario first: a bad one stops the run before anything
      * starts, with its file:line:col. */
-    struct fg_scenario **scs = fg_calloc(npaths, sizeof(*scs));
-    size_t nsc = 0;
+    scs = fg_calloc(npaths ? npaths : 1, sizeof(*scs));
     for (size_t i = 0; i < npaths; i++) {
         struct fg_scenario *sc = NULL;
         rc = fg_scenario_load(paths[i], &sc, err, sizeof(err));
         if (rc < 0) {
             fprintf(stderr, "faultgate: %s\n", err);
-            for (size_t j = 0; j < nsc; j++)
-                fg_scenario_free(scs[j]);
-            free(scs);
-            fg_scenario_paths_free(paths, npaths);
-            fg_profile_free(prof);
-            return 2;
+            goto out;
         }
-        if (o->shard_n && shard_of(sc->id, o->shard_n) != o->shard_k) {
+        if ((o->shard_n && shard_of(sc->id, o->shard_n) != o->shard_k) ||
+            (have_last && !rerun_wanted(&lr, sc->id))) {
             fg_scenario_free(sc);
             continue;
         }
         scs[nsc++] = sc;
     }
-    fg_scenario_paths_free(paths, npaths);
 
     char run_id[64];
     make_run_id(run_id, sizeof(run_id));
@@ -1141,79 +1753,123 @@ int fg_run_main(const struct fg_run_opts *o)
     rc = fg_mkdir_p(out_dir);
     if (rc < 0) {
         fprintf(stderr, "faultgate: cannot create %s: %s\n", out_dir, fg_strerror(rc));
-        for (size_t j = 0; j < nsc; j++)
-            fg_scenario_free(scs[j]);
-        free(scs);
         free(out_dir);
-        fg_profile_free(prof);
-        return 2;
+        goto out;
     }
     uint64_t seed = o->seed_set ? o->seed : (uint64_t)time(NULL);
+    if (have_last && !o->seed_set && lr.seed_known)
+        seed = lr.seed; /* the same decisions as the run it repeats */
     char *bindir_own = NULL;
     struct fg_run_opts oo = *o;
+    oo.profile_path = profile_path;
     if (!oo.bindir)
         oo.bindir = bindir_own = helper_dir();
 
-    if (!o->quiet)
-        printf("faultgate %s: %zu scenario(s) against %s, seed %" PRIu64 ", output %s\n",
-               FG_VERSION, nsc, prof->name ? prof->name : o->profile_path, seed, out_dir);
-
-    struct fg_scenario_result *res = fg_calloc(nsc ? nsc : 1, sizeof(*res));
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    struct fg_progress *prog =
-        fg_progress_new(&loop, stdout, o->quiet || o->verbose ? FG_PROGRESS_OFF : FG_PROGRESS_AUTO);
-    uint64_t start_us = fg_wall_us();
-    for (size_t i = 0; i < nsc; i++) {
-        fg_progress_begin(prog, i + 1, nsc, scs[i]->id);
-        const char *why_skip = does_not_apply(scs[i], prof);
-        if (why_skip) {
-            fg_scenario_result_init(&res[i], scs[i]);
-            res[i].verdict = FG_V_SKIP;
-            res[i].error = fg_strdup(why_skip);
-        } else {
-            run_scenario(&loop, &oo, prog, prof, scs[i], out_dir, run_id, seed, &res[i]);
-        }
-        fg_progress_end(prog);
-        if (!o->quiet)
-            print_result(&res[i], o->verbose);
-    }
-    fg_progress_free(prog);
-    if (uv_loop_close(&loop) != 0) {
-        uv_run(&loop, UV_RUN_DEFAULT);
-        uv_loop_close(&loop);
+    unsigned jobs = o->jobs ? o->jobs : default_jobs();
+    if (prof->parallel && jobs > prof->parallel)
+        jobs = prof->parallel;
+    if (!o->quiet) {
+        printf("faultgate %s: %zu scenario(s) against %s, seed %" PRIu64
+               ", %u at once, output %s\n",
+               FG_VERSION, nsc, prof->name ? prof->name : profile_path, seed, jobs, out_dir);
+        if (have_last)
+            printf("(again: what did not pass in %s)\n", o->last_failed);
     }
 
     char host[256];
-    struct fg_run_info ri = {.run_id = run_id,
+    struct sched s = {.o = &oo,
+                      .prof = prof,
+                      .scs = scs,
+                      .nsc = nsc,
+                      .out_dir = out_dir,
+                      .run_id = run_id,
+                      .seed = seed,
+                      .ri = {.run_id = run_id,
                              .faultgate_version = FG_VERSION,
-                             .profile_path = o->profile_path,
+                             .profile_path = profile_path,
                              .profile_name = prof->name,
                              .seed = seed,
-                             .start_us = start_us,
-                             .end_us = fg_wall_us(),
-                             .host = hostname(host, sizeof(host))};
-    int status = exit_status(res, nsc);
-    if (write_outputs(out_dir, &ri, res, nsc) < 0)
-        status = 2;
+                             .start_us = fg_wall_us(),
+                             .host = hostname(host, sizeof(host))},
+                      .maxw = jobs};
+    s.done = fg_calloc(nsc ? nsc : 1, sizeof(*s.done));
+    s.text = fg_calloc(nsc ? nsc : 1, sizeof(*s.text));
+    s.w = fg_calloc(jobs, sizeof(*s.w));
+    s.prog =
+        fg_progress_new(NULL, stdout, o->quiet || o->verbose ? FG_PROGRESS_OFF : FG_PROGRESS_AUTO);
+
+    /* The stop signals are handled whatever was inherited (a background
+     * job of a shell starts with SIGINT ignored), and the gateways' orphans
+     * come to this process when a worker is killed. */
+    run_signals = 0;
+    struct sigaction sa = {.sa_handler = on_run_signal}, old_sa[NSTOP_SIGS], old_chld;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    if (pipe2(wake_fds, O_NONBLOCK | O_CLOEXEC) != 0)
+        wake_fds[0] = wake_fds[1] = -1;
+    for (size_t k = 0; k < NSTOP_SIGS; k++)
+        sigaction(stop_sigs[k], &sa, &old_sa[k]);
+    sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
+    sigaction(SIGCHLD, &sa, &old_chld);
+#ifdef __linux__
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+#endif
+
+    write_reports(&s, 0); /* a run killed before any verdict still has its files */
+    schedule(&s);
+    sweep_orphans();
+    print_ready(&s, 1);
+    fg_progress_free(s.prog);
+    status = write_reports(&s, 1) < 0 ? 2 : 0;
+
+    for (size_t k = 0; k < NSTOP_SIGS; k++)
+        sigaction(stop_sigs[k], &old_sa[k], NULL);
+    sigaction(SIGCHLD, &old_chld, NULL);
+    close(wake_fds[0]);
+    close(wake_fds[1]);
+    wake_fds[0] = wake_fds[1] = -1;
+
+    size_t cnt[5] = {0};
+    int worst = 0;
+    for (size_t i = 0; i < nsc; i++) {
+        if (!s.done[i])
+            continue;
+        int v = fg_results_verdict_parse(json_string_value(json_object_get(s.done[i], "verdict")));
+        if (v < 0)
+            v = FG_V_ERROR;
+        cnt[v]++;
+        if (v == FG_V_ERROR)
+            worst = 2;
+        else if ((v == FG_V_FAIL || v == FG_V_INCONC) && worst < 1)
+            worst = 1;
+    }
+    if (status == 0)
+        status = s.interrupted ? 2 : worst;
     if (!o->quiet) {
-        size_t cnt[5] = {0};
-        for (size_t i = 0; i < nsc; i++)
-            cnt[res[i].verdict]++;
-        printf("%zu passed, %zu failed, %zu inconclusive, %zu errors, %zu skipped; results in "
-               "%s/results.json\n",
-               cnt[FG_V_PASS], cnt[FG_V_FAIL], cnt[FG_V_INCONC], cnt[FG_V_ERROR], cnt[FG_V_SKIP],
-               out_dir);
+        printf("%zu passed, %zu failed, %zu inconclusive, %zu errors, %zu skipped", cnt[FG_V_PASS],
+               cnt[FG_V_FAIL], cnt[FG_V_INCONC], cnt[FG_V_ERROR], cnt[FG_V_SKIP]);
+        if (s.interrupted)
+            printf(" (interrupted: %zu not started)", nsc - s.ndone);
+        printf("; results in %s/results.json\n", out_dir);
     }
     for (size_t i = 0; i < nsc; i++) {
-        fg_scenario_result_clear(&res[i]);
-        fg_scenario_free(scs[i]);
+        json_decref(s.done[i]);
+        free(s.text[i]);
     }
-    free(res);
-    free(scs);
+    free(s.done);
+    free(s.text);
+    free(s.w);
     free(out_dir);
     free(bindir_own);
+out:
+    free_scenarios(scs, nsc);
+    fg_scenario_paths_free(paths, npaths);
+    for (size_t i = 0; i < nlpaths; i++)
+        free(lpaths[i]);
+    free(lpaths);
     fg_profile_free(prof);
+    json_decref(lr.doc);
+    free(lr.profile_path);
     return status;
 }
 
@@ -1256,7 +1912,7 @@ int fg_judge_main(const char *scenario_path, const char *out_dir, const char *pc
     uint64_t t0 = fg_now_ms();
     fg_judge_keys(sc, meta, pcap_path, keylog_path, &res);
     res.duration_ms = fg_now_ms() - t0;
-    print_result(&res, 0);
+    print_result(stdout, &res, 0);
     int status = exit_status(&res, 1);
     if (out_dir) {
         rc = fg_mkdir_p(out_dir);

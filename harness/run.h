@@ -1,4 +1,4 @@
-/* run.h - `faultgate run`: scenarios against a gateway, one after another. */
+/* run.h - `faultgate run`: scenarios against a gateway, up to -j at once. */
 #ifndef FAULTGATE_RUN_H
 #define FAULTGATE_RUN_H
 
@@ -9,6 +9,7 @@
 
 struct fg_run_opts {
     const char *profile_path; /* gateway profile; required */
+    int profile_set;          /* named by -g (else --last-failed's run's profile) */
     const char *out_dir;      /* NULL: reports/runs/<run-id> */
     uint64_t seed;
     int seed_set;
@@ -17,12 +18,16 @@ struct fg_run_opts {
     size_t npaths;
     unsigned shard_k, shard_n; /* 1-based shard; n == 0: no sharding */
     int quiet, verbose;
-    const char *bindir; /* where refgw and the other helper programs are */
+    unsigned jobs;           /* -j: scenarios at once; 0: the default (2 per CPU, 2..8) */
+    const char *last_failed; /* --last-failed DIR: only what did not pass in DIR */
+    const char *bindir;      /* where refgw and the other helper programs are */
 };
 
 /* fg_run_main - run every scenario; returns the exit status: 0 all passed
  * or were skipped, 1 a scenario failed or was inconclusive, 2 faultgate
- * could not do its job (the reason is printed). */
+ * could not do its job (the reason is printed) or the run was interrupted
+ * (SIGINT, SIGTERM, SIGHUP: the running scenarios are stopped and recorded
+ * as errors, "interrupted"). */
 int fg_run_main(const struct fg_run_opts *o);
 
 /* fg_judge_main - `faultgate judge`: verdicts of a saved trace; the same

@@ -45,6 +45,7 @@ struct fg_profile {
     int submit_stdin;           /* submit.stdin: message (1, default) or none (0) */
     uint64_t submit_timeout_ms; /* submit.timeout, default 30s: then SIGKILL */
     int tls_policy;             /* tls_policy: enum fg_tls_policy (default unknown) */
+    unsigned parallel;          /* parallel: N instances at most at once; 0: no limit */
 };
 
 /* The outbound TLS policy a profile declares (`tls_policy:`), what the

@@ -25,7 +25,8 @@ enum fg_progress_mode {
 struct fg_progress;
 
 /* fg_progress_new - a status line written to out (not owned), redrawn
- * every 250 ms by a timer on loop. */
+ * every 250 ms by a timer on loop; loop NULL: no timer, the caller redraws
+ * (fg_progress_flight). */
 struct fg_progress *fg_progress_new(uv_loop_t *loop, FILE *out, enum fg_progress_mode mode);
 
 /* fg_progress_live - whether the line is drawn at all. */
@@ -38,6 +39,11 @@ void fg_progress_end(struct fg_progress *p);
 
 /* fg_progress_draw - draw the line now (the timer calls this). */
 void fg_progress_draw(struct fg_progress *p);
+
+/* fg_progress_flight - a parallel run's line: done of total finished, the
+ * ids in flight (the oldest started at t0_ms); wiped by fg_progress_end. */
+void fg_progress_flight(struct fg_progress *p, size_t done, size_t total, const char *const *ids,
+                        size_t nids, uint64_t t0_ms);
 
 /* fg_progress_free - close the timer; p is freed in its close callback, so
  * run the loop once more before closing it.  NULL is fine. */
