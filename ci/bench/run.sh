@@ -15,4 +15,7 @@ full=0; build=build
 for a in "$@"; do case $a in --full) full=1 ;; *) build=$a ;; esac; done
 if [ $full = 1 ]; then bash "$dir/judge_speed.sh" "$build" 100000 || status=1
 else bash "$dir/judge_speed.sh" "$build" 2000 || status=1; fi
+# faultgate run at -j 1 and -j 8: about 2.5 minutes short, 10 full
+if [ $full = 1 ]; then bash "$dir/suite_wall.sh" "$build" || status=1
+else bash "$dir/suite_wall.sh" --short "$build" || status=1; fi
 exit $status

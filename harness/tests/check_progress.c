@@ -103,6 +103,28 @@ START_TEST(off_draws_nothing_and_auto_is_off_for_a_file)
 }
 END_TEST
 
+START_TEST(flight_line_names_the_scenarios_in_flight)
+{
+    FILE *f = tmpfile();
+    ck_assert_ptr_nonnull(f);
+    /* no loop: the parallel run's scheduler redraws on its own ticks */
+    struct fg_progress *p = fg_progress_new(NULL, f, FG_PROGRESS_LIVE);
+    const char *ids[] = {"r-a", "r-b", "r-c"};
+    fg_progress_flight(p, 4, 52, ids, 3, fg_now_ms());
+    char *s = contents(f);
+    ck_assert_ptr_nonnull(strstr(s, "\r[4/52] 3 running: r-a, r-b, r-c, 0."));
+    ck_assert_ptr_nonnull(strstr(s, " s\033[K"));
+    free(s);
+    long before = ftell(f);
+    fg_progress_end(p);
+    s = contents(f);
+    ck_assert_str_eq(s + before, "\r\033[K");
+    free(s);
+    fg_progress_free(p);
+    fclose(f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("progress");
@@ -110,6 +132,7 @@ int main(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, live_line_is_drawn_redrawn_and_wiped);
     tcase_add_test(tc, off_draws_nothing_and_auto_is_off_for_a_file);
+    tcase_add_test(tc, flight_line_names_the_scenarios_in_flight);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
