@@ -484,9 +484,11 @@ static void on_worker_signal(uv_signal_t *h, int signum)
     (void)signum;
     struct scen_run *r = worker_run;
     worker_signals++;
-    if (!r || !r->timer_open)
+    if (!r)
         return;
     r->interrupted = 1;
+    if (!r->timer_open)
+        return; /* not running yet: it will not start (run_scenario) */
     if (r->phase < PH_STOP) {
         stop_gateway(r);
     } else if (r->phase == PH_STOP && worker_signals > 1) {
@@ -809,7 +811,7 @@ static uint64_t scenario_seed(uint64_t seed, const char *id)
 static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o, struct fg_progress *prog,
                          const struct fg_profile *prof, const struct fg_scenario *sc,
                          const char *out_dir, const char *run_id, size_t ordinal, uint64_t seed,
-                         struct fg_scenario_result *res)
+                         int gateway_port, struct fg_scenario_result *res)
 {
     struct scen_run r;
     memset(&r, 0, sizeof(r));
@@ -866,7 +868,7 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o, struct fg
         goto judge;
     }
 
-    m->gateway_port = fg_port_alloc();
+    m->gateway_port = gateway_port > 0 ? gateway_port : fg_port_alloc();
     if (m->gateway_port < 0) {
         set_error(&r, m->gateway_port, "cannot allocate a port: %s", NULL);
         goto judge;
@@ -994,7 +996,8 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o, struct fg
     }
     r.phase = PH_START;
     fg_progress_stage(r.prog, "starting the gateway");
-    rc = fg_gateway_start(loop, prof, &v, gw_ready, &r, &r.gw, err, sizeof(err));
+    rc = r.interrupted ? FG_ENOTREADY
+                       : fg_gateway_start(loop, prof, &v, gw_ready, &r, &r.gw, err, sizeof(err));
     if (rc < 0) {
         r.gw = NULL;
         set_error(&r, rc, "cannot start the gateway: %s", err);
@@ -1198,6 +1201,7 @@ struct worker {
     pid_t pid;
     size_t idx;
     uint64_t t0_ms;
+    int port; /* its gateway's port, which no other worker gets meanwhile */
 };
 
 struct sched {
@@ -1340,7 +1344,7 @@ static void draw_flight(struct sched *s)
 
 /* worker_main - run scenario i in this (forked) process and leave its
  * result beside the run's files for the parent; never returns. */
-static void worker_main(struct sched *s, size_t i, pid_t parent, const sigset_t *mask)
+static void worker_main(struct sched *s, size_t i, int port, pid_t parent, const sigset_t *mask)
 {
     for (size_t k = 0; k < NSTOP_SIGS; k++)
         signal(stop_sigs[k], SIG_DFL);
@@ -1367,7 +1371,8 @@ static void worker_main(struct sched *s, size_t i, pid_t parent, const sigset_t 
     sigprocmask(SIG_SETMASK, mask, NULL);
 
     struct fg_scenario_result res;
-    run_scenario(&loop, s->o, NULL, s->prof, s->scs[i], s->out_dir, s->run_id, i, s->seed, &res);
+    run_scenario(&loop, s->o, NULL, s->prof, s->scs[i], s->out_dir, s->run_id, i, s->seed, port,
+                 &res);
     char err[FG_ERRBUF_SIZE];
     char *jp = result_path(s, i, "json"), *tp = result_path(s, i, "txt");
     int rc = fg_results_write_json(jp, &s->ri, &res, 1, err, sizeof(err));
@@ -1391,8 +1396,30 @@ static void worker_main(struct sched *s, size_t i, pid_t parent, const sigset_t 
     exit(rc < 0 ? 3 : 0);
 }
 
+/* gateway_port - a port for the next worker's gateway.  fg_port_alloc
+ * picks at random and checks only that the port is free now; a running
+ * gateway of this run that has not bound its port yet would not show, and
+ * two gateways on one port mean one fails to listen or, worse, the other's
+ * readiness probe reaches it.  So no two workers in flight get the same. */
+static int gateway_port(const struct sched *s)
+{
+    int port = -1;
+    for (int tries = 0; tries < 64; tries++) {
+        port = fg_port_alloc();
+        int taken = 0;
+        for (size_t k = 0; k < s->nw && port > 0; k++)
+            taken |= s->w[k].port == port;
+        if (port <= 0 || !taken)
+            return port;
+    }
+    return port;
+}
+
 static int start_worker(struct sched *s, size_t i)
 {
+    int port = gateway_port(s);
+    if (port < 0)
+        return port;
     sigset_t block, old;
     sigemptyset(&block);
     for (size_t k = 0; k < NSTOP_SIGS; k++)
@@ -1405,14 +1432,14 @@ static int start_worker(struct sched *s, size_t i)
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0)
-        worker_main(s, i, parent, &old);
+        worker_main(s, i, port, parent, &old);
     int saved = errno;
     if (pid > 0)
         setpgid(pid, pid); /* also here: no race with the first kill */
     sigprocmask(SIG_SETMASK, &old, NULL);
     if (pid < 0)
         return -saved;
-    s->w[s->nw++] = (struct worker){.pid = pid, .idx = i, .t0_ms = fg_now_ms()};
+    s->w[s->nw++] = (struct worker){.pid = pid, .idx = i, .t0_ms = fg_now_ms(), .port = port};
     return 0;
 }
 
