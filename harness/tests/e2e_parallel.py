@@ -105,7 +105,7 @@ class Parallel(unittest.TestCase):
         for name, args in (("j1", ["-j", "1", sdir]), ("j3", ["-j", "3", sdir]),
                            ("alone", ["-j", "2", os.path.join(sdir, ids[1] + ".yaml")])):
             out = os.path.join(self.tmp, name)
-            p = self.run_fg("-q", "--seed", "99", "-o", out, *args)
+            p = self.run_fg("-q", "--seed", "99", "-g", REFGW, "-o", out, *args)
             self.assertIn(p.returncode, (0, 1), p.stderr)
             runs[name] = results(out)
         j1, j3, alone = (by_id(runs[k]) for k in ("j1", "j3", "alone"))
@@ -138,7 +138,7 @@ class Parallel(unittest.TestCase):
     def interrupt_after_first_verdict(self, sig, ignore_sigint):
         out = os.path.join(self.tmp, "run")
         pre = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
-        p = subprocess.Popen([FG, "run", "-j", "2", "--seed", "5", "-o", out, KB],
+        p = subprocess.Popen([FG, "run", "-j", "2", "--seed", "5", "-g", REFGW, "-o", out, KB],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=pre)
         first = b""
         deadline = time.monotonic() + 120
@@ -147,7 +147,10 @@ class Parallel(unittest.TestCase):
             if not line or line.startswith((b"PASS", b"FAIL", b"ERROR", b"INCONC", b"SKIP")):
                 first = line
                 break
-        self.assertTrue(first, "no verdict before the deadline")
+        if not first:
+            p.kill()
+            _, err = p.communicate(timeout=60)
+            self.fail("no verdict before the deadline: " + err.decode())
         p.send_signal(sig)
         rest, err = p.communicate(timeout=120)
         text = (first + rest).decode()
