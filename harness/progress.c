@@ -6,7 +6,7 @@
  * not be redrawn in place).  When out is not a terminal nothing is drawn:
  * logs and CI get only the run's line per finished scenario.
  *
- * A parallel run draws "[done/total] N running: id, id, ..., 12.3 s"
+ * A parallel run draws "[done/total] 12.3 s, N running: id, id, ..."
  * instead (fg_progress_flight), from its scheduler's own ticks.
  */
 #include <stdlib.h>
@@ -147,11 +147,10 @@ void fg_progress_flight(struct fg_progress *p, size_t done, size_t total, const 
     char line[1024];
     int cols = columns(p->out) - 1;
     double el = t0_ms ? (double)(fg_now_ms() - t0_ms) / 1000.0 : 0.0;
-    int n = snprintf(line, sizeof line, "[%zu/%zu] %zu running", done, total, nids);
+    /* The time first: the ids are what the terminal's width cuts. */
+    int n = snprintf(line, sizeof line, "[%zu/%zu] %.1f s, %zu running", done, total, el, nids);
     for (size_t i = 0; i < nids && n > 0 && (size_t)n < sizeof line; i++)
         n += snprintf(line + n, sizeof line - (size_t)n, "%s%s", i ? ", " : ": ", ids[i]);
-    if (n > 0 && (size_t)n < sizeof line && nids)
-        n += snprintf(line + n, sizeof line - (size_t)n, ", %.1f s", el);
     if (n > (int)sizeof line - 1)
         n = (int)sizeof line - 1;
     if (n > cols && cols > 0)

@@ -1220,6 +1220,7 @@ struct sched {
     size_t nw, maxw;
     int interrupted;
     uint64_t kill_at_ms; /* 0: not yet */
+    uint64_t t0_ms;      /* the run's start */
     struct fg_progress *prog;
 };
 
@@ -1329,17 +1330,16 @@ static void print_ready(struct sched *s, int all)
 
 static void draw_flight(struct sched *s)
 {
-    if (!fg_progress_live(s->prog))
+    if (!fg_progress_live(s->prog) || s->nw == 0)
         return;
+    /* In catalogue order, as the results will be. */
     const char *ids[64];
     size_t n = 0;
-    uint64_t t0 = 0;
-    for (size_t k = 0; k < s->nw && n < 64; k++) {
-        ids[n++] = s->scs[s->w[k].idx]->id;
-        if (!t0 || s->w[k].t0_ms < t0)
-            t0 = s->w[k].t0_ms;
-    }
-    fg_progress_flight(s->prog, s->ndone, s->nsc, ids, n, t0);
+    for (size_t i = 0; i < s->nsc && n < 64; i++)
+        for (size_t k = 0; k < s->nw; k++)
+            if (s->w[k].idx == i)
+                ids[n++] = s->scs[i]->id;
+    fg_progress_flight(s->prog, s->ndone, s->nsc, ids, n, s->t0_ms);
 }
 
 /* worker_main - run scenario i in this (forked) process and leave its
@@ -1818,7 +1818,8 @@ int fg_run_main(const struct fg_run_opts *o)
                              .seed = seed,
                              .start_us = fg_wall_us(),
                              .host = hostname(host, sizeof(host))},
-                      .maxw = jobs};
+                      .maxw = jobs,
+                      .t0_ms = fg_now_ms()};
     s.done = fg_calloc(nsc ? nsc : 1, sizeof(*s.done));
     s.text = fg_calloc(nsc ? nsc : 1, sizeof(*s.text));
     s.w = fg_calloc(jobs, sizeof(*s.w));

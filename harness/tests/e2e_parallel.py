@@ -174,7 +174,9 @@ class Parallel(unittest.TestCase):
             junit = f.read()
         self.assertIn(first_id, junit)
         self.assertIn("interrupted", junit)
-        self.assertTrue(os.path.exists(os.path.join(out, "report.html")))
+        for name in ("summary.md", "report.html"):
+            with open(os.path.join(out, name), encoding="utf-8") as f:
+                self.assertIn(first_id, f.read(), name)
         self.assertEqual(left_behind(self.tmp), [])
 
     def test_sigterm_after_first_verdict(self):

@@ -41,7 +41,8 @@ void fg_progress_end(struct fg_progress *p);
 void fg_progress_draw(struct fg_progress *p);
 
 /* fg_progress_flight - a parallel run's line: done of total finished, the
- * ids in flight (the oldest started at t0_ms); wiped by fg_progress_end. */
+ * time since t0_ms (the run's start), the ids in flight; wiped by
+ * fg_progress_end. */
 void fg_progress_flight(struct fg_progress *p, size_t done, size_t total, const char *const *ids,
                         size_t nids, uint64_t t0_ms);
 
