@@ -9,6 +9,12 @@
  * and reports only once the leader was reaped and no member of the group
  * is left, so that no process of the gateway outlives the run.
  *
+ * A profile may ask for more (scenarios/FORMAT.md): readiness by a 220
+ * banner rather than a connect; configuration files made from templates
+ * before the start; and a pidfile for a gateway that daemonizes: its start
+ * command exits 0 and from then on the process the file names is the
+ * gateway (alive or not, its exit status, what the stop signal goes to).
+ *
  * The harness makes itself a child subreaper (Linux PR_SET_CHILD_SUBREAPER)
  * so that the gateway's orphaned children are reparented to it rather than
  * to PID 1 (which in a container may never reap them), and reaps them
@@ -61,6 +67,14 @@ struct fg_gateway {
     int freeing; /* fg_gateway_free called: free on the last close */
 
     int port;
+    int banner;     /* ready on a 220 greeting, not on a connect */
+    char line[512]; /* the probe's first reply line so far */
+    size_t linelen;
+    char *pidfile; /* filled path, NULL without one */
+    int dpid;      /* the daemon named by the pidfile, 0 until read */
+    int dexited;   /* the daemon was seen gone */
+    int64_t dstatus;
+    int dsignal;
     uint64_t ready_deadline; /* fg_now_ms() */
     fg_gateway_ready_cb ready_cb;
     void *ready_ud;
@@ -165,8 +179,10 @@ int fg_placeholder_fill(const char *s, const struct fg_gateway_vars *v, char **o
 
 static void maybe_free(struct fg_gateway *g)
 {
-    if (g->freeing && g->nopen == 0)
+    if (g->freeing && g->nopen == 0) {
+        free(g->pidfile);
         free(g);
+    }
 }
 
 static void on_handle_closed(uv_handle_t *h)
@@ -184,6 +200,46 @@ static void close_handle(struct fg_gateway *g, uv_handle_t *h, int *open)
         return;
     *open = 0;
     uv_close(h, on_handle_closed);
+}
+
+/* --- a daemon's pidfile --------------------------------------------------- */
+
+/* Whether the start command itself went away as a daemonizing one does:
+ * status 0, no signal, with a pidfile to follow. */
+static int daemonized(const struct fg_gateway *g)
+{
+    return g->pidfile && g->exited && g->exit_status == 0 && g->term_signal == 0;
+}
+
+/* follow_daemon - read the pidfile once the start command has exited 0,
+ * and see whether the daemon it names is still there.  As a child
+ * subreaper the harness inherits the daemon when its parent exits, so its
+ * exit status can be had with waitpid; otherwise kill(pid, 0) tells. */
+static void follow_daemon(struct fg_gateway *g)
+{
+    if (!daemonized(g) || g->dexited)
+        return;
+    if (g->dpid <= 0) {
+        FILE *f = fopen(g->pidfile, "r");
+        long pid = 0;
+        if (f) {
+            if (fscanf(f, "%ld", &pid) != 1)
+                pid = 0;
+            fclose(f);
+        }
+        if (pid <= 1 || pid == getpid())
+            return; /* not written yet */
+        g->dpid = (int)pid;
+    }
+    int st;
+    pid_t w = waitpid(g->dpid, &st, WNOHANG);
+    if (w == g->dpid) {
+        g->dexited = 1;
+        g->dstatus = WIFEXITED(st) ? WEXITSTATUS(st) : 0;
+        g->dsignal = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
+    } else if (w < 0 && kill(g->dpid, 0) != 0 && errno == ESRCH) {
+        g->dexited = 1; /* not our child: its status is not ours to know */
+    }
 }
 
 /* --- escaped processes ------------------------------------------------------
@@ -268,6 +324,13 @@ static size_t signal_tree(struct fg_gateway *g, int sig)
     size_t left = 0;
     if (sig)
         kill(-g->pid, sig);
+    follow_daemon(g);
+    if (sig && g->dpid > 0 && !g->dexited) {
+        /* The daemon may have left both the group and the harness's tree
+         * (reparented elsewhere when the harness is no subreaper). */
+        kill(g->dpid, sig);
+        left++;
+    }
     for (size_t i = 0; i < n; i++) {
         if (pids[i] != g->pid && waitpid(pids[i], NULL, WNOHANG) == pids[i])
             continue; /* an inherited zombie, now reaped */
@@ -287,6 +350,9 @@ static int group_gone(struct fg_gateway *g)
             ;
     }
     if (!g->exited || (kill(-g->pid, 0) == 0 || errno != ESRCH))
+        return 0;
+    follow_daemon(g);
+    if (g->dpid > 0 && !g->dexited)
         return 0;
     return signal_tree(g, 0) == 0;
 }
@@ -322,13 +388,47 @@ static void on_proc_exit(uv_process_t *p, int64_t exit_status, int term_signal)
     g->exited = 1;
     g->exit_status = exit_status;
     g->term_signal = term_signal;
-    if (g->state == GW_STARTING)
-        ready_done(g, FG_ENOTREADY); /* it died before it listened */
+    /* It died before it listened, unless it daemonized: then the daemon
+     * has until the ready timeout. */
+    if (g->state == GW_STARTING && !daemonized(g))
+        ready_done(g, FG_ENOTREADY);
+}
+
+static void on_banner_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct fg_gateway *g = h->data;
+    (void)hint;
+    buf->base = g->line + g->linelen;
+    buf->len = sizeof(g->line) - 1 - g->linelen;
+}
+
+/* on_banner_read - the first reply line: 220 is ready (RFC 5321 §4.3.1);
+ * 421, 554 or a close is not yet, and the next tick tries again. */
+static void on_banner_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    struct fg_gateway *g = st->data;
+    (void)buf;
+    if (nread > 0)
+        g->linelen += (size_t)nread;
+    g->line[g->linelen] = '\0';
+    int full = memchr(g->line, '\n', g->linelen) != NULL || g->linelen >= sizeof(g->line) - 1;
+    if (nread >= 0 && !full)
+        return;
+    close_handle(g, (uv_handle_t *)&g->probe, &g->probe_open);
+    /* "220 " or "220-": a multiline greeting is ready at its first line. */
+    if (full && g->linelen >= 4 && memcmp(g->line, "220", 3) == 0 &&
+        (g->line[3] == ' ' || g->line[3] == '-' || g->line[3] == '\r') && g->state == GW_STARTING)
+        ready_done(g, 0);
 }
 
 static void on_connect(uv_connect_t *req, int status)
 {
     struct fg_gateway *g = req->data;
+    if (status == 0 && g->banner && g->probe_open && g->state == GW_STARTING) {
+        g->linelen = 0;
+        if (uv_read_start((uv_stream_t *)&g->probe, on_banner_alloc, on_banner_read) == 0)
+            return;
+    }
     /* Each attempt uses a fresh handle: close this one either way (unless
      * a stop or free is closing it already: then status is ECANCELED). */
     close_handle(g, (uv_handle_t *)&g->probe, &g->probe_open);
@@ -358,6 +458,11 @@ static void on_ready_tick(uv_timer_t *t)
     struct fg_gateway *g = t->data;
     if (g->state != GW_STARTING)
         return;
+    follow_daemon(g);
+    if (g->dexited) {
+        ready_done(g, FG_ENOTREADY); /* the daemon died before it listened */
+        return;
+    }
     if (fg_now_ms() >= g->ready_deadline) {
         ready_done(g, FG_ENOTREADY);
         return;
@@ -390,6 +495,47 @@ static void strv_free(char **v, size_t n)
     for (size_t i = 0; i < n; i++)
         free(v[i]);
     free(v);
+}
+
+/* write_config - the template with its placeholders filled, to the path
+ * (both paths may hold placeholders too).  A leftover file is replaced. */
+static int write_config(const struct fg_profile_file *f, const struct fg_gateway_vars *v, char *err,
+                        size_t errlen)
+{
+    char *tmpl = NULL, *path = NULL, *text = NULL, *out = NULL;
+    int rc = fg_placeholder_fill(f->tmpl, v, &tmpl, err, errlen);
+    if (rc == 0)
+        rc = fg_placeholder_fill(f->path, v, &path, err, errlen);
+    FILE *in = rc == 0 ? fopen(tmpl, "r") : NULL;
+    if (rc == 0 && !in)
+        rc = fg_errf(err, errlen, -errno, "%s: %s", tmpl, strerror(errno));
+    if (in) {
+        struct fg_strbuf b = {0};
+        char chunk[4096];
+        size_t n;
+        while ((n = fread(chunk, 1, sizeof(chunk), in)) > 0)
+            fg_strbuf_printf(&b, "%.*s", (int)n, chunk);
+        fclose(in);
+        text = fg_strbuf_take(&b);
+        if (!text)
+            text = fg_strdup("");
+        char perr[256];
+        if ((rc = fg_placeholder_fill(text, v, &out, perr, sizeof(perr))) != 0)
+            fg_errf(err, errlen, rc, "%s: %s", tmpl, perr);
+    }
+    if (rc == 0) {
+        FILE *o = fopen(path, "w");
+        if (!o || fputs(out, o) < 0 || fclose(o) != 0) {
+            rc = fg_errf(err, errlen, -errno, "%s: %s", path, strerror(errno));
+            if (o)
+                fclose(o);
+        }
+    }
+    free(tmpl);
+    free(path);
+    free(text);
+    free(out);
+    return rc;
 }
 
 int fg_gateway_start(uv_loop_t *loop, const struct fg_profile *p, const struct fg_gateway_vars *v,
@@ -430,6 +576,18 @@ int fg_gateway_start(uv_loop_t *loop, const struct fg_profile *p, const struct f
         return rc;
     }
 
+    char *pidfile = NULL;
+    if (p->pidfile)
+        rc = fg_placeholder_fill(p->pidfile, v, &pidfile, err, errlen);
+    for (size_t i = 0; i < p->nfiles && rc == 0; i++)
+        rc = write_config(&p->files[i], v, err, errlen);
+    if (rc) {
+        free(pidfile);
+        strv_free(argv, p->nargv);
+        strv_free(env, ne);
+        return rc;
+    }
+
     char *logpath = fg_asprintf("%s/gateway.log", v->workdir);
     int logfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -441,6 +599,7 @@ int fg_gateway_start(uv_loop_t *loop, const struct fg_profile *p, const struct f
         if (nullfd >= 0)
             close(nullfd);
         free(logpath);
+        free(pidfile);
         strv_free(argv, p->nargv);
         strv_free(env, ne);
         return rc;
@@ -453,6 +612,8 @@ int fg_gateway_start(uv_loop_t *loop, const struct fg_profile *p, const struct f
     struct fg_gateway *g = fg_calloc(1, sizeof(*g));
     g->loop = loop;
     g->port = v->gateway_port;
+    g->banner = p->ready_banner;
+    g->pidfile = pidfile;
     g->ready_cb = ready_cb;
     g->ready_ud = ud;
     g->stop_signal = p->stop_signal ? p->stop_signal : SIGTERM;
@@ -530,19 +691,30 @@ void fg_gateway_stop(struct fg_gateway *g, fg_gateway_stopped_cb cb, void *ud)
     uv_timer_start(&g->timer, on_stop_tick, 0, STOP_POLL_MS);
 }
 
-int fg_gateway_running(const struct fg_gateway *g)
+int fg_gateway_running(struct fg_gateway *g)
 {
-    return g && g->pid > 0 && !g->exited;
+    if (!g || g->pid <= 0)
+        return 0;
+    if (!g->exited)
+        return 1;
+    follow_daemon(g);
+    return daemonized(g) && g->dpid > 0 && !g->dexited;
 }
 
-int64_t fg_gateway_exit_status(const struct fg_gateway *g)
+int64_t fg_gateway_exit_status(struct fg_gateway *g)
 {
-    return g ? g->exit_status : 0;
+    if (!g)
+        return 0;
+    follow_daemon(g);
+    return g->dexited ? g->dstatus : g->exit_status;
 }
 
-int fg_gateway_term_signal(const struct fg_gateway *g)
+int fg_gateway_term_signal(struct fg_gateway *g)
 {
-    return g ? g->term_signal : 0;
+    if (!g)
+        return 0;
+    follow_daemon(g);
+    return g->dexited ? g->dsignal : g->term_signal;
 }
 
 int fg_gateway_pid(const struct fg_gateway *g)

@@ -48,6 +48,12 @@ void fg_profile_free(struct fg_profile *p)
     for (size_t i = 0; i < p->ntimeouts; i++)
         free(p->timeouts[i].name);
     free(p->timeouts);
+    free(p->pidfile);
+    for (size_t i = 0; i < p->nfiles; i++) {
+        free(p->files[i].tmpl);
+        free(p->files[i].path);
+    }
+    free(p->files);
     free(p);
 }
 
@@ -363,10 +369,39 @@ static int load_env(const struct fg_yaml_doc *d, const struct fg_yaml_node *env,
     return 0;
 }
 
+/* load_config - `config: [{template: FILE, path: FILE}, ...]`: files the
+ * gateway reads, made from templates with the placeholders filled. */
+static int load_config(const struct fg_yaml_doc *d, const struct fg_yaml_node *n,
+                       struct fg_profile *p, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"template", "path", NULL};
+    int rc;
+    if ((rc = fg_yaml_expect(d, n, FG_YAML_SEQ, "'start.config'", err, errlen)))
+        return rc;
+    p->files = fg_calloc(n->n ? n->n : 1, sizeof(*p->files));
+    for (size_t i = 0; i < n->n; i++) {
+        const struct fg_yaml_node *f = n->items[i];
+        if ((rc = fg_yaml_expect(d, f, FG_YAML_MAP, "a 'start.config' item", err, errlen)) ||
+            (rc = fg_yaml_check_keys(d, f, keys, "a 'start.config' item", err, errlen)))
+            return rc;
+        const struct fg_yaml_node *t = fg_yaml_get(f, "template");
+        const struct fg_yaml_node *o = fg_yaml_get(f, "path");
+        if (!t || !o)
+            return fg_yaml_errf(d, f, err, errlen, FG_EINPUT,
+                                "a 'start.config' item needs 'template' and 'path'");
+        if ((rc = get_scalar(d, t, "'template'", err, errlen)) ||
+            (rc = get_scalar(d, o, "'path'", err, errlen)))
+            return rc;
+        p->files[p->nfiles].tmpl = fg_strdup(t->scalar);
+        p->files[p->nfiles++].path = fg_strdup(o->scalar);
+    }
+    return 0;
+}
+
 static int load_start(const struct fg_yaml_doc *d, const struct fg_yaml_node *n,
                       struct fg_profile *p, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"argv", "env", NULL};
+    static const char *const keys[] = {"argv", "env", "pidfile", "config", NULL};
     int rc;
     if ((rc = fg_yaml_expect(d, n, FG_YAML_MAP, "'start'", err, errlen)) ||
         (rc = fg_yaml_check_keys(d, n, keys, "'start'", err, errlen)))
@@ -375,6 +410,17 @@ static int load_start(const struct fg_yaml_doc *d, const struct fg_yaml_node *n,
     if (!argv)
         return fg_yaml_errf(d, n, err, errlen, FG_EINPUT, "'start' needs 'argv'");
     if ((rc = get_strv(d, argv, "'start.argv'", &p->argv, &p->nargv, err, errlen)))
+        return rc;
+    const struct fg_yaml_node *pf = fg_yaml_get(n, "pidfile");
+    if (pf) {
+        if ((rc = get_scalar(d, pf, "'start.pidfile'", err, errlen)))
+            return rc;
+        if (!*pf->scalar)
+            return fg_yaml_errf(d, pf, err, errlen, FG_EINPUT, "'start.pidfile' is empty");
+        p->pidfile = fg_strdup(pf->scalar);
+    }
+    const struct fg_yaml_node *cf = fg_yaml_get(n, "config");
+    if (cf && (rc = load_config(d, cf, p, err, errlen)))
         return rc;
     const struct fg_yaml_node *env = fg_yaml_get(n, "env");
     if (!env)
@@ -425,12 +471,26 @@ static int load_submit(const struct fg_yaml_doc *d, const struct fg_yaml_node *n
 static int load_ready(const struct fg_yaml_doc *d, const struct fg_yaml_node *n,
                       struct fg_profile *p, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"tcp", "timeout", NULL};
+    static const char *const keys[] = {"tcp", "banner", "timeout", NULL};
     int rc;
     if ((rc = fg_yaml_expect(d, n, FG_YAML_MAP, "'ready'", err, errlen)) ||
         (rc = fg_yaml_check_keys(d, n, keys, "'ready'", err, errlen)))
         return rc;
     const struct fg_yaml_node *tcp = fg_yaml_get(n, "tcp");
+    const struct fg_yaml_node *banner = fg_yaml_get(n, "banner");
+    if (tcp && banner)
+        return fg_yaml_errf(d, banner, err, errlen, FG_EINPUT,
+                            "'ready' has 'tcp' or 'banner', not both");
+    if (banner) {
+        /* Ready once the port greets with 220 (RFC 5321 §4.3.1): an MTA
+         * may accept connections before it can serve them. */
+        if ((rc = get_scalar(d, banner, "'ready.banner'", err, errlen)))
+            return rc;
+        if (strcmp(banner->scalar, "gateway_port") != 0)
+            return fg_yaml_errf(d, banner, err, errlen, FG_EINPUT,
+                                "'ready.banner' must be gateway_port, not '%s'", banner->scalar);
+        p->ready_banner = 1;
+    }
     if (tcp) {
         if ((rc = get_scalar(d, tcp, "'ready.tcp'", err, errlen)))
             return rc;

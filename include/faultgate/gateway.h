@@ -40,10 +40,12 @@ typedef void (*fg_gateway_stopped_cb)(struct fg_gateway *g, void *ud);
 void fg_gateway_stop(struct fg_gateway *g, fg_gateway_stopped_cb cb, void *ud);
 
 /* Whether the gateway process is still running; its exit status and
- * signal once it is not. */
-int fg_gateway_running(const struct fg_gateway *g);
-int64_t fg_gateway_exit_status(const struct fg_gateway *g);
-int fg_gateway_term_signal(const struct fg_gateway *g);
+ * signal once it is not.  With a pidfile, once the start command exited 0
+ * the gateway is the daemon the file names (reaped here when it is the
+ * harness's child, hence not const). */
+int fg_gateway_running(struct fg_gateway *g);
+int64_t fg_gateway_exit_status(struct fg_gateway *g);
+int fg_gateway_term_signal(struct fg_gateway *g);
 int fg_gateway_pid(const struct fg_gateway *g);
 /* fg_placeholder_fill - substitute {name} in s; unknown names are errors. */
 int fg_placeholder_fill(const char *s, const struct fg_gateway_vars *v, char **out, char *err,

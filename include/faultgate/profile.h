@@ -13,6 +13,11 @@ struct fg_timeout {
     uint64_t ms;
 };
 
+struct fg_profile_file {
+    char *tmpl; /* the template's path (placeholders allowed) */
+    char *path; /* where the filled copy goes (placeholders allowed) */
+};
+
 struct fg_profile {
     char *path;
     char *name;
@@ -25,7 +30,16 @@ struct fg_profile {
     size_t nargv;
     char **env; /* "NAME=value", placeholders allowed */
     size_t nenv;
+    /* start.pidfile (placeholders allowed), NULL if absent: the gateway
+     * daemonizes, the start command exits 0 and the file names the
+     * process that is the gateway from then on. */
+    char *pidfile;
+    /* start.config: files written from templates before the start, each
+     * with its placeholders filled ({gateway_port}, {upstream}, ...). */
+    struct fg_profile_file *files;
+    size_t nfiles;
     uint64_t ready_timeout_ms; /* ready: {tcp: gateway_port, timeout: 10s} */
+    int ready_banner;          /* ready: {banner: gateway_port}: a 220 greeting, not a connect */
     uint64_t stop_grace_ms;    /* SIGTERM, then SIGKILL after this */
     struct fg_timeout *timeouts;
     size_t ntimeouts;
