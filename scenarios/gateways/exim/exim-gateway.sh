@@ -18,8 +18,27 @@ if [ "${1:-}" = --version ]; then
 fi
 [ $# -eq 2 ] || { echo "usage: $0 WORKDIR CONFIG" >&2; exit 2; }
 workdir=$1 conf=$2
-mkdir -p "$workdir/exim/spool" "$workdir/exim/log"
-# What the template cannot know: where this Exim was unpacked.  Exim runs
-# itself again for each delivery, from exim_path.
-printf 'exim_path = %s\n' "$exim" >"$workdir/exim/paths.conf"
-exec "$exim" -C "$conf" -bdf -q1s
+# The smtp transport runs as Debian-exim and must reach the spool: the work
+# directory may sit below a private (0700) directory, so the instance
+# lives in a directory of its own, kept at WORKDIR/exim (a link) while
+# Exim runs, its logs copied to WORKDIR/exim-log and the rest removed
+# when Exim stops.
+base=$(mktemp -d /var/tmp/faultgate-exim.XXXXXX)
+chmod 755 "$base"
+mkdir -p "$base/spool/db" "$base/log"
+chown Debian-exim "$base/spool/db"
+ln -sfn "$base" "$workdir/exim"
+# What the template cannot know: where this Exim was unpacked (Exim runs
+# itself again for each delivery, from exim_path) and the instance's
+# directory, as the macro EXIM_BASE.
+printf 'exim_path = %s\nEXIM_BASE = %s\n' "$exim" "$base" >"$base/paths.conf"
+# Not exec: the shell stays to remove the instance once Exim is gone.
+set +e
+"$exim" -C "$conf" -bdf -q1s &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null' TERM INT
+wait $pid
+wait $pid 2>/dev/null
+cp -r "$base/log" "$workdir/exim-log" 2>/dev/null
+rm -f "$workdir/exim"
+rm -rf "$base"
