@@ -94,8 +94,8 @@ static int is_ident(char c)
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
 }
 
-int fg_placeholder_fill(const char *s, const struct fg_gateway_vars *v, char **out, char *err,
-                        size_t errlen)
+static int fill(const char *s, const struct fg_gateway_vars *v, int lenient, char **out, char *err,
+                size_t errlen)
 {
     size_t len = 0, cap = 0;
     char *buf = NULL;
@@ -141,6 +141,8 @@ int fg_placeholder_fill(const char *s, const struct fg_gateway_vars *v, char **o
                     val = v->bindir;
                 } else if (IS("profile_dir")) {
                     val = v->profile_dir;
+                } else if (lenient) {
+                    skip = 1; /* another language's braces: text */
                 } else {
                     free(buf);
                     return fg_errf(err, errlen, FG_EINPUT,
@@ -150,7 +152,7 @@ int fg_placeholder_fill(const char *s, const struct fg_gateway_vars *v, char **o
                                    (int)n, name, s);
                 }
 #undef IS
-                if (!val) {
+                if (!val && skip > 1) {
                     free(buf);
                     return fg_errf(err, errlen, FG_EINPUT,
                                    "placeholder {%.*s} in '%s' has no value in this run", (int)n,
@@ -173,6 +175,18 @@ int fg_placeholder_fill(const char *s, const struct fg_gateway_vars *v, char **o
     buf[len] = '\0';
     *out = buf;
     return 0;
+}
+
+int fg_placeholder_fill(const char *s, const struct fg_gateway_vars *v, char **out, char *err,
+                        size_t errlen)
+{
+    return fill(s, v, 0, out, err, errlen);
+}
+
+int fg_placeholder_fill_text(const char *s, const struct fg_gateway_vars *v, char **out, char *err,
+                             size_t errlen)
+{
+    return fill(s, v, 1, out, err, errlen);
 }
 
 /* --- handles -------------------------------------------------------------- */
@@ -520,7 +534,7 @@ static int write_config(const struct fg_profile_file *f, const struct fg_gateway
         if (!text)
             text = fg_strdup("");
         char perr[256];
-        if ((rc = fg_placeholder_fill(text, v, &out, perr, sizeof(perr))) != 0)
+        if ((rc = fg_placeholder_fill_text(text, v, &out, perr, sizeof(perr))) != 0)
             fg_errf(err, errlen, rc, "%s: %s", tmpl, perr);
     }
     if (rc == 0) {

@@ -42,8 +42,10 @@ static void teardown(void)
     free(cmd);
 }
 
-/* A profile running fake_gateway with extra arguments. */
-static struct fg_profile *make_profile(const char *extra, const char *ready, const char *grace)
+/* A profile running fake_gateway with extra arguments, extra lines under
+ * `start:` and a readiness check (tcp or banner). */
+static struct fg_profile *make_profile_ext(const char *extra, const char *start_extra,
+                                           const char *check, const char *ready, const char *grace)
 {
     char *path = fg_asprintf("%s/profile.yaml", workdir);
     FILE *f = fopen(path, "w");
@@ -53,15 +55,21 @@ static struct fg_profile *make_profile(const char *extra, const char *ready, con
             "start:\n"
             "  argv: [\"%s\", --port, \"{gateway_port}\"%s]\n"
             "  env: {FG_TEST_UPSTREAM: \"{upstream}\"}\n"
-            "ready: {tcp: gateway_port, timeout: %s}\n"
+            "%s"
+            "ready: {%s: gateway_port, timeout: %s}\n"
             "stop: {signal: TERM, grace: %s}\n",
-            fake, extra, ready, grace);
+            fake, extra, start_extra, check, ready, grace);
     ck_assert_int_eq(fclose(f), 0);
     struct fg_profile *p;
     char err[FG_ERRBUF_SIZE] = "";
     ck_assert_msg(fg_profile_load(path, &p, err, sizeof(err)) == 0, "%s", err);
     free(path);
     return p;
+}
+
+static struct fg_profile *make_profile(const char *extra, const char *ready, const char *grace)
+{
+    return make_profile_ext(extra, "", "tcp", ready, grace);
 }
 
 struct t {
@@ -410,6 +418,139 @@ START_TEST(placeholders)
 }
 END_TEST
 
+/* ready: {banner: gateway_port} waits for a 220 greeting: a gateway that
+ * accepts connections but answers 421 while it starts is not ready yet
+ * (with tcp it would be, at once). */
+START_TEST(ready_by_banner)
+{
+    for (int banner = 0; banner < 2; banner++) {
+        struct fg_profile *p =
+            make_profile_ext(", --busy-ms, \"700\"", "", banner ? "banner" : "tcp", "5s", "1s");
+        ck_assert_int_eq(p->ready_banner, banner);
+        struct t t;
+        t_init(&t, 15000);
+        t.stop_after_ready = 1;
+        t_start(&t, p, fg_port_alloc());
+        ck_assert_int_eq(uv_run(&t.loop, UV_RUN_DEFAULT), 0);
+        ck_assert_int_eq(t.ready_calls, 1);
+        ck_assert_int_eq(t.ready_status, 0);
+        if (banner)
+            ck_assert_uint_ge(t.ready_ms, 700);
+        else
+            ck_assert_uint_lt(t.ready_ms, 700);
+        t_finish(&t);
+        fg_profile_free(p);
+    }
+}
+END_TEST
+
+/* start.pidfile: the start command exits 0 once its daemon listens; the
+ * daemon the pidfile names is the gateway from then on: running while it
+ * is, its signal once it died, and the stop finds nothing left. */
+static void on_ready_pidfile(struct fg_gateway *g, int status, void *ud)
+{
+    struct group_t *gt = ud;
+    gt->t.ready_calls++;
+    gt->t.ready_status = status;
+    ck_assert_int_eq(status, 0);
+    gt->child = read_pid(gt->pidfile);
+    ck_assert_int_gt(gt->child, 0);
+}
+
+START_TEST(pidfile_daemon)
+{
+    struct fg_profile *p =
+        make_profile_ext(", --daemonize, --child-pid-file, \"{workdir}/d.pid\"",
+                         "  pidfile: \"{workdir}/d.pid\"\n", "tcp", "5s", "500ms");
+    struct group_t gt = {0};
+    t_init(&gt.t, 15000);
+    gt.pidfile = fg_asprintf("%s/d.pid", workdir);
+    struct fg_gateway_vars v = {.gateway_port = fg_port_alloc(),
+                                .upstream_host = "127.0.0.1",
+                                .upstream_port = 2,
+                                .workdir = workdir,
+                                .bindir = "/nonexistent"};
+    char err[FG_ERRBUF_SIZE] = "";
+    ck_assert_msg(
+        fg_gateway_start(&gt.t.loop, p, &v, on_ready_pidfile, &gt, &gt.t.g, err, sizeof(err)) == 0,
+        "%s", err);
+    /* Run until ready and the start command (exited 0) is reaped. */
+    int leader = fg_gateway_pid(gt.t.g);
+    uint64_t until = fg_now_ms() + 5000;
+    while ((gt.t.ready_calls == 0 || kill(leader, 0) == 0) && fg_now_ms() < until)
+        uv_run(&gt.t.loop, UV_RUN_NOWAIT);
+    ck_assert_int_eq(gt.t.ready_calls, 1);
+    ck_assert_int_eq(fg_gateway_exit_status(gt.t.g), 0);
+    ck_assert_int_eq(gt.t.ready_status, 0);
+    ck_assert_msg(fg_gateway_running(gt.t.g), "the daemon runs although its parent exited 0");
+    ck_assert_int_eq(kill(gt.child, SIGKILL), 0);
+    until = fg_now_ms() + 5000;
+    while (fg_gateway_running(gt.t.g) && fg_now_ms() < until)
+        uv_run(&gt.t.loop, UV_RUN_NOWAIT);
+    ck_assert_msg(!fg_gateway_running(gt.t.g), "the daemon's death is seen");
+    ck_assert_int_eq(fg_gateway_term_signal(gt.t.g), SIGKILL);
+    gt.t.t0 = fg_now_ms();
+    fg_gateway_stop(gt.t.g, on_stopped, &gt.t);
+    ck_assert_int_eq(uv_run(&gt.t.loop, UV_RUN_DEFAULT), 0);
+    ck_assert_int_eq(gt.t.stopped, 1);
+    t_finish(&gt.t);
+    free(gt.pidfile);
+    fg_profile_free(p);
+}
+END_TEST
+
+/* start.config: the template's placeholders filled into the file before
+ * the start, other braces (the configuration language's own) kept; a
+ * template that cannot be read stops the start, named. */
+START_TEST(config_template)
+{
+    char *tmpl = fg_asprintf("%s/gw.conf.in", workdir);
+    FILE *f = fopen(tmpl, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("listen {gateway_port}\nrelay {upstream} ${keep}\n", f);
+    ck_assert_int_eq(fclose(f), 0);
+    struct fg_profile *p = make_profile_ext(
+        "", "  config:\n    - {template: \"{workdir}/gw.conf.in\", path: \"{workdir}/gw.conf\"}\n",
+        "tcp", "5s", "1s");
+    ck_assert_uint_eq(p->nfiles, 1);
+    struct t t;
+    t_init(&t, 15000);
+    t.stop_after_ready = 1;
+    int port = fg_port_alloc();
+    t_start(&t, p, port);
+    ck_assert_int_eq(uv_run(&t.loop, UV_RUN_DEFAULT), 0);
+    t_finish(&t);
+    char *path = fg_asprintf("%s/gw.conf", workdir);
+    f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    char buf[256] = "";
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *want = fg_asprintf("listen %d\nrelay 127.0.0.1:1 ${keep}\n", port);
+    ck_assert_str_eq(buf, want);
+    free(want);
+
+    ck_assert_int_eq(unlink(tmpl), 0);
+    struct fg_gateway_vars v = {.gateway_port = port,
+                                .upstream_host = "127.0.0.1",
+                                .upstream_port = 1,
+                                .workdir = workdir,
+                                .bindir = "/nonexistent"};
+    char err[FG_ERRBUF_SIZE] = "";
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct fg_gateway *g = NULL;
+    ck_assert_int_eq(fg_gateway_start(&loop, p, &v, NULL, NULL, &g, err, sizeof(err)), -ENOENT);
+    ck_assert_ptr_null(g);
+    ck_assert_msg(strstr(err, "gw.conf.in"), "%s", err);
+    ck_assert_int_eq(uv_loop_close(&loop), 0);
+    free(path);
+    free(tmpl);
+    fg_profile_free(p);
+}
+END_TEST
+
 START_TEST(port_alloc)
 {
     /* Below the ephemeral range, so that nothing binding port 0 gets it,
@@ -448,6 +589,9 @@ static Suite *gateway_suite(void)
     tcase_add_test(tc, spawn_fails);
     tcase_add_test(tc, placeholders);
     tcase_add_test(tc, port_alloc);
+    tcase_add_test(tc, ready_by_banner);
+    tcase_add_test(tc, pidfile_daemon);
+    tcase_add_test(tc, config_template);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,14 +1,17 @@
 /* fake_gateway.c - a stand-in gateway for check_gateway.
  *
  *   fake_gateway --port N [--never-listen] [--ignore-term] [--fork-child|--daemon-child]
- *                [--child-pid-file PATH] [--exit-after-ms N]
+ *                [--child-pid-file PATH] [--exit-after-ms N] [--daemonize] [--busy-ms N]
  *
  * Listens on 127.0.0.1:N and greets every connection with "220 fake" then
  * closes it.  --ignore-term ignores SIGTERM (a gateway that does not stop
  * when asked); --fork-child first leaves a child in the same process group
  * that ignores SIGTERM too and writes its pid to --child-pid-file (before
  * listening, so the file exists once the port answers); --exit-after-ms
- * exits with status 3 after N ms; --never-listen never opens the port.
+ * exits with status 3 after N ms; --never-listen never opens the port;
+ * --daemonize forks, the child leaves the group (setsid), writes its pid
+ * to --child-pid-file and serves, and the parent exits 0 once the child
+ * listens; --busy-ms greets "421 starting" for the first N ms of listening.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -44,7 +47,8 @@ static void write_pid_file(const char *path, pid_t pid)
 int main(int argc, char **argv)
 {
     int port = 0, never_listen = 0, ignore_term = 0, fork_child = 0;
-    long exit_after = -1;
+    long exit_after = -1, busy_ms = 0;
+    int daemonize = 0;
     const char *pidfile = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--port") == 0 && i + 1 < argc)
@@ -61,6 +65,10 @@ int main(int argc, char **argv)
             pidfile = argv[++i];
         else if (strcmp(argv[i], "--exit-after-ms") == 0 && i + 1 < argc)
             exit_after = atol(argv[++i]);
+        else if (strcmp(argv[i], "--busy-ms") == 0 && i + 1 < argc)
+            busy_ms = atol(argv[++i]);
+        else if (strcmp(argv[i], "--daemonize") == 0)
+            daemonize = 1;
         else {
             fprintf(stderr, "fake_gateway: bad argument '%s'\n", argv[i]);
             return 2;
@@ -111,6 +119,28 @@ int main(int argc, char **argv)
     }
     if (ignore_term)
         signal(SIGTERM, SIG_IGN);
+    int dsync[2] = {-1, -1};
+    if (daemonize) {
+        if (pipe(dsync) != 0) {
+            perror("fake_gateway: pipe");
+            return 1;
+        }
+        pid_t c = fork();
+        if (c < 0) {
+            perror("fake_gateway: fork");
+            return 1;
+        }
+        if (c > 0) {
+            /* The parent goes once the daemon listens, as daemons do. */
+            char b;
+            close(dsync[1]);
+            return read(dsync[0], &b, 1) == 1 ? 0 : 1;
+        }
+        close(dsync[0]);
+        setsid();
+        if (pidfile)
+            write_pid_file(pidfile, getpid());
+    }
 
     long long deadline = exit_after >= 0 ? now_ms() + exit_after : -1;
     int lfd = -1;
@@ -125,6 +155,12 @@ int main(int argc, char **argv)
             perror("fake_gateway: listen");
             return 1;
         }
+    }
+    long long busy_until = now_ms() + busy_ms;
+    if (dsync[1] >= 0) {
+        if (write(dsync[1], "x", 1) != 1)
+            return 1;
+        close(dsync[1]);
     }
     for (;;) {
         int timeout = -1;
@@ -143,8 +179,9 @@ int main(int argc, char **argv)
         if (n > 0 && (pfd.revents & POLLIN)) {
             int c = accept(lfd, NULL, NULL);
             if (c >= 0) {
-                static const char greet[] = "220 fake\r\n";
-                if (write(c, greet, sizeof(greet) - 1) < 0)
+                static const char greet[] = "220 fake\r\n", busy[] = "421 starting\r\n";
+                int b = now_ms() < busy_until;
+                if (write(c, b ? busy : greet, b ? sizeof(busy) - 1 : sizeof(greet) - 1) < 0)
                     perror("fake_gateway: write");
                 close(c);
             }

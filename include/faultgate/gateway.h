@@ -50,6 +50,11 @@ int fg_gateway_pid(const struct fg_gateway *g);
 /* fg_placeholder_fill - substitute {name} in s; unknown names are errors. */
 int fg_placeholder_fill(const char *s, const struct fg_gateway_vars *v, char **out, char *err,
                         size_t errlen);
+/* The same for a configuration template, whose own language may use
+ * braces (Exim's ${if ...}{yes}{no}): only the known names are
+ * placeholders, any other {name} is text. */
+int fg_placeholder_fill_text(const char *s, const struct fg_gateway_vars *v, char **out, char *err,
+                             size_t errlen);
 
 /* Frees g; it must have stopped (stopped_cb called) or never started. */
 void fg_gateway_free(struct fg_gateway *g);
