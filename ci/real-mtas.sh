@@ -1,13 +1,14 @@
 #!/bin/sh
 # real-mtas.sh - unpack Debian's MTAs (Exim, OpenSMTPD, nullmailer) for the
 # real-MTA gateway profiles (scenarios/gateways/exim.yaml, opensmtpd.yaml,
-# nullmailer.yaml) without installing them: each provides
+# nullmailer.yaml), and Haraka from the npm registry (haraka.yaml), without
+# installing them: each provides
 # mail-transport-agent and conflicts with Postfix, so `apt-get install`
 # would remove it.  `apt-get download` + `dpkg -x` into a cache directory
 # outside the checkout, plus the system users their privilege separation
 # needs.  Idempotent: an MTA already unpacked is left as it is.
 #
-# usage: real-mtas.sh [exim|opensmtpd|nullmailer ...]   (default: all)
+# usage: real-mtas.sh [exim|opensmtpd|nullmailer|haraka ...]   (default: all)
 # Prints one line per MTA: NAME DIRECTORY.  Exit 0, or 2 with a reason on
 # stderr when it cannot run (not Debian, no apt-get, no network, not root).
 #
@@ -21,8 +22,23 @@ die() {
     exit 2
 }
 
-command -v apt-get >/dev/null 2>&1 || die "no apt-get (Debian's packages are unpacked from apt)"
-command -v dpkg >/dev/null 2>&1 || die "no dpkg"
+# Haraka: one pinned version from the npm registry, into the cache.
+HARAKA_VERSION=3.3.4
+unpack_haraka() {
+    dest=$cache/haraka
+    if [ ! -f "$dest/.unpacked" ] || [ "$(cat "$dest/.unpacked")" != "$HARAKA_VERSION" ]; then
+        command -v npm >/dev/null 2>&1 || die "no npm (Haraka comes from the npm registry)"
+        command -v node >/dev/null 2>&1 || die "no node"
+        mkdir -p "$cache"
+        tmp=$(mktemp -d "$cache/.npm.XXXXXX")
+        npm install --prefix "$tmp" --no-audit --no-fund --omit=optional \
+            "Haraka@$HARAKA_VERSION" >&2 || { rm -rf "$tmp"; die "npm install Haraka@$HARAKA_VERSION failed"; }
+        echo "$HARAKA_VERSION" >"$tmp/.unpacked"
+        rm -rf "$dest"
+        mv "$tmp" "$dest"
+    fi
+    echo "haraka $dest"
+}
 
 # The binary packages each MTA needs beyond what ci/packages.txt installs.
 pkgs_of() {
@@ -30,7 +46,7 @@ pkgs_of() {
     exim) echo exim4-daemon-light ;;
     opensmtpd) echo opensmtpd ;;
     nullmailer) echo nullmailer ;;
-    *) die "unknown MTA '$1' (exim, opensmtpd, nullmailer)" ;;
+    *) die "unknown MTA '$1' (exim, opensmtpd, nullmailer, haraka)" ;;
     esac
 }
 
@@ -62,6 +78,12 @@ ensure_user() {
 
 unpack() {
     mta=$1
+    if [ "$mta" = haraka ]; then
+        unpack_haraka
+        return
+    fi
+    command -v apt-get >/dev/null 2>&1 || die "no apt-get (Debian's packages are unpacked from apt)"
+    command -v dpkg >/dev/null 2>&1 || die "no dpkg"
     dest=$cache/$mta
     pkgs=$(pkgs_of "$mta")
     if [ ! -f "$dest/.unpacked" ]; then
@@ -85,7 +107,7 @@ unpack() {
     echo "$mta $dest"
 }
 
-[ $# -gt 0 ] || set -- exim opensmtpd nullmailer
+[ $# -gt 0 ] || set -- exim opensmtpd nullmailer haraka
 for m in "$@"; do
     unpack "$m"
 done

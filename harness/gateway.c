@@ -512,7 +512,8 @@ static void strv_free(char **v, size_t n)
 }
 
 /* write_config - the template with its placeholders filled, to the path
- * (both paths may hold placeholders too).  A leftover file is replaced. */
+ * (both paths may hold placeholders too), its directory made if need be.
+ * A leftover file is replaced. */
 static int write_config(const struct fg_profile_file *f, const struct fg_gateway_vars *v, char *err,
                         size_t errlen)
 {
@@ -536,6 +537,18 @@ static int write_config(const struct fg_profile_file *f, const struct fg_gateway
         char perr[256];
         if ((rc = fg_placeholder_fill_text(text, v, &out, perr, sizeof(perr))) != 0)
             fg_errf(err, errlen, rc, "%s: %s", tmpl, perr);
+    }
+    if (rc == 0) {
+        /* Its directory too: a gateway's configuration tree (Haraka's
+         * config/) is made from its templates. */
+        char *slash = strrchr(path, '/');
+        if (slash && slash != path) {
+            *slash = '\0';
+            int mrc = fg_mkdir_p(path);
+            *slash = '/';
+            if (mrc < 0)
+                rc = fg_errf(err, errlen, mrc, "%s: %s", path, strerror(-mrc));
+        }
     }
     if (rc == 0) {
         FILE *o = fopen(path, "w");
