@@ -25,8 +25,10 @@ FG = os.path.join(BUILD, "faultgate")
 # harness does not yet judge the MTA's conforming path: Exim sends the
 # message with BDAT (RFC 3030) when CHUNKING is offered, and the Q129140
 # stall trigger (reply 354 / the final dot) and the Q131150 busy trigger
-# (reply 354) never fire on that path.  They await the BDAT vocabulary.
+# (reply 354) never fire on that path; nullmailer opens with HELO, and the
+# Q197142 trigger is EHLO only.  They await the BDAT and HELO vocabulary.
 AWAITS_BDAT = "inconc"
+AWAITS_HELO = "inconc"
 EXPECTED = {
     "exim": {
         "kb-q129140-hang-after-data": AWAITS_BDAT,
@@ -34,9 +36,38 @@ EXPECTED = {
         "kb-q135031-silent-queue-stall": "pass",
         "kb-q197142-ehlo-dropped-before-reply": "pass",
     },
+    "nullmailer": {
+        "kb-q129140-hang-after-data": "pass",
+        "kb-q131150-inbound-refused-while-busy": "pass",
+        "kb-q135031-silent-queue-stall": "pass",
+        "kb-q197142-ehlo-dropped-before-reply": AWAITS_HELO,
+    },
+    "haraka": {
+        "kb-q129140-hang-after-data": "pass",
+        "kb-q131150-inbound-refused-while-busy": "pass",
+        "kb-q135031-silent-queue-stall": "pass",
+        "kb-q197142-ehlo-dropped-before-reply": "pass",
+    },
+    # OpenSMTPD's client timeouts are 300 s and cannot be shortened: Q129140
+    # alone takes about 400 s.
+    "opensmtpd": {
+        "kb-q129140-hang-after-data": "pass",
+        "kb-q131150-inbound-refused-while-busy": "pass",
+        "kb-q135031-silent-queue-stall": "pass",
+        "kb-q197142-ehlo-dropped-before-reply": "pass",
+    },
 }
 for v in EXPECTED.values():
     v["kb-q194685-x400-invalid-minor-sync"] = "skip"  # no X.400 side
+
+
+def node_major():
+    try:
+        out = subprocess.run(["node", "--version"], capture_output=True, text=True,
+                             timeout=30).stdout
+        return int(out.strip().lstrip("v").split(".")[0])
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return 0
 
 
 def unpack():
@@ -50,6 +81,9 @@ def unpack():
 
 class RealMtaKB(unittest.TestCase):
     def setUp(self):
+        if MTA == "haraka" and node_major() < 20:
+            # Not a failure under CI either: Debian 12's nodejs is 18.
+            self.skipTest("Haraka %s needs node >= 20 (found %s)" % ("3.3.4", node_major() or "none"))
         if os.geteuid() != 0:
             reason = "needs root (the MTAs' privilege separation)"
         else:
