@@ -61,6 +61,12 @@ users_of() {
         ensure_user opensmtpd /var/lib/opensmtpd/empty
         ensure_user opensmtpq /var/lib/opensmtpd/empty
         mkdir -p /var/lib/opensmtpd/empty
+        # As the postinst's dpkg-statoverride: smtpctl is set-group-ID
+        # opensmtpq (it refuses to run otherwise).
+        if [ "$(stat -c %G:%a "$cache/opensmtpd/usr/sbin/smtpctl")" != opensmtpq:2555 ]; then
+            chgrp opensmtpq "$cache/opensmtpd/usr/sbin/smtpctl"
+            chmod 2555 "$cache/opensmtpd/usr/sbin/smtpctl"
+        fi
         ;;
     nullmailer)
         # nullmailer-send runs as the caller; its queue belongs to mail.

@@ -8,6 +8,13 @@
 # goes away with it.  smtpd runs in the foreground (-d), logging to
 # stderr, so that faultgate owns its process group.
 #
+# OpenSMTPD's retry schedule is built in (a deferred message is tried again
+# 400 s after it arrived, then 1600 s, ...: scheduler backoff base 400 s),
+# so, as Exim's -q1s and Postfix's queue_run_delay do, a queue run is
+# asked for every second (`smtpctl schedule all`).  What stays is its
+# route penalty: after a failed connection the next hop is not tried for
+# 15 s (mta.c, DELAY_ROUTE_BASE).
+#
 # usage: opensmtpd-gateway.sh CONFIG
 #        opensmtpd-gateway.sh --version
 set -eu
@@ -27,7 +34,16 @@ case ${1:-} in
     mount -t tmpfs -o mode=0755 faultgate-spool /var/spool
     mkdir -m 0711 /var/spool/smtpd
     mount -t tmpfs -o mode=0755 faultgate-run /run
-    exec "$smtpd" -d -f "$conf"
+    set +e
+    "$smtpd" -d -f "$conf" &
+    pid=$!
+    trap 'kill -TERM $pid 2>/dev/null; exit 0' TERM INT
+    # The queue run every second, for as long as smtpd runs.
+    while kill -0 $pid 2>/dev/null; do
+        sleep 1
+        "$dir/usr/sbin/smtpctl" schedule all >/dev/null 2>&1
+    done
+    wait $pid
     ;;
 esac
 [ $# -eq 1 ] || { echo "usage: $0 CONFIG" >&2; exit 2; }
