@@ -84,4 +84,9 @@ need openssl "openssl" openssl version
 need socat "socat" socat -V
 need haproxy "haproxy" haproxy -v
 need time "/usr/bin/time" test -x /usr/bin/time
+# the real MTAs under test (ci/real-mtas.sh unpacks them; these run them)
+need util-linux "unshare (OpenSMTPD's private queue)" unshare --version
+need mount "mount (OpenSMTPD's private queue)" mount --version
+need apt "apt-get download (the real MTAs are unpacked, not installed)" apt-get --version
+need npm "npm (Haraka comes from the npm registry)" npm --version
 exit 0
