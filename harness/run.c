@@ -336,19 +336,37 @@ static void start_probe(struct scen_run *r)
     arm(r, PROBE_TIMEOUT_MS * 2);
 }
 
-/* settled - every accepted message reached the fake MTA at least once,
- * and no stalled connection is still waiting for the gateway to give up. */
+/* masked_copies - how many copies at the fake MTA do not count as
+ * delivered: when a fault replaces the reply to the end of data with a
+ * 4xx or 5xx, the fake MTA holds a copy the gateway was told it did not
+ * deliver, and what the scenario judges (its retry, or that none comes)
+ * happens after that. */
+static size_t masked_copies(const struct scen_run *r)
+{
+    for (size_t i = 0; i < r->sc->nfaults; i++) {
+        const struct fg_fault *f = &r->sc->faults[i];
+        if (f->trig == FG_TRIG_REPLY_TO_EOD && f->action == FG_ACT_REPLY && f->replace &&
+            f->reply_code >= 400)
+            return 1;
+    }
+    return 0;
+}
+
+/* settled - every accepted message reached the fake MTA at least once
+ * (besides a masked copy), and no stalled connection is still waiting for
+ * the gateway to give up. */
 static int settled(struct scen_run *r)
 {
     if (r->gw && !fg_gateway_running(r->gw))
         return 1;
     if (r->proxy && fg_proxy_stalled_open(r->proxy) > 0)
         return 0;
+    size_t masked = masked_copies(r);
     for (size_t i = 0; i < r->nmsgs; i++) {
         if (r->msgs[i].status != 0)
             continue; /* never accepted: nothing to wait for */
-        if (fg_mta_count_token(r->mta, r->msgs[i].token) == 0 &&
-            (!r->x400 || fg_x400_peer_count_token(r->x400, r->msgs[i].token) == 0))
+        if (fg_mta_count_token(r->mta, r->msgs[i].token) <= masked &&
+            (!r->x400 || fg_x400_peer_count_token(r->x400, r->msgs[i].token) <= masked))
             return 0;
     }
     return 1;
