@@ -87,7 +87,7 @@ class RealMtaKB(unittest.TestCase):
         if os.geteuid() != 0:
             reason = "needs root (the MTAs' privilege separation)"
         else:
-            _, reason = unpack()
+            self.mta_dir, reason = unpack()
         if reason:
             if os.environ.get("CI"):
                 self.fail("cannot unpack %s under CI: %s" % (MTA, reason))
@@ -118,9 +118,13 @@ class RealMtaKB(unittest.TestCase):
         gw = res["scenarios"][0]["gateway"]
         self.assertEqual(gw["name"], MTA)
         self.assertTrue(gw["version"], "the MTA's version is recorded")
-        # No process of the MTA outlives the run.
-        left = subprocess.run(["pgrep", "-af", out], capture_output=True, text=True)
-        self.assertEqual(left.stdout.strip(), "", "processes left: " + left.stdout)
+        # No process of the MTA outlives the run: none runs from the cache
+        # or from an instance directory, none names the run's output.
+        for pat in (out, self.mta_dir, "/var/tmp/faultgate-%s" % MTA):
+            left = subprocess.run(["pgrep", "-af", pat], capture_output=True, text=True)
+            self.assertEqual(left.stdout.strip(), "", "processes left: " + left.stdout)
+        self.assertFalse([d for d in os.listdir("/var/tmp") if d.startswith("faultgate-" + MTA)],
+                         "an instance directory was left in /var/tmp")
 
 
 if __name__ == "__main__":

@@ -23,8 +23,13 @@ workdir=$1 conf=$2
 # lives in a directory of its own, kept at WORKDIR/exim (a link) while
 # Exim runs, its logs copied to WORKDIR/exim-log and the rest removed
 # when Exim stops.
+# Instances whose script is gone (killed before it could clean up) go first.
+for old in /var/tmp/faultgate-exim.*; do
+    [ -f "$old/.owner" ] && ! kill -0 "$(cat "$old/.owner")" 2>/dev/null && rm -rf "$old"
+done
 base=$(mktemp -d /var/tmp/faultgate-exim.XXXXXX)
 chmod 755 "$base"
+echo $$ >"$base/.owner"
 mkdir -p "$base/spool/db" "$base/log"
 chown Debian-exim "$base/spool/db"
 ln -sfn "$base" "$workdir/exim"
@@ -41,4 +46,9 @@ wait $pid
 wait $pid 2>/dev/null
 cp -r "$base/log" "$workdir/exim-log" 2>/dev/null
 rm -f "$workdir/exim"
-rm -rf "$base"
+# A process of the group that got the stop signal with us may still be
+# writing into the instance for a moment: try again until it is gone.
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+    rm -rf "$base" 2>/dev/null && break
+    sleep 0.2
+done

@@ -27,8 +27,13 @@ case $port in *[!0-9]* | '') echo "nullmailer-gateway.sh: bad port '$port'" >&2;
 
 # The instance directory: outside the work directory, which may sit below
 # a private one.
+# Instances whose script is gone (killed before it could clean up) go first.
+for old in /var/tmp/faultgate-nullmailer.*; do
+    [ -f "$old/.owner" ] && ! kill -0 "$(cat "$old/.owner")" 2>/dev/null && rm -rf "$old"
+done
 base=$(mktemp -d /var/tmp/faultgate-nullmailer.XXXXXX)
 chmod 755 "$base"
+echo $$ >"$base/.owner"
 # The layout NULLMAILER_TEST_PREFIX expects: conf/ (with ../mailname, the
 # Debian way of naming the host), queue/ holding queue/, tmp/, failed/ and
 # the trigger FIFO, sbin/ and protocols/ for the programs it starts.
@@ -69,4 +74,9 @@ kill -TERM $send $listen 2>/dev/null
 wait $send 2>/dev/null
 wait $listen 2>/dev/null
 rm -f "$workdir/nullmailer"
-rm -rf "$base"
+# A process of the group that got the stop signal with us may still be
+# writing into the instance for a moment: try again until it is gone.
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+    rm -rf "$base" 2>/dev/null && break
+    sleep 0.2
+done
