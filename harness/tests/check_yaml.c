@@ -292,6 +292,16 @@ START_TEST(profile_bad)
     check_bad(0, "name: x\nstart: {argv: [gw]}\nstop: {signal: STOP}\n", "STOP", 0,
               "unknown signal");
     check_bad(0, "name: x\nstart: {argv: [gw], env: {1A: b}}\n", "1A", 0, "variable name");
+    check_bad(0, "name: x\nstart: {argv: [gw]}\nready: {tcp: gateway_port, banner: gateway_port}\n",
+              "gateway_port}", 0, "not both");
+    check_bad(0, "name: x\nstart: {argv: [gw]}\nready: {banner: 25}\n", "25", 0, "gateway_port");
+    check_bad(0, "name: x\nstart: {argv: [gw], pidfile: \"\"}\n", "\"\"", 0, "empty");
+    check_bad(0, "name: x\nstart: {argv: [gw], config: {template: a, path: b}}\n", "{template", 0,
+              "must be a list");
+    check_bad(0, "name: x\nstart: {argv: [gw], config: [{template: a}]}\n", "{template", 0,
+              "needs 'template' and 'path'");
+    check_bad(0, "name: x\nstart: {argv: [gw], config: [{template: a, path: b, mode: 1}]}\n",
+              "mode", 0, "unknown key");
     check_bad_at(0, "name: x\nstart: {argv: [gw]\n", 3, 1, "flow mapping");
     check_bad(0, "- name: x\n", "-", 0, "must be a mapping");
 }
