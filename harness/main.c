@@ -16,6 +16,7 @@
 #include "faultgate/capture.h"
 #include "faultgate/datadir.h"
 #include "faultgate/diagnose.h"
+#include "faultgate/transcript.h"
 #include "faultgate/report.h"
 #include "faultgate/error.h"
 #include "faultgate/fake_mta.h"
@@ -46,6 +47,7 @@ static const char usage_main[] =
     "  diagnose  find the knowledge-base symptoms in any capture\n"
     "  report    merge shards; re-render report.html, summary.md, junit\n"
     "  x400-peer  run the fake X.400 MTA (responder or initiator)\n"
+    "  transcript  print a capture's SMTP and X.400 connections, faults marked\n"
     "  x400-timeline  print the X.400 sessions of a capture\n"
     "\n"
     "`faultgate COMMAND --help` describes each command.\n";
@@ -68,6 +70,8 @@ static const char usage_run[] =
     "      --seed N            seed for probabilistic faults (default: the time)\n"
     "      --shard K/N         run only shard K of N (stable by scenario id)\n"
     "      --capture MODE      auto (live if permitted, else synthesized), live, synth\n"
+    "      --capture-format F  pcapng (default: fault decisions and verdict evidence\n"
+    "                          as frame comments) or pcap (plain, as captured)\n"
     "  -j, --jobs N            run up to N scenarios at once, each with its own gateway\n"
     "                          (default: 2 per CPU, from 2 to 8; a profile's\n"
     "                          `parallel:` caps it); output stays in catalogue order\n"
@@ -194,6 +198,7 @@ static int cmd_run(int argc, char **argv)
                                          {"seed", required_argument, NULL, 'S'},
                                          {"shard", required_argument, NULL, 'H'},
                                          {"capture", required_argument, NULL, 'C'},
+                                         {"capture-format", required_argument, NULL, 'F'},
                                          {"jobs", required_argument, NULL, 'j'},
                                          {"last-failed", required_argument, NULL, 'L'},
                                          {"quiet", no_argument, NULL, 'q'},
@@ -239,6 +244,11 @@ static int cmd_run(int argc, char **argv)
         case 'C':
             if (parse_capture(optarg, &o.capture) < 0)
                 return bad_usage("run", "--capture takes auto, live or synth", optarg);
+            break;
+        case 'F':
+            if (strcmp(optarg, "pcap") != 0 && strcmp(optarg, "pcapng") != 0)
+                return bad_usage("run", "--capture-format takes pcapng or pcap", optarg);
+            o.capture_pcap = strcmp(optarg, "pcap") == 0;
             break;
         case 'q':
             o.quiet = 1;
@@ -660,6 +670,8 @@ int main(int argc, char **argv)
         return fg_cmd_report(argc, argv);
     if (strcmp(cmd, "x400-peer") == 0)
         return fg_cmd_x400_peer(argc, argv); /* harness/cmd_x400.c */
+    if (strcmp(cmd, "transcript") == 0)
+        return fg_cmd_transcript(argc, argv); /* harness/transcript.c */
     if (strcmp(cmd, "x400-timeline") == 0)
         return fg_cmd_x400_timeline(argc, argv); /* harness/cmd_x400_timeline.c */
     fprintf(stderr, "faultgate: unknown command `%s`\n%s", cmd, usage_main);
