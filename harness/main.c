@@ -16,6 +16,7 @@
 #include "faultgate/capture.h"
 #include "faultgate/datadir.h"
 #include "faultgate/diagnose.h"
+#include "faultgate/scenario_from_pcap.h"
 #include "faultgate/transcript.h"
 #include "faultgate/report.h"
 #include "faultgate/error.h"
@@ -47,6 +48,7 @@ static const char usage_main[] =
     "  diagnose  find the knowledge-base symptoms in any capture\n"
     "  report    merge shards; re-render report.html, summary.md, junit\n"
     "  x400-peer  run the fake X.400 MTA (responder or initiator)\n"
+    "  scenario from-pcap  write a scenario reproducing a capture's next hop\n"
     "  transcript  print a capture's SMTP and X.400 connections, faults marked\n"
     "  x400-timeline  print the X.400 sessions of a capture\n"
     "\n"
@@ -670,6 +672,8 @@ int main(int argc, char **argv)
         return fg_cmd_report(argc, argv);
     if (strcmp(cmd, "x400-peer") == 0)
         return fg_cmd_x400_peer(argc, argv); /* harness/cmd_x400.c */
+    if (strcmp(cmd, "scenario") == 0)
+        return fg_cmd_scenario(argc, argv); /* harness/scenario_from_pcap.c */
     if (strcmp(cmd, "transcript") == 0)
         return fg_cmd_transcript(argc, argv); /* harness/transcript.c */
     if (strcmp(cmd, "x400-timeline") == 0)
