@@ -49,7 +49,10 @@ static void blk_put(struct blk *b, const void *v, size_t n)
         b->p[b->len++] = 0; /* every field is padded to 32 bits (§3.5) */
 }
 
-static void blk_u32(struct blk *b, uint32_t v) { blk_put(b, &v, 4); }
+static void blk_u32(struct blk *b, uint32_t v)
+{
+    blk_put(b, &v, 4);
+}
 
 static void blk_opt(struct blk *b, uint16_t code, const void *v, size_t n)
 {

@@ -137,15 +137,13 @@ static char *script_reply(const struct fg_tl_event *r)
     return fg_strbuf_take(&b);
 }
 
-static const char *const known_caps[] = {"PIPELINING", "SIZE",     "8BITMIME",
-                                         "SMTPUTF8",   "CHUNKING", "DSN",
-                                         "ENHANCEDSTATUSCODES",    "STARTTLS",
-                                         "AUTH",       NULL};
+static const char *const known_caps[] = {
+    "PIPELINING",          "SIZE",     "8BITMIME", "SMTPUTF8", "CHUNKING", "DSN",
+    "ENHANCEDSTATUSCODES", "STARTTLS", "AUTH",     NULL};
 
 /* What the client sent last that the server never answered: "end-of-data",
  * "command VERB" or "reply 354" (a body that stopped); NULL if nothing. */
-static const char *silence_after(const struct fg_tl_conn *c, char *buf, size_t len,
-                                 uint64_t *frame)
+static const char *silence_after(const struct fg_tl_conn *c, char *buf, size_t len, uint64_t *frame)
 {
     const char *what = NULL;
     for (size_t i = 0; i < c->nev; i++) {
@@ -212,8 +210,7 @@ int fg_scenario_from_pcap(const char *path, const struct fg_sfp_opts *o, FILE *f
      * refusal; else the first SMTP session with a MAIL command. */
     const struct fg_tl_conn *c = o->conn ? conn_by_id(tl, o->conn) : NULL;
     if (o->conn && !c) {
-        rc = fg_errf(err, errlen, FG_EINPUT, "%s: no connection %u in the capture", path,
-                     o->conn);
+        rc = fg_errf(err, errlen, FG_EINPUT, "%s: no connection %u in the capture", path, o->conn);
         goto out;
     }
     if (!c && fd && strcmp(fd->kb, "Q135031") != 0)
@@ -234,10 +231,9 @@ int fg_scenario_from_pcap(const char *path, const struct fg_sfp_opts *o, FILE *f
     char id[96];
     size_t k = 0;
     for (const char *p = base; *p && *p != '.' && k + 1 < sizeof id; p++)
-        id[k++] = (char)((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-'
-                             ? *p
-                             : (*p >= 'A' && *p <= 'Z') ? *p + 32
-                                                        : '-');
+        id[k++] = (char)((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' ? *p
+                         : (*p >= 'A' && *p <= 'Z')                                        ? *p + 32
+                                                                                           : '-');
     id[k] = '\0';
 
     fprintf(f, "# A reproduction of %s, written by `faultgate scenario from-pcap`.\n", base);
@@ -271,7 +267,8 @@ int fg_scenario_from_pcap(const char *path, const struct fg_sfp_opts *o, FILE *f
                 size = tl->conn[i].msg[j].size;
     fprintf(f, "# The lab's addresses; the capture's message had %llu octets.\n",
             (unsigned long long)size);
-    fprintf(f, "messages:\n  - {from: user1@company1.test, to: [user2@company2.test], size: %llu}\n",
+    fprintf(f,
+            "messages:\n  - {from: user1@company1.test, to: [user2@company2.test], size: %llu}\n",
             (unsigned long long)size);
 
     /* The symptom as a fault. */
@@ -362,7 +359,7 @@ int fg_scenario_from_pcap(const char *path, const struct fg_sfp_opts *o, FILE *f
         const char *st = stage_of(e);
         if (!st)
             continue;
-        uint64_t from = e->answers == FG_ANS_GREETING     ? open_us
+        uint64_t from = e->answers == FG_ANS_GREETING      ? open_us
                         : e->answers == FG_ANS_END_OF_DATA ? eod_us
                         : e->verb < FG_VERB__COUNT         ? cmd_us[e->verb]
                                                            : 0;

@@ -357,7 +357,10 @@ int fg_transcript_write(const char *path, const struct fg_transcript_opts *o, FI
             json_array_append_new(jconns, jc);
         } else {
             fprintf(f, "%sconnection %u %s -> %s (%s)\n", i ? "\n" : "", c->id, c->client,
-                    c->server, !strcmp(c->proto, "smtp") ? "SMTP" : !strcmp(c->proto, "x400") ? "X.400" : "TCP, no SMTP or X.400 seen");
+                    c->server,
+                    !strcmp(c->proto, "smtp")   ? "SMTP"
+                    : !strcmp(c->proto, "x400") ? "X.400"
+                                                : "TCP, no SMTP or X.400 seen");
         }
         for (size_t k = 0; k < c->n; k++) {
             const struct row *r = &c->r[k];
@@ -442,12 +445,10 @@ int fg_transcript_write(const char *path, const struct fg_transcript_opts *o, FI
 
 int fg_cmd_transcript(int argc, char **argv)
 {
-    static const struct option opts[] = {{"conn", required_argument, NULL, 'c'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"keylog", required_argument, NULL, 'k'},
-                                         {"verbose", no_argument, NULL, 'v'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"conn", required_argument, NULL, 'c'},   {"json", no_argument, NULL, 'j'},
+        {"keylog", required_argument, NULL, 'k'}, {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     struct fg_transcript_opts o = {0};
     int c;
     optind = 1;
