@@ -370,7 +370,9 @@ int fg_scenario_from_pcap(const char *path, const struct fg_sfp_opts *o, FILE *f
             continue;
         fprintf(f, "    # frame %llu: %d after %.3f s\n", (unsigned long long)e->frame, e->code,
                 (double)d / 1e6);
-        fprintf(f, "    - {stage: %s", st);
+        /* The capture shows one session: later ones (a retry, a bounce to
+         * the sender) find the next hop well again. */
+        fprintf(f, "    - {stage: %s, connection: first", st);
         if (refusal) {
             char *r = script_reply(e);
             fprintf(f, ", reply: ");
