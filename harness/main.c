@@ -56,7 +56,8 @@ static const char usage_main[] =
 
 static const char usage_run[] =
     "usage: faultgate run [-g PROFILE] [-o DIR] [-j N] [--seed N] [--shard K/N]\n"
-    "                     [--capture auto|live|synth] [-q] [-v] SCENARIO|DIR...\n"
+    "                     [--capture auto|live|synth] [--capture-format pcapng|pcap]\n"
+    "                     [-q] [-v] SCENARIO|DIR...\n"
     "       faultgate run --last-failed RUNDIR [options] [SCENARIO|DIR...]\n"
     "\n"
     "Start the gateway described by PROFILE (default: the bundled refgw profile),\n"

@@ -279,7 +279,7 @@ int fg_scenario_from_pcap(const char *path, const struct fg_sfp_opts *o, FILE *f
     int skip_354_delay = 0;
     if (fd && strcmp(fd->kb, "Q131150") == 0) {
         /* The stalled session's slow reply: the delay it showed. */
-        uint64_t dus = fd->nframes >= 2 ? 0 : 0;
+        uint64_t dus = 0;
         long d = fg_tl_conn_first(c, 0, FG_TL_COMMAND, FG_C2S);
         for (size_t i = d < 0 ? 0 : (size_t)d; i < c->nev; i++)
             if (c->ev[i].kind == FG_TL_COMMAND && c->ev[i].verb == FG_VERB_DATA)
@@ -294,7 +294,11 @@ int fg_scenario_from_pcap(const char *path, const struct fg_sfp_opts *o, FILE *f
         snprintf(delay, sizeof delay, "%llums", (unsigned long long)((dus + 999) / 1000));
         skip_354_delay = 1;
     }
-    fprintf(f, "faults:\n");
+    fprintf(f, "faults:%s\n",
+            fd && kb_find(fd->kb) && (strcmp(fd->kb, "Q129140") != 0 || silent) &&
+                    strcmp(fd->kb, "Q135031") != 0
+                ? ""
+                : " []");
     if (fd && strcmp(fd->kb, "Q197142") == 0) {
         fprintf(f, "  # the next hop closed right after EHLO, before its reply\n");
         fprintf(f, "  - {on: \"command EHLO\", connection: first, action: close}\n");
@@ -308,8 +312,6 @@ int fg_scenario_from_pcap(const char *path, const struct fg_sfp_opts *o, FILE *f
                 "  # proxy stops reading and forwarding there, so no reply comes\n",
                 silent, (unsigned long long)sframe);
         fprintf(f, "  - {on: \"%s\", connection: first, action: stall}\n", on);
-    } else {
-        fprintf(f, "  []\n");
     }
 
     /* The next hop's script. */
@@ -344,7 +346,6 @@ int fg_scenario_from_pcap(const char *path, const struct fg_sfp_opts *o, FILE *f
         fprintf(f, "]\n");
         break;
     }
-    fprintf(f, "  stages:\n");
     int nst = 0;
     uint64_t cmd_us[FG_VERB__COUNT] = {0}, eod_us = 0;
     uint64_t open_us = c->nev ? c->ev[0].us : 0;
@@ -368,6 +369,8 @@ int fg_scenario_from_pcap(const char *path, const struct fg_sfp_opts *o, FILE *f
         int slow = d >= SLOW_US && !(skip_354_delay && e->code == 354);
         if (!refusal && !slow)
             continue;
+        if (!nst)
+            fprintf(f, "  stages:\n");
         fprintf(f, "    # frame %llu: %d after %.3f s\n", (unsigned long long)e->frame, e->code,
                 (double)d / 1e6);
         /* The capture shows one session: later ones (a retry, a bounce to
@@ -385,7 +388,7 @@ int fg_scenario_from_pcap(const char *path, const struct fg_sfp_opts *o, FILE *f
         nst++;
     }
     if (!nst)
-        fprintf(f, "    []\n");
+        fprintf(f, "  stages: []\n");
 
     fprintf(f, "expect:\n");
     if (kb) {
