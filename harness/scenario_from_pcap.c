@@ -27,7 +27,7 @@
 #define SLOW_US 250000
 
 /* The KB suite's expectations per symptom: those of
- * scenarios/kb/kb-q*.yaml, which check_scenario_from_pcap (e2e) compares. */
+ * scenarios/kb/kb-q*.yaml, which harness/tests/e2e_from_pcap.py compares. */
 static const struct kb_entry {
     const char *kb, *scenario, *title;
     const char *expect[4];

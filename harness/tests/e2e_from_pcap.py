@@ -165,6 +165,26 @@ class FromPcap(unittest.TestCase):
                 self.assertIn("kb: [%s]" % kb, text)
                 self.assertIn("# diagnose found KB %s" % kb, text)
 
+    def test_expectations_are_the_kb_suites(self):
+        kbdir = os.path.join(SRC, "scenarios", "kb")
+
+        def expect_block(path):
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            block = text[text.index("\nexpect:"):]
+            return " ".join(line.strip() for line in block.splitlines()
+                            if line.strip() and not line.strip().startswith("#"))
+
+        for kb, (p, out, pcap) in self.written.items():
+            with self.subTest(kb):
+                self.assertEqual(p.returncode, 0, p.stderr)
+                src = [f for f in os.listdir(kbdir) if f.startswith("kb-%s-" % kb.lower())][0]
+                want = expect_block(os.path.join(kbdir, src))
+                got = expect_block(out)
+                if kb == "Q131150":  # the delay the capture showed, not the suite's 3 s
+                    got = got.replace("6002ms + ", "3s + ")
+                self.assertEqual(got, want)
+
     def test_passes_refgw_and_fails_the_bug_mode(self):
         for kb in self.written:
             self.assertEqual(self.written[kb][0].returncode, 0, self.written[kb][0].stderr)
