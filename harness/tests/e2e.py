@@ -118,6 +118,12 @@ class Q129140(unittest.TestCase):
             self.assertIn(frame, comments, flat)
             self.assertTrue(any(t.startswith("FAIL closes-after-stall:") for t in comments[frame]),
                             comments[frame])
+        # faultgate transcript marks the same frames from meta.json and results.json
+        t = fg("transcript", pcap)
+        self.assertEqual(t.returncode, 0, t.stderr)
+        self.assertIn("** fault 1: stall after reply 354, conn #1", t.stdout)
+        self.assertIn("** FAIL closes-after-stall:", t.stdout)
+        self.assertRegex(t.stdout, r"-> DATA\n\s+\d+\s+[\d.]+\s+<- 354 ")
         info = subprocess.run(["capinfos", pcap], capture_output=True, text=True, timeout=60)
         if info.returncode == 0:
             self.assertIn("profile refgw-no-data-timeout", info.stdout)
