@@ -209,5 +209,24 @@ class Q194685(unittest.TestCase):
                     self.assertTrue({"MIP", "MIA", "AE", "AEA", "CN", "AC"} <= names, names)
 
 
+    def test_transcript_lists_the_timelines_spdus(self):
+        """faultgate transcript shows the X.400 connections as the timeline
+        decodes them: every SPDU frame, with its serial number."""
+        rc, text, out, sc, meta = self.scenario("correct")
+        pcap = os.path.join(out, sc["pcap"])
+        mine, events = timeline_frames(pcap, meta["x400_port"])
+        p = fg("transcript", "--json", pcap)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        doc = json.loads(p.stdout)
+        x4 = [c for c in doc["connections"] if c["protocol"] == "x400"
+              and c["server"].endswith(":%d" % meta["x400_port"])]
+        self.assertTrue(x4, "no X.400 connection in the transcript")
+        spdu = {e["frame"] for c in x4 for e in c["events"] if e["kind"] == "spdu"}
+        self.assertEqual(spdu, set(mine))
+        self.assertTrue(any("serial" in e["text"] for c in x4 for e in c["events"]))
+        self.assertTrue(all(c["protocol"] != "smtp" or any(e["kind"] == "command"
+                                                           for e in c["events"])
+                            for c in doc["connections"]))
+
 if __name__ == "__main__":
     unittest.main(argv=[sys.argv[0]], verbosity=2)
