@@ -77,9 +77,8 @@ START_TEST(copy_with_comments)
         {99, "a frame the capture lacks"},
     };
     char err[FG_ERRBUF_SIZE] = "";
-    ck_assert_int_eq(fg_pcapng_write(in_path, out_path, shb, 2, "faultgate test", notes, 4, err,
-                                     sizeof err),
-                     0);
+    ck_assert_int_eq(
+        fg_pcapng_write(in_path, out_path, shb, 2, "faultgate test", notes, 4, err, sizeof err), 0);
 
     FILE *f = fopen(out_path, "rb");
     ck_assert_ptr_nonnull(f);
