@@ -196,18 +196,13 @@ static int missing(const char *cmd, const char *name, enum fg_datadir_kind kind)
 
 static int cmd_run(int argc, char **argv)
 {
-    static const struct option opts[] = {{"gateway", required_argument, NULL, 'g'},
-                                         {"out", required_argument, NULL, 'o'},
-                                         {"seed", required_argument, NULL, 'S'},
-                                         {"shard", required_argument, NULL, 'H'},
-                                         {"capture", required_argument, NULL, 'C'},
-                                         {"capture-format", required_argument, NULL, 'F'},
-                                         {"jobs", required_argument, NULL, 'j'},
-                                         {"last-failed", required_argument, NULL, 'L'},
-                                         {"quiet", no_argument, NULL, 'q'},
-                                         {"verbose", no_argument, NULL, 'v'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"gateway", required_argument, NULL, 'g'}, {"out", required_argument, NULL, 'o'},
+        {"seed", required_argument, NULL, 'S'},    {"shard", required_argument, NULL, 'H'},
+        {"capture", required_argument, NULL, 'C'}, {"capture-format", required_argument, NULL, 'F'},
+        {"jobs", required_argument, NULL, 'j'},    {"last-failed", required_argument, NULL, 'L'},
+        {"quiet", no_argument, NULL, 'q'},         {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     char *profile_own = NULL;
     struct fg_run_opts o = {.capture = FG_CAPTURE_AUTO};
     int c;
