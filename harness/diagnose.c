@@ -16,6 +16,7 @@
  * never greeted.  Healthy traffic leaves nothing behind.
  */
 #include <jansson.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -120,7 +121,16 @@ struct diag {
     char **greeted_servers; /* endpoints that greeted someone with 2xx */
     size_t ngs, capgs;
     uint64_t records_dropped;
+    /* A multihomed gateway (Q131150): mail that arrived on host `in` left
+     * again from host `out`, so the two are one gateway. */
+    struct alias {
+        char in[64], out[64];
+        uint64_t in_frame, out_frame;
+    } * al;
+    size_t nal, capal;
 };
+
+#define ALIASES_MAX 64
 
 /* ---- per connection ----------------------------------------------------- */
 
@@ -484,6 +494,33 @@ static size_t find_msgids(const struct cst *s, int all, char ids[][MSGID_MAX], s
     return n;
 }
 
+/* The message r arrived at r->server and now leaves from s's client:
+ * when the hosts differ, both are addresses of one gateway. */
+static void alias_note(struct diag *dg, const struct mrec *r, const struct cst *s)
+{
+    char in[64];
+    host_of(in, sizeof in, r->server);
+    if (strcmp(in, s->client_host) == 0 || dg->nal >= ALIASES_MAX)
+        return;
+    for (size_t i = 0; i < dg->nal; i++)
+        if (strcmp(dg->al[i].in, in) == 0 && strcmp(dg->al[i].out, s->client_host) == 0)
+            return;
+    struct alias *a = FG_ARRAY_PUSH(dg->al, dg->nal, dg->capal);
+    snprintf(a->in, sizeof a->in, "%s", in);
+    snprintf(a->out, sizeof a->out, "%s", s->client_host);
+    a->in_frame = r->eod_frame;
+    a->out_frame = s->frame;
+}
+
+/* The alias that ties inbound host `in` to outbound host `out`, or NULL. */
+static const struct alias *alias_of(const struct diag *dg, const char *in, const char *out)
+{
+    for (size_t i = 0; i < dg->nal; i++)
+        if (strcmp(dg->al[i].in, in) == 0 && strcmp(dg->al[i].out, out) == 0)
+            return &dg->al[i];
+    return NULL;
+}
+
 static void resolve(struct diag *dg, struct mrec *r, uint64_t now)
 {
     if (r->state == M_RESOLVED)
@@ -543,6 +580,7 @@ static void msg_end(struct cst *s)
     struct mrec *r = NULL;
     if (found) {
         /* Seen before on another connection: relayed (or bounced). */
+        alias_note(dg, found, s);
         resolve(dg, found, s->us);
     } else if (!s->mail_null && nk) {
         r = fg_calloc(1, sizeof *r);
@@ -741,7 +779,12 @@ static int on_smtp(void *ud, const struct fg_smtp_event *ev)
 static void t_open(void *ud, struct fg_trace_conn *tc)
 {
     struct diag *dg = ud;
-    struct cst *s = fg_calloc(1, sizeof *s);
+    /* Zeroed but for the parser, which its init prepares (most of its
+     * 12 KB are buffers that need no zeroing: a per-connection cost). */
+    struct cst *s = fg_malloc(sizeof *s);
+    memset(s, 0, offsetof(struct cst, p));
+    memset((char *)s + offsetof(struct cst, p) + sizeof s->p, 0,
+           sizeof *s - offsetof(struct cst, p) - sizeof s->p);
     s->dg = dg;
     s->id = tc->id;
     snprintf(s->client, sizeof s->client, "%s", tc->client_str);
@@ -1106,16 +1149,23 @@ static void report_busy(struct diag *dg)
             size_t len, cap;
         } list = {0};
         size_t nbad = 0;
+        const struct alias *tied = NULL;
         for (size_t j = 0; j < dg->nug; j++) {
             struct ungreeted *u = &dg->ug[j];
             if (u->used || u->conn == t->conn || u->open_us < t->start_us ||
-                u->open_us > t->end_us || strcmp(u->server_host, t->client_host) != 0 ||
-                strcmp(u->server, t->server) == 0)
+                u->open_us > t->end_us || strcmp(u->server, t->server) == 0)
+                continue;
+            /* The stalled client's own host, or (multihomed) the address
+             * its mail arrived on; one address per finding. */
+            int same = strcmp(u->server_host, t->client_host) == 0;
+            const struct alias *al = same ? NULL : alias_of(dg, u->server_host, t->client_host);
+            if ((!same && !al) || (nbad && al != tied))
                 continue;
             if (!u->code && !greeted_server(dg, u->server))
                 continue; /* not an SMTP service as far as the capture shows */
             u->used = 1;
             nbad++;
+            tied = al;
             frame_push(&f, u->open_frame);
             frame_push(&f, u->end_frame);
             char *line = fg_asprintf("%sconnection #%u %s -> %s at frame %llu (t=+%s s): %s",
@@ -1130,13 +1180,23 @@ static void report_busy(struct diag *dg)
         }
         if (!nbad)
             continue;
+        char *tie = tied ? fg_asprintf(" (the gateway's inbound address: mail that arrived on "
+                                       "%s at frame %llu left from %s at frame %llu)",
+                                       tied->in, (unsigned long long)tied->in_frame, tied->out,
+                                       (unsigned long long)tied->out_frame)
+                         : NULL;
+        if (tied) {
+            frame_push(&f, tied->in_frame);
+            frame_push(&f, tied->out_frame);
+        }
         f.summary = fg_asprintf(
             "while connection #%u (%s -> %s) waited %s s for its peer (%s, frames %llu-%llu, "
-            "from t=+%s s), %zu connection%s to %s were refused or never greeted",
+            "from t=+%s s), %zu connection%s to %s%s were refused or never greeted",
             t->conn, t->client, t->server, secs(a, sizeof a, t->end_us - t->start_us),
             t->what ? t->what : "reply", (unsigned long long)t->start_frame,
             (unsigned long long)t->end_frame, secs(b, sizeof b, rel(dg, t->start_us)), nbad,
-            nbad == 1 ? "" : "s", t->client_host);
+            nbad == 1 ? "" : "s", tied ? tied->in : t->client_host, tie ? tie : "");
+        free(tie);
         f.detail = list.s;
         add_and_free(dg, &f);
     }
@@ -1220,6 +1280,7 @@ static void diag_free(struct diag *dg)
     }
     free(dg->bucket);
     free(dg->st);
+    free(dg->al);
     free(dg->ug);
     free(dg->dr);
     for (size_t i = 0; i < dg->ngs; i++)

@@ -16,6 +16,8 @@
 #include "faultgate/capture.h"
 #include "faultgate/datadir.h"
 #include "faultgate/diagnose.h"
+#include "faultgate/scenario_from_pcap.h"
+#include "faultgate/transcript.h"
 #include "faultgate/report.h"
 #include "faultgate/error.h"
 #include "faultgate/fake_mta.h"
@@ -46,13 +48,16 @@ static const char usage_main[] =
     "  diagnose  find the knowledge-base symptoms in any capture\n"
     "  report    merge shards; re-render report.html, summary.md, junit\n"
     "  x400-peer  run the fake X.400 MTA (responder or initiator)\n"
+    "  scenario from-pcap  write a scenario reproducing a capture's next hop\n"
+    "  transcript  print a capture's SMTP and X.400 connections, faults marked\n"
     "  x400-timeline  print the X.400 sessions of a capture\n"
     "\n"
     "`faultgate COMMAND --help` describes each command.\n";
 
 static const char usage_run[] =
     "usage: faultgate run [-g PROFILE] [-o DIR] [-j N] [--seed N] [--shard K/N]\n"
-    "                     [--capture auto|live|synth] [-q] [-v] SCENARIO|DIR...\n"
+    "                     [--capture auto|live|synth] [--capture-format pcapng|pcap]\n"
+    "                     [-q] [-v] SCENARIO|DIR...\n"
     "       faultgate run --last-failed RUNDIR [options] [SCENARIO|DIR...]\n"
     "\n"
     "Start the gateway described by PROFILE (default: the bundled refgw profile),\n"
@@ -68,6 +73,8 @@ static const char usage_run[] =
     "      --seed N            seed for probabilistic faults (default: the time)\n"
     "      --shard K/N         run only shard K of N (stable by scenario id)\n"
     "      --capture MODE      auto (live if permitted, else synthesized), live, synth\n"
+    "      --capture-format F  pcapng (default: fault decisions and verdict evidence\n"
+    "                          as frame comments) or pcap (plain, as captured)\n"
     "  -j, --jobs N            run up to N scenarios at once, each with its own gateway\n"
     "                          (default: 2 per CPU, from 2 to 8; a profile's\n"
     "                          `parallel:` caps it); output stays in catalogue order\n"
@@ -189,17 +196,13 @@ static int missing(const char *cmd, const char *name, enum fg_datadir_kind kind)
 
 static int cmd_run(int argc, char **argv)
 {
-    static const struct option opts[] = {{"gateway", required_argument, NULL, 'g'},
-                                         {"out", required_argument, NULL, 'o'},
-                                         {"seed", required_argument, NULL, 'S'},
-                                         {"shard", required_argument, NULL, 'H'},
-                                         {"capture", required_argument, NULL, 'C'},
-                                         {"jobs", required_argument, NULL, 'j'},
-                                         {"last-failed", required_argument, NULL, 'L'},
-                                         {"quiet", no_argument, NULL, 'q'},
-                                         {"verbose", no_argument, NULL, 'v'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"gateway", required_argument, NULL, 'g'}, {"out", required_argument, NULL, 'o'},
+        {"seed", required_argument, NULL, 'S'},    {"shard", required_argument, NULL, 'H'},
+        {"capture", required_argument, NULL, 'C'}, {"capture-format", required_argument, NULL, 'F'},
+        {"jobs", required_argument, NULL, 'j'},    {"last-failed", required_argument, NULL, 'L'},
+        {"quiet", no_argument, NULL, 'q'},         {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     char *profile_own = NULL;
     struct fg_run_opts o = {.capture = FG_CAPTURE_AUTO};
     int c;
@@ -239,6 +242,11 @@ static int cmd_run(int argc, char **argv)
         case 'C':
             if (parse_capture(optarg, &o.capture) < 0)
                 return bad_usage("run", "--capture takes auto, live or synth", optarg);
+            break;
+        case 'F':
+            if (strcmp(optarg, "pcap") != 0 && strcmp(optarg, "pcapng") != 0)
+                return bad_usage("run", "--capture-format takes pcapng or pcap", optarg);
+            o.capture_pcap = strcmp(optarg, "pcap") == 0;
             break;
         case 'q':
             o.quiet = 1;
@@ -660,6 +668,10 @@ int main(int argc, char **argv)
         return fg_cmd_report(argc, argv);
     if (strcmp(cmd, "x400-peer") == 0)
         return fg_cmd_x400_peer(argc, argv); /* harness/cmd_x400.c */
+    if (strcmp(cmd, "scenario") == 0)
+        return fg_cmd_scenario(argc, argv); /* harness/scenario_from_pcap.c */
+    if (strcmp(cmd, "transcript") == 0)
+        return fg_cmd_transcript(argc, argv); /* harness/transcript.c */
     if (strcmp(cmd, "x400-timeline") == 0)
         return fg_cmd_x400_timeline(argc, argv); /* harness/cmd_x400_timeline.c */
     fprintf(stderr, "faultgate: unknown command `%s`\n%s", cmd, usage_main);

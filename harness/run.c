@@ -39,6 +39,7 @@
 #include "faultgate/fake_x400.h"
 #include "faultgate/gateway.h"
 #include "faultgate/injector.h"
+#include "faultgate/annotate.h"
 #include "faultgate/judge.h"
 #include "faultgate/meta.h"
 #include "faultgate/profile.h"
@@ -1076,6 +1077,9 @@ judge:;
             fg_judge(sc, mj, r.pcap_path, res);
             FG_FREE(res->pcap);
             res->pcap = fg_strdup(r.pcap_name);
+            char aerr[FG_ERRBUF_SIZE];
+            if (!o->capture_pcap && fg_annotate_run(r.pcap_path, res, aerr, sizeof aerr) < 0)
+                fprintf(stderr, "faultgate: %s: left unannotated: %s\n", r.pcap_path, aerr);
         }
     }
     res->duration_ms = fg_now_ms() - t0;

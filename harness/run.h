@@ -14,6 +14,7 @@ struct fg_run_opts {
     uint64_t seed;
     int seed_set;
     enum fg_capture_mode capture;
+    int capture_pcap;         /* --capture-format pcap: leave the capture plain pcap, unannotated */
     const char *const *paths; /* scenario files or directories */
     size_t npaths;
     unsigned shard_k, shard_n; /* 1-based shard; n == 0: no sharding */

@@ -1,7 +1,7 @@
 /* gen_trace.c - write a large synthetic SMTP capture for the analyzer
  * benchmarks (ci/bench/judge_speed.sh).
  *
- * usage: gen_trace OUT.pcap [SESSIONS] [BODY_OCTETS]
+ * usage: gen_trace OUT.pcap [SESSIONS] [BODY_OCTETS] [hang]
  *
  * A classic pcap (Ethernet, IPv4, TCP) of SESSIONS complete SMTP sessions
  * (default 100000) with BODY_OCTETS of message body each (default 10240):
@@ -13,6 +13,9 @@
  * (injector -> 2525 gateway, gateway -> 2526 proxy, proxy -> 2527 fake
  * MTA); OUT.meta.json describes that run, so `faultgate judge` can judge it
  * inside the large capture.  Timestamps advance 20 us per frame.
+ * With `hang`, one relayed session half-way through is the KB Q129140
+ * hang: its end of data is never answered and the gateway resets the
+ * connection 30 s later (the capture's one finding for `diagnose`).
  * Written with stdio, not libpcap, so the generator is as fast as the
  * disk.
  */
@@ -94,9 +97,13 @@ static void say(struct conn *c, int d, const char *s)
     seg(c, !d, ACK, "", 0);
 }
 
+static int hang_next; /* the next session is the Q129140 hang */
+
 static void session(uint32_t cip, uint16_t cport, uint32_t sip, uint16_t sport, const char *token,
                     const char *body, size_t blen)
 {
+    int hang = hang_next;
+    hang_next = 0;
     struct conn c = {{cip, sip}, {cport, sport}, {cport * 7919u, sport * 104729u + cip}};
     seg(&c, 0, SYN, "", 0);
     seg(&c, 1, SYN | ACK, "", 0);
@@ -133,6 +140,11 @@ static void session(uint32_t cip, uint16_t cport, uint32_t sip, uint16_t sport, 
             seg(&c, 1, ACK, "", 0);
         off += n;
     }
+    if (hang) {
+        now_us += 30ull * 1000000;
+        seg(&c, 0, 0x04 | ACK, "", 0); /* RST */
+        return;
+    }
     say(&c, 1, "250 2.0.0 Ok: queued\r\n");
     say(&c, 0, "QUIT\r\n");
     say(&c, 1, "221 2.0.0 Bye\r\n");
@@ -144,11 +156,12 @@ static void session(uint32_t cip, uint16_t cport, uint32_t sip, uint16_t sport, 
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: gen_trace OUT.pcap [SESSIONS] [BODY_OCTETS]\n");
+        fprintf(stderr, "usage: gen_trace OUT.pcap [SESSIONS] [BODY_OCTETS] [hang]\n");
         return 2;
     }
     unsigned long sessions = argc > 2 ? strtoul(argv[2], NULL, 10) : 100000;
     size_t blen = argc > 3 ? strtoul(argv[3], NULL, 10) : 10240;
+    int with_hang = argc > 4 && strcmp(argv[4], "hang") == 0;
     if (blen < 80)
         blen = 80;
     out = fopen(argv[1], "wb");
@@ -181,6 +194,7 @@ int main(int argc, char **argv)
     for (unsigned long i = 0; i < sessions; i++) {
         unsigned long m = i / 2;
         snprintf(token, sizeof token, "bench-%lu", m);
+        hang_next = with_hang && i % 2 == 1 && m == sessions / 4;
         if (i % 2 == 0)
             session(0x0a010000 | (uint32_t)(m % 65000 + 1), (uint16_t)(10000 + m % 50000), gw, 25,
                     token, body, blen);

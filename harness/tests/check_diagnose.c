@@ -621,6 +621,78 @@ START_TEST(q131150_healthy_while_stalled)
 }
 END_TEST
 
+/* A multihomed gateway: mail arrives on 10.0.0.1 and leaves from
+ * 10.0.0.2 (the first message shows it).  The second message's outbound
+ * session waits 60 s for the reply to its end of data while SYNs to
+ * 10.0.0.1:25 get RST (tie = 1), or are greeted (tie = 1, healthy = 1);
+ * with no message seen on both addresses nothing ties them (tie = 0). */
+static struct fg_diag_report *multihomed(int tie, int healthy, uint64_t *rst)
+{
+    struct writer w;
+    w_open(&w);
+    if (tie) {
+        session(&w, "10.0.0.5", 40000, "10.0.0.1", 25, "a@b.test", "Message-ID: <m1@b.test>\r\n");
+        at(&w, 0.5);
+        session(&w, "10.0.0.2", 50000, "10.0.0.9", 25, "a@b.test", "Message-ID: <m1@b.test>\r\n");
+    } else {
+        session(&w, "10.0.0.5", 40000, "10.0.0.1", 25, "a@b.test", "Subject: x\r\n");
+    }
+    at(&w, 1);
+    session(&w, "10.0.0.5", 40001, "10.0.0.1", 25, "a@b.test", "Message-ID: <m2@b.test>\r\n");
+    struct conn o =
+        session_to_eod(&w, "10.0.0.2", 50001, "10.0.0.9", 25, "a@b.test",
+                       tie ? "Message-ID: <m2@b.test>\r\n" : "Message-ID: <m9@b.test>\r\n");
+    at(&w, 10);
+    if (healthy) {
+        session(&w, "10.0.0.6", 40002, "10.0.0.1", 25, "a@b.test", "Message-ID: <m3@b.test>\r\n");
+    } else {
+        struct conn i1 = c_open(&w, "10.0.0.6", 40002, "10.0.0.1", 25);
+        *rst = seg(&i1, 1, RST | ACK, "", 0);
+    }
+    at(&w, 61);
+    say(&o, 1, "250 ok\r\n");
+    say(&o, 0, "QUIT\r\n");
+    say(&o, 1, "221 bye\r\n");
+    fin(&o, 0);
+    fin(&o, 1);
+    if (healthy) {
+        at(&w, 62);
+        session(&w, "10.0.0.2", 50002, "10.0.0.9", 25, "a@b.test", "Message-ID: <m3@b.test>\r\n");
+    }
+    w_close(&w);
+    return diagnose();
+}
+
+START_TEST(q131150_multihomed)
+{
+    uint64_t rst = 0;
+    struct fg_diag_report *r = multihomed(1, 0, &rst);
+    const struct fg_diag_finding *f = find_kb(r, "Q131150");
+    if (!f)
+        dump(r);
+    ck_assert_ptr_nonnull(f);
+    ck_assert(has_frame(f, rst));
+    /* It names both addresses it tied together, and why. */
+    ck_assert_ptr_nonnull(strstr(f->summary, "to 10.0.0.1 "));
+    ck_assert_ptr_nonnull(strstr(f->summary, "left from 10.0.0.2"));
+    ck_assert_str_eq(f->client, "10.0.0.2:50001");
+    fg_diag_report_free(r);
+
+    /* Greeted at once: quiet. */
+    r = multihomed(1, 1, &rst);
+    if (count_kb(r, "Q131150"))
+        dump(r);
+    ck_assert_uint_eq(count_kb(r, "Q131150"), 0);
+    fg_diag_report_free(r);
+
+    /* Nothing ties 10.0.0.1 to 10.0.0.2: another host's refusals are not
+     * this stall's. */
+    r = multihomed(0, 0, &rst);
+    ck_assert_uint_eq(count_kb(r, "Q131150"), 0);
+    fg_diag_report_free(r);
+}
+END_TEST
+
 /* ---- output and errors -------------------------------------------------- */
 
 START_TEST(json_and_text)
@@ -1052,6 +1124,7 @@ static Suite *diag_suite(void)
     tcase_add_test(tc, q135031_stuck_message);
     tcase_add_test(tc, q131150_inbound_refused_while_stalled);
     tcase_add_test(tc, q131150_healthy_while_stalled);
+    tcase_add_test(tc, q131150_multihomed);
     tcase_add_test(tc, json_and_text);
     tcase_add_test(tc, bad_captures);
     tcase_add_loop_test(tc, q194685_invalid_sync_then_abort, 0, 48);

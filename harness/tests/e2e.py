@@ -98,6 +98,41 @@ class Q129140(unittest.TestCase):
             self.assertEqual(failed, sc["verdict"] == "fail")
 
     @unittest.skipUnless(shutil.which("tshark"), "tshark is not installed")
+    def test_pcapng_comments_show_the_stall_and_the_fail_evidence(self):
+        _, out, sc = self.scenario("buggy")
+        pcap = os.path.join(out, sc["pcap"])
+        with open(pcap, "rb") as f:
+            self.assertEqual(f.read(4), b"\x0a\x0d\x0d\x0a", "the run writes pcapng")
+        p = subprocess.run(["tshark", "-n", "-r", pcap, "-Y", "frame.comment", "-T", "fields",
+                            "-e", "frame.number", "-e", "frame.comment"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        comments = {}
+        for line in p.stdout.splitlines():
+            num, _, text = line.partition("\t")
+            comments.setdefault(int(num), []).append(text)
+        flat = "\n".join(t for ts in comments.values() for t in ts)
+        self.assertRegex(flat, r"fault 1: stall after reply 354, conn #1")
+        cas = [e for e in sc["expectations"] if e["rule"] == "closes-after-stall"][0]
+        for frame in cas["frames"]:
+            self.assertIn(frame, comments, flat)
+            self.assertTrue(any(t.startswith("FAIL closes-after-stall:") for t in comments[frame]),
+                            comments[frame])
+        # faultgate transcript marks the same frames from meta.json and results.json
+        t = fg("transcript", pcap)
+        self.assertEqual(t.returncode, 0, t.stderr)
+        self.assertIn("** fault 1: stall after reply 354, conn #1", t.stdout)
+        self.assertIn("** FAIL closes-after-stall:", t.stdout)
+        self.assertRegex(t.stdout, r"-> DATA\n\s+\d+\s+[\d.]+\s+<- 354 ")
+        # the run's metadata in the section header (capinfos: wireshark-common, tshark's)
+        info = subprocess.run(["capinfos", pcap], capture_output=True, text=True, timeout=60) \
+            if shutil.which("capinfos") else None
+        if info is not None:
+            self.assertEqual(info.returncode, 0, info.stderr)
+            self.assertIn("profile refgw-no-data-timeout", info.stdout)
+            self.assertIn("seed 7", info.stdout)
+
+    @unittest.skipUnless(shutil.which("tshark"), "tshark is not installed")
     def test_tshark_reads_pcaps_and_agrees_with_transcript(self):
         for name in ("good", "buggy"):
             _, out, sc = self.scenario(name)

@@ -196,18 +196,41 @@ class Q194685(unittest.TestCase):
                 # its documented X.410-mode presentation limitation.
                 p = subprocess.run(["tshark", "-n", "-r", pcap, "-d", "tcp.port==%d,tpkt" % port,
                                     "-Y", "_ws.malformed && tcp.port==%d" % port,
-                                    "-T", "fields", "-e", "frame.number",
+                                    "-T", "fields", "-E", "aggregator=\x1e", "-e", "frame.number",
                                     "-e", "_ws.expert.message"],
                                    capture_output=True, text=True, timeout=120)
+                # The run's frame comments (pcapng) are expert items too, cut
+                # to tshark's label length.
+                cm = subprocess.run(["tshark", "-n", "-r", pcap, "-Y", "frame.comment", "-T",
+                                     "fields", "-E", "aggregator=\x1e", "-e", "frame.comment"],
+                                    capture_output=True, text=True, timeout=120)
+                comments = [c for line in cm.stdout.splitlines() for c in line.split("\x1e")]
                 for line in p.stdout.splitlines():
-                    msgs = line.split("\t")[1] if "\t" in line else ""
-                    for msg in msgs.split(","):
-                        self.assertIn(TSHARK_X410_NOISE, msg, line)
+                    fields = line.split("\t") + [""]
+                    for msg in fields[1].split("\x1e"):
+                        if msg and not any(c.startswith(msg) for c in comments):
+                            self.assertIn(TSHARK_X410_NOISE, msg, line)
                 # AE and AEA, MIP and MIA all appear in the correct run.
                 if name == "correct":
                     names = {e.get("spdu") for e in events}
                     self.assertTrue({"MIP", "MIA", "AE", "AEA", "CN", "AC"} <= names, names)
 
+
+    def test_transcript_lists_the_timelines_spdus(self):
+        """faultgate transcript shows the X.400 connections as the timeline
+        decodes them: every SPDU frame, with its serial number."""
+        rc, text, out, sc, meta = self.scenario("correct")
+        pcap = os.path.join(out, sc["pcap"])
+        mine, events = timeline_frames(pcap, meta["x400_port"])
+        p = fg("transcript", "--json", pcap)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        doc = json.loads(p.stdout)
+        x4 = [c for c in doc["connections"] if c["protocol"] == "x400"
+              and c["server"].endswith(":%d" % meta["x400_port"])]
+        self.assertTrue(x4, "no X.400 connection in the transcript")
+        spdu = {e["frame"] for c in x4 for e in c["events"] if e["kind"] == "spdu"}
+        self.assertEqual(spdu, set(mine))
+        self.assertTrue(any("serial" in e["text"] for c in x4 for e in c["events"]))
 
 if __name__ == "__main__":
     unittest.main(argv=[sys.argv[0]], verbosity=2)
