@@ -912,6 +912,28 @@ int fg_fault_set_add(struct fg_fault_set *fs, struct fg_fault *f)
     return 0;
 }
 
+void fg_fault_set_compact(struct fg_fault_set *fs, int *map)
+{
+    int local[FG_FAULT_MAX];
+    if (!map)
+        map = local;
+    size_t k = 0;
+    for (size_t i = 0; i < fs->n; i++) {
+        if (fs->faults[i].retired) {
+            fg_fault_clear(&fs->faults[i]);
+            map[i] = -1;
+            continue;
+        }
+        map[i] = (int)k;
+        fs->faults[k++] = fs->faults[i];
+    }
+    for (size_t j = 0; j < fs->nlog; j++) {
+        unsigned f = fs->log[j].fault;
+        fs->log[j].fault = f < fs->n && map[f] >= 0 ? (unsigned)map[f] : FG_FAULT_MAX;
+    }
+    fs->n = k;
+}
+
 static int trigger_matches(const struct fg_fault *f, const struct fg_smtp_event *ev)
 {
     if (!ev)
@@ -1008,9 +1030,16 @@ static int decide(struct fg_fault_set *fs, struct fg_fault_conn *c, size_t i,
         return 0;
     if (!f->each && (c->fired & bit))
         return 0;
-    if (f->prob <= 0.0)
+    if (f->prob <= 0.0 || f->retired)
         return 0;
-    if (f->prob < 1.0) {
+    if (f->prob < 1.0 && f->draw_key) {
+        struct fg_rng once;
+        fg_rng_seed(&once, fs->seed ^ ((uint64_t)c->conn * 0xD1B54A32D192ED03ULL) ^
+                               (f->draw_key * 0x9E3779B97F4A7C15ULL));
+        fg_rng_next(&once);
+        if (fg_rng_unit(&once) >= f->prob)
+            return 0;
+    } else if (f->prob < 1.0) {
         if (!c->rng_ready) {
             /* Mix the connection number into the run's seed so that each
              * connection has its own reproducible stream. */
@@ -1056,7 +1085,7 @@ int fg_fault_set_match(struct fg_fault_set *fs, struct fg_fault_conn *c,
 static int still_armed(const struct fg_fault_set *fs, const struct fg_fault_conn *c, size_t i)
 {
     return selector_matches(&fs->faults[i], c->conn) && !(c->fired & ((uint64_t)1 << i)) &&
-           fs->faults[i].prob > 0.0;
+           fs->faults[i].prob > 0.0 && !fs->faults[i].retired;
 }
 
 uint64_t fg_fault_next_byte(const struct fg_fault_set *fs, const struct fg_fault_conn *c,

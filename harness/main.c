@@ -24,6 +24,7 @@
 #include "faultgate/injector.h"
 #include "faultgate/fake_x400.h"
 #include "faultgate/fault.h"
+#include "faultgate/api.h"
 #include "faultgate/proxy.h"
 #include "faultgate/scenario.h"
 #include "faultgate/serve.h"
@@ -109,6 +110,7 @@ static const char usage_proxy[] =
     "                       [--capture auto|live|synth]\n"
     "                       [--tls passthrough|terminate] [--ca-out FILE] [--keylog FILE]\n"
     "                       [--threads N] [--busy-poll USEC]\n"
+    "       faultgate proxy --api HOST:PORT [--api-remote] [--seed N] [--pcap FILE]\n"
     "\n"
     "Forward SMTP from HOST:PORT to the upstream, injecting faults. A fault is\n"
     "`TRIGGER [, SELECTOR]... : ACTION [ARGS]`, for example\n"
@@ -135,7 +137,12 @@ static const char usage_proxy[] =
     "  --fault 'spdu MIP c2s #2: abort user rts'  user abort with RTS AbortInformation\n"
     "  --fault 'spdu MIP serial 2: rewrite-serial +5'   an out-of-sequence serial\n"
     "  --fault 'activity-end: dr reason 85'       COTP DR instead of the AE\n"
-    "(the TLS, --threads and --busy-poll options are SMTP-only).\n";
+    "(the TLS, --threads and --busy-poll options are SMTP-only).\n"
+    "\n"
+    "--api HOST:PORT serves toxiproxy's HTTP API (e.g. 127.0.0.1:8474): proxies and\n"
+    "toxics are created at run time by toxiproxy's clients; the toxic type\n"
+    "`faultgate` takes a fault spec ({\"spec\": \"command EHLO: close\"}). A HOST off\n"
+    "the loopback network needs --api-remote. See faultgate(1).\n";
 
 static const char usage_list[] =
     "usage: faultgate list [SCENARIO|DIR...]\n"
@@ -368,8 +375,12 @@ static int cmd_proxy(int argc, char **argv)
                                          {"threads", required_argument, NULL, 'j'},
                                          {"busy-poll", required_argument, NULL, 'B'},
                                          {"protocol", required_argument, NULL, 'P'},
+                                         {"api", required_argument, NULL, 'I'},
+                                         {"api-remote", no_argument, NULL, 'R'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
+    const char *api = NULL;
+    int api_remote = 0, threads_set = 0;
     /* X.400: harness/cmd_x400_proxy.c */
     switch (fg_cmd_proxy_protocol(argc, argv)) {
     case 1: {
@@ -442,6 +453,13 @@ static int cmd_proxy(int argc, char **argv)
                 return bad_usage("proxy", "--threads takes 0 (one per CPU) to 64", optarg);
             }
             threads = v ? (unsigned)v : uv_available_parallelism();
+            threads_set = 1;
+            break;
+        case 'I':
+            api = optarg;
+            break;
+        case 'R':
+            api_remote = 1;
             break;
         case 'B':
             if (fg_uint_parse(optarg, 0, 1000000, &v) < 0) {
@@ -463,6 +481,19 @@ static int cmd_proxy(int argc, char **argv)
             free(specs);
             return bad_usage("proxy", "bad option", NULL);
         }
+    }
+    if (api) {
+        /* The API creates the proxies: each one single-threaded, its
+         * faults the toxics added through the API. */
+        int extra = listen || upstream || scenario || nspecs || tls >= 0 || threads_set || ca_out ||
+                    keylog_path;
+        free(specs);
+        if (extra)
+            return bad_usage("proxy",
+                             "--api takes only --seed, --pcap, --capture and --busy-poll; "
+                             "proxies are created through it",
+                             NULL);
+        return fg_proxy_api_main(api, api_remote, seed, pcap_path, mode, busy_us);
     }
     char lhost[256], uhost[256];
     int lport, uport;

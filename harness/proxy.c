@@ -1267,6 +1267,27 @@ static void on_timer(uv_timer_t *t)
     }
 }
 
+/* --- run-time fault changes (the control API) --------------------------- */
+
+void fg_proxy_faults_changed(struct fg_proxy *p)
+{
+    if (p->workers || !p->faults)
+        return; /* threaded proxies keep the set they started with */
+    /* conn_kill only unlinks in a close callback, so next stays valid. */
+    for (struct conn *c = p->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->dead)
+            continue;
+        c->parse = 1; /* events from here on: a new trigger may watch them */
+        fire_after(c);
+        for (int d = FG_C2S; d <= FG_S2C && !c->dead; d++) {
+            pump(c, d);
+            if (!c->dead)
+                update_reading(c, d);
+        }
+    }
+}
+
 /* --- the forwarding loop ------------------------------------------------ */
 
 static void ensure_parser(struct conn *c)

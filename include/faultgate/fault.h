@@ -202,6 +202,13 @@ struct fg_fault {
     int reply_code;
     char *reply_text; /* CRLF-terminated reply lines, ready to send */
     int replace;
+
+    /* Run-time changes (the control API, faultgate/api.h). */
+    int retired;       /* removed: never fires again; its index stays until
+                          fg_fault_set_compact, since connections hold indices */
+    uint64_t draw_key; /* non-zero: the `p X` draw is a function of (seed,
+                          connection, draw_key) alone, so it is the same on a
+                          connection however many other faults come and go */
 };
 
 /* fg_fault_parse - one-line syntax into f (zeroed first).  On error returns
@@ -251,6 +258,12 @@ void fg_fault_set_free(struct fg_fault_set *fs);
 /* Takes ownership of f's allocations (f is zeroed).  Returns 0, or
  * FG_ETOOBIG beyond FG_FAULT_MAX faults (f is then left to the caller). */
 int fg_fault_set_add(struct fg_fault_set *fs, struct fg_fault *f);
+
+/* fg_fault_set_compact - drop the retired faults; map[i] (FG_FAULT_MAX
+ * entries, may be NULL) becomes fault i's new index or -1, and the log's
+ * indices follow (a retired fault's decisions keep FG_FAULT_MAX).  Only
+ * while no connection holds firing state on fs. */
+void fg_fault_set_compact(struct fg_fault_set *fs, int *map);
 
 /* Per-connection firing state.  Zero it, then set conn. */
 struct fg_fault_conn {

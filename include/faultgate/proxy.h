@@ -103,6 +103,14 @@ const char *fg_proxy_tls_ca_pem(const struct fg_proxy *p);
 /* Connections whose two TLS handshakes completed (tls_terminate). */
 unsigned fg_proxy_tls_sessions(const struct fg_proxy *p);
 
+/* fg_proxy_faults_changed - the caller (on p's loop, single-threaded
+ * proxy only) added or retired faults in o->faults: connections already
+ * open start parsing, so an event trigger matches from their next event,
+ * and `after` faults now due fire on them at once.  New faults are
+ * appended and removed ones retired (fault.h), never reordered, since open
+ * connections hold fault indices. */
+void fg_proxy_faults_changed(struct fg_proxy *p);
+
 /* fg_proxy_close - stop listening, close every connection, then call cb;
  * p is freed before cb runs.  cb may be NULL. */
 void fg_proxy_close(struct fg_proxy *p, void (*cb)(void *ud), void *ud);
