@@ -61,6 +61,11 @@ struct aproxy {
     struct fset *fs;
     struct toxic *tox;
     size_t ntox, captox;
+    /* The toxic of each fault slot (kept while retired), and of each
+     * decision logged so far: slots are renumbered by compaction. */
+    char *slot[FG_FAULT_MAX];
+    char **logname;
+    size_t nnamed;
     struct aproxy *next;
 };
 
@@ -175,6 +180,18 @@ static char *hostport_text(const char *host, int port)
                              : fg_asprintf("%s:%d", host, port);
 }
 
+static void names_catch_up(struct aproxy *ap)
+{
+    const struct fg_fault_set *fs = &ap->fs->fs;
+    if (ap->nnamed == fs->nlog)
+        return;
+    ap->logname = fg_realloc(ap->logname, fs->nlog * sizeof *ap->logname);
+    for (; ap->nnamed < fs->nlog; ap->nnamed++) {
+        unsigned f = fs->log[ap->nnamed].fault;
+        ap->logname[ap->nnamed] = f < FG_FAULT_MAX && ap->slot[f] ? fg_strdup(ap->slot[f]) : NULL;
+    }
+}
+
 /* Retired faults leave their slots until no connection can hold their
  * indices: no instance is open nor closing with connections. */
 static void maybe_compact(struct aproxy *ap)
@@ -182,7 +199,17 @@ static void maybe_compact(struct aproxy *ap)
     if (ap->fs->refs > (ap->p ? 2 : 1) || (ap->p && fg_proxy_open(ap->p) != 0))
         return;
     int map[FG_FAULT_MAX];
+    names_catch_up(ap);
+    size_t n = ap->fs->fs.n;
     fg_fault_set_compact(&ap->fs->fs, map);
+    char *slot[FG_FAULT_MAX] = {0};
+    for (size_t i = 0; i < n; i++) {
+        if (map[i] >= 0)
+            slot[map[i]] = ap->slot[i];
+        else
+            free(ap->slot[i]);
+    }
+    memcpy(ap->slot, slot, sizeof slot);
     for (size_t i = 0; i < ap->ntox; i++)
         for (int k = 0; k < FG_TOXIC_FAULTS; k++)
             if (ap->tox[i].fault[k] >= 0)
@@ -227,6 +254,8 @@ static int toxic_arm(struct aproxy *ap, struct toxic *t, char *err, size_t errle
     }
     for (size_t i = 0; i < n; i++) {
         t->fault[i] = (int)ap->fs->fs.n;
+        free(ap->slot[ap->fs->fs.n]);
+        ap->slot[ap->fs->fs.n] = fg_strdup(t->name);
         fg_fault_set_add(&ap->fs->fs, &f[i]);
     }
     if (ap->p)
@@ -248,6 +277,11 @@ static void proxy_free(struct aproxy *ap)
         toxic_free(&ap->tox[i]);
     free(ap->tox);
     free(ap->name);
+    for (size_t i = 0; i < FG_FAULT_MAX; i++)
+        free(ap->slot[i]);
+    for (size_t i = 0; i < ap->nnamed; i++)
+        free(ap->logname[i]);
+    free(ap->logname);
     fset_unref(ap->fs);
     free(ap);
 }
@@ -508,22 +542,14 @@ static void toxic_remove(struct aproxy *ap, struct toxic *t)
     maybe_compact(ap);
 }
 
-static const char *toxic_of(const struct aproxy *ap, unsigned fault)
-{
-    for (size_t i = 0; i < ap->ntox; i++)
-        for (int k = 0; k < FG_TOXIC_FAULTS; k++)
-            if (ap->tox[i].fault[k] == (int)fault)
-                return ap->tox[i].name;
-    return NULL;
-}
-
-static json_t *decisions_json(const struct aproxy *ap)
+static json_t *decisions_json(struct aproxy *ap)
 {
     json_t *arr = json_array();
     const struct fg_fault_set *fs = &ap->fs->fs;
+    names_catch_up(ap);
     for (size_t i = 0; i < fs->nlog; i++) {
         const struct fg_decision *d = &fs->log[i];
-        const char *tn = toxic_of(ap, d->fault);
+        const char *tn = ap->logname[i];
         json_array_append_new(arr, json_pack("{s:I, s:i, s:s?, s:s, s:s}", "t_us",
                                              (json_int_t)d->t_us, "conn", (int)d->conn, "toxic", tn,
                                              "trigger", d->trigger, "action", d->action));
