@@ -22,13 +22,14 @@ meson test -C build --print-errorlogs --num-processes 2 || status=1
 echo "== tests (ASan + UBSan build) =="
 meson test -C build-asan --print-errorlogs --num-processes 2 --timeout-multiplier 3 || status=1
 # The proxy's worker threads share a numbering lock, a fault log and a
-# capture: their tests again under ThreadSanitizer (clang).
+# capture, and the control API's HTTP thread hands requests to the loop:
+# their tests again under ThreadSanitizer (clang).
 echo "== tests (ThreadSanitizer build: the proxy's threads) =="
 if [ ! -f build-tsan/build.ninja ]; then
     CC=clang meson setup build-tsan -Db_sanitize=thread -Db_lundef=false >/dev/null
 fi
 TSAN_OPTIONS=halt_on_error=1 meson test -C build-tsan --print-errorlogs --num-processes 2 \
-    --timeout-multiplier 3 check_proxy check_tls_proxy e2e-fate || status=1
+    --timeout-multiplier 3 check_proxy check_tls_proxy e2e-fate e2e-api api-curl || status=1
 # The Debian package, built from the committed tree, lint-free, and the KB
 # suite run from it in a minimal Debian that has only its dependencies.
 echo "== Debian package: build, lintian, install into a scratch root, KB suite =="

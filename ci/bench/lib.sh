@@ -64,6 +64,24 @@ start_faultgate_proxy() {
     PORT=$port
 }
 
+# start_faultgate_api UPSTREAM_PORT: `faultgate proxy --api` with one proxy
+# created through toxiproxy's REST call (POST /proxies) and no toxic; the
+# API's HTTP thread stays listening throughout.
+start_faultgate_api() {
+    local port api
+    port=$(free_port)
+    api=$(free_port)
+    "$FAULTGATE" proxy --api "127.0.0.1:$api" >/dev/null 2>"$WORK/faultgate-api.log" &
+    PIDS+=($!)
+    FG_PID=$!
+    wait_port "$api" || { cat "$WORK"/*.log >&2; exit 2; }
+    curl -sS --max-time 10 -o /dev/null -X POST "http://127.0.0.1:$api/proxies" \
+        -d "{\"name\": \"bench\", \"listen\": \"127.0.0.1:$port\", \"upstream\": \"127.0.0.1:$1\"}" ||
+        { cat "$WORK"/*.log >&2; exit 2; }
+    wait_port "$port" || { cat "$WORK"/*.log >&2; exit 2; }
+    PORT=$port
+}
+
 start_socat() {
     local port
     port=$(free_port)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ci/bench/proxy_tps.sh - SMTP transactions per second, Postfix's
 # smtp-source into smtp-sink: directly, through faultgate's proxy (parser
-# on, capture off) and through haproxy, in this run; prints each figure and
+# on, capture off), through a proxy made by `faultgate proxy --api` and
+# through haproxy, in this run; prints each figure and
 # its ratio to direct.  Usage: ci/bench/proxy_tps.sh [--full] [BUILD_DIR]
 # Short mode: 20 sessions, 20000 messages of 1 KiB, best of 3; --full:
 # 50 sessions, 100000 messages, best of 5.
@@ -50,7 +51,13 @@ start_faultgate_proxy "$sport" --busy-poll 100
 fg1b=$(best "$PORT")
 start_haproxy "$sport" 1
 ha1=$(best "$PORT")
+# A proxy made through the control API (one loop, no toxic, the API's
+# HTTP thread listening).
+start_faultgate_api "$sport"
+fga=$(best "$PORT")
 report "transactions/s (smtp-source -s $sess -m $msgs -l 1024, best of $reps; $(nproc) CPUs)" \
-    "$direct" faultgate "$fg" haproxy "$ha" fg-1t "$fg1" fg-1t-busy-poll "$fg1b" haproxy-1t "$ha1"
+    "$direct" faultgate "$fg" haproxy "$ha" fg-1t "$fg1" fg-1t-busy-poll "$fg1b" haproxy-1t "$ha1" \
+    fg-api-1t "$fga"
 ratio_check faultgate "$fg" haproxy "$ha"
 ratio_check fg-1t "$fg1" haproxy-1t "$ha1"
+ratio_check fg-api-1t "$fga" haproxy-1t "$ha1"

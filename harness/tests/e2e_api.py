@@ -386,7 +386,8 @@ def fired(seed, extra_first):
         st, dec = tp.call("GET", "/proxies/s/decisions")
         return sorted(d["conn"] for d in dec if d["toxic"] == "lim")
     finally:
-        stop(p)
+        assert stop(p) == 0, "faultgate proxy --api did not exit cleanly"
+
         echo.shutdown()
         echo.server_close()
 
