@@ -109,12 +109,23 @@ static void instance_stop(struct aproxy *ap)
 
 static int instance_start(struct aproxy *ap, char *err, size_t errlen)
 {
+    struct fg_api *a = ap->api;
+    if (a->o.pcap_path && !*a->o.capture) {
+        int ports[2] = {ap->uport, ap->lport};
+        if (fg_capture_open(a->loop, a->o.capture_mode, a->o.pcap_path, ports, ap->lport ? 2 : 1,
+                            a->o.capture, err, errlen) < 0)
+            return FG_ECAPTURE;
+        if (a->o.log)
+            fprintf(a->o.log, "faultgate: capturing to %s (%s)\n", a->o.pcap_path,
+                    fg_capture_mode_name(fg_capture_mode(*a->o.capture)));
+    }
+    struct fg_capture *cap = a->o.capture ? *a->o.capture : NULL;
     struct fg_proxy_opts po = {.listen_host = ap->lhost,
                                .listen_port = ap->lport,
                                .upstream_host = ap->uhost,
                                .upstream_port = ap->uport,
                                .faults = &ap->fs->fs,
-                               .capture = ap->api->o.capture,
+                               .capture = cap,
                                .log = ap->api->o.log,
                                .threads = 1};
     struct fg_proxy *p;
@@ -123,9 +134,9 @@ static int instance_start(struct aproxy *ap, char *err, size_t errlen)
     ap->p = p;
     ap->fs->refs++;
     ap->lport = fg_proxy_port(p);
-    if (ap->api->o.capture) {
-        fg_capture_add_port(ap->api->o.capture, ap->lport);
-        fg_capture_add_port(ap->api->o.capture, ap->uport);
+    if (cap) {
+        fg_capture_add_port(cap, ap->lport);
+        fg_capture_add_port(cap, ap->uport);
     }
     return 0;
 }

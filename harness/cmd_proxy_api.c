@@ -44,16 +44,13 @@ int fg_proxy_api_main(const char *api, int allow_remote, uint64_t seed, const ch
     uv_loop_init(&sv.loop);
     struct fg_capture *cap = NULL;
     int status = 2;
-    if (pcap_path) {
-        if (fg_capture_open(&sv.loop, mode, pcap_path, NULL, 0, &cap, err, sizeof err) < 0) {
-            fprintf(stderr, "faultgate: capture: %s\n", err);
-            goto out;
-        }
-        fprintf(stderr, "faultgate: capturing to %s (%s)\n", pcap_path,
-                fg_capture_mode_name(fg_capture_mode(cap)));
-    }
-    struct fg_api_opts o = {
-        .host = host, .port = port, .seed = seed, .capture = cap, .log = stderr};
+    struct fg_api_opts o = {.host = host,
+                            .port = port,
+                            .seed = seed,
+                            .pcap_path = pcap_path,
+                            .capture_mode = mode,
+                            .capture = &cap,
+                            .log = stderr};
     if (fg_api_new(&sv.loop, &o, &sv.api, err, sizeof err) < 0) {
         fprintf(stderr, "faultgate: proxy: %s\n", err);
         sv.api = NULL;

@@ -1279,6 +1279,8 @@ void fg_proxy_faults_changed(struct fg_proxy *p)
         if (c->dead)
             continue;
         c->parse = 1; /* events from here on: a new trigger may watch them */
+        if (!c->connected)
+            continue; /* on_connect matches the after faults */
         fire_after(c);
         for (int d = FG_C2S; d <= FG_S2C && !c->dead; d++) {
             pump(c, d);

@@ -567,6 +567,63 @@ START_TEST(set_limit)
 }
 END_TEST
 
+/* --- run-time changes (the control API) --------------------------------- */
+
+/* A keyed draw depends on (seed, connection, key) alone: faults added
+ * before it, or retired, do not move it. */
+START_TEST(keyed_draw_stable)
+{
+    struct fg_fault_set a, b;
+    fg_fault_set_init(&a, 5);
+    fg_fault_set_init(&b, 5);
+    add(&a, "connect, p 0.5: stall");
+    a.faults[0].draw_key = 42;
+    add(&b, "connect, p 0.5: reset");
+    b.faults[0].draw_key = 7;
+    add(&b, "connect, p 0.5: stall");
+    b.faults[1].draw_key = 42;
+    int fired = 0;
+    for (unsigned n = 1; n <= 64; n++) {
+        struct fg_fault_conn ca = conn(n), cb = conn(n);
+        int ia = fg_fault_set_match(&a, &ca, NULL, 0);
+        int ib = fg_fault_set_match(&b, &cb, NULL, 0); /* the other one draws first */
+        if (ib == 0)
+            ib = fg_fault_set_match(&b, &cb, NULL, 1);
+        ck_assert_int_eq(ia == 0, ib == 1);
+        fired += ia == 0;
+    }
+    ck_assert(fired > 0 && fired < 64);
+    fg_fault_set_free(&a);
+    fg_fault_set_free(&b);
+}
+END_TEST
+
+START_TEST(retire_and_compact)
+{
+    struct fg_fault_set fs;
+    fg_fault_set_init(&fs, 0);
+    add(&fs, "command EHLO: close");
+    add(&fs, "command MAIL: reset");
+    add(&fs, "command RCPT: stall");
+    struct fg_smtp_event ev = ev_cmd(FG_VERB_EHLO, "EHLO", 1);
+    struct fg_fault_conn c = conn(1);
+    ck_assert_int_eq(fg_fault_set_match(&fs, &c, &ev, 0), 0);
+    fs.faults[0].retired = 1;
+    struct fg_fault_conn c2 = conn(2);
+    ck_assert_int_eq(fg_fault_set_match(&fs, &c2, &ev, 0), -1);
+    int map[FG_FAULT_MAX];
+    fg_fault_set_compact(&fs, map);
+    ck_assert_int_eq((int)fs.n, 2);
+    ck_assert_int_eq(map[0], -1);
+    ck_assert_int_eq(map[1], 0);
+    ck_assert_int_eq(map[2], 1);
+    ck_assert_str_eq(fs.faults[0].spec, "command MAIL: reset");
+    ck_assert_int_eq((int)fs.nlog, 1);
+    ck_assert_int_eq((int)fs.log[0].fault, FG_FAULT_MAX); /* its fault is gone */
+    fg_fault_set_free(&fs);
+}
+END_TEST
+
 static Suite *fault_suite(void)
 {
     Suite *s = suite_create("fault");
@@ -587,6 +644,8 @@ static Suite *fault_suite(void)
     tcase_add_test(tc, parse_new_actions_triggers);
     tcase_add_test(tc, match_byte_after_starttls);
     tcase_add_test(tc, set_limit);
+    tcase_add_test(tc, keyed_draw_stable);
+    tcase_add_test(tc, retire_and_compact);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -37,11 +37,16 @@
 struct fg_api;
 
 struct fg_api_opts {
-    const char *host;           /* numeric address to bind */
-    int port;                   /* 0: ephemeral */
-    uint64_t seed;              /* every proxy's fault set */
-    struct fg_capture *capture; /* not owned; may be NULL; each proxy's ports join it */
-    FILE *log;                  /* decisions and API errors; may be NULL */
+    const char *host; /* numeric address to bind */
+    int port;         /* 0: ephemeral */
+    uint64_t seed;    /* every proxy's fault set */
+    /* With pcap_path, the capture opens when the first proxy starts (so
+     * that its filter never needs to be "every port") into *capture, which
+     * the caller closes once the loop has run the proxies' closing. */
+    const char *pcap_path;
+    enum fg_capture_mode capture_mode;
+    struct fg_capture **capture;
+    FILE *log; /* decisions and API errors; may be NULL */
 };
 
 int fg_api_new(uv_loop_t *loop, const struct fg_api_opts *o, struct fg_api **out, char *err,
