@@ -40,7 +40,8 @@ wait_for() {
 "$FG" fake-mta --listen 127.0.0.1:0 -q 2>"$tmp/mta.err" &
 pids+=($!)
 "$FG" proxy --api 127.0.0.1:0 --seed 1 2>"$tmp/api.err" &
-pids+=($!)
+api_pid=$!
+pids+=($api_pid)
 mta=$(wait_for "$tmp/mta.err" 'listening on [0-9.]+:[0-9]+')
 api=$(wait_for "$tmp/api.err" 'api listening on [0-9.]+:[0-9]+')
 A=http://127.0.0.1:$api
@@ -129,4 +130,9 @@ import json, sys
 d = [x for x in json.loads(sys.argv[1]) if x["toxic"] == "q197142"]
 assert len(d) == 1 and d[0]["trigger"].startswith("command EHLO") and d[0]["action"] == "close", d
 EOF
+# A clean exit on SIGTERM (a sanitizer's report would make it non-zero).
+kill -TERM "$api_pid"
+rc=0
+wait "$api_pid" || rc=$?
+[[ $rc == 0 ]] || fail "faultgate proxy --api exited $rc"
 echo "toxiproxy_curl: ok"
