@@ -856,7 +856,9 @@ int fg_api_new(uv_loop_t *loop, const struct fg_api_opts *o, struct fg_api **out
 {
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    /* epoll where there is one: the proxy's own connections may push the
+     * API's sockets past select's FD_SETSIZE. */
+    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG;
     if (uv_ip4_addr(o->host, o->port, (struct sockaddr_in *)&ss) != 0) {
         if (uv_ip6_addr(o->host, o->port, (struct sockaddr_in6 *)&ss) != 0) {
             fg_errf(err, errlen, FG_ESYNTAX, "--api wants a numeric address, not %s", o->host);
