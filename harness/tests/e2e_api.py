@@ -243,7 +243,7 @@ class Api(unittest.TestCase):
     def test_latency(self):
         got, base = self.roundtrip()
         self.assertEqual(got, b"ping\r\n")
-        self.assertLess(base, 0.15)
+        self.assertLess(base, 0.25)  # a loaded CI runner's margin
         self.tp.add_toxic("echo", "latency", {"latency": 300, "jitter": 0})
         got, t = self.roundtrip()
         self.assertEqual(got, b"ping\r\n")
@@ -256,7 +256,7 @@ class Api(unittest.TestCase):
         self.assertEqual(st, 204)
         self.tp.call("DELETE", "/proxies/echo/toxics/latency_upstream")
         got, t = self.roundtrip()
-        self.assertLess(t, 0.15)
+        self.assertLess(t, 0.25)
 
     def test_reset_peer(self):
         self.tp.add_toxic("echo", "reset_peer", {"timeout": 0})
@@ -337,7 +337,7 @@ class Api(unittest.TestCase):
         n = 10000
         got, base = self.roundtrip(b"c" * n)
         self.assertEqual(len(got), n)
-        self.assertLess(base, 0.3)
+        self.assertLess(base, 0.6)
         self.tp.add_toxic("echo", "bandwidth", {"rate": 10})  # KB/s
         got, t = self.roundtrip(b"c" * n)
         self.assertEqual(len(got), n)
