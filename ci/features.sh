@@ -52,12 +52,13 @@ fuzz_links() {
 need meson "meson" meson --version
 need ninja-build "ninja" ninja --version
 need pkg-config "pkg-config" pkg-config --version
-libs="libuv libpcap yaml-0.1 jansson libssl libcrypto"
+libs="libuv libpcap yaml-0.1 jansson libssl libcrypto libmicrohttpd"
 [ "${1:-}" = "--build-only" ] || libs="$libs check"
 for lib in $libs; do
     case $lib in
     libuv) pkg=libuv1-dev ;; libpcap) pkg=libpcap-dev ;; yaml-0.1) pkg=libyaml-dev ;;
     jansson) pkg=libjansson-dev ;; libssl | libcrypto) pkg=libssl-dev ;; check) pkg=check ;;
+    libmicrohttpd) pkg=libmicrohttpd-dev ;;
     esac
     need "$pkg" "the $lib development files" pkg-config --exists "$lib"
 done
@@ -83,6 +84,7 @@ need_out libnet-ssleay-perl "swaks' STARTTLS (Perl's Net::SSLeay)" '^=== TLS sup
 need openssl "openssl" openssl version
 need socat "socat" socat -V
 need haproxy "haproxy" haproxy -v
+need curl "curl (ci/toxiproxy_curl.sh, ci/bench's API rows)" curl --version
 need time "/usr/bin/time" test -x /usr/bin/time
 # the real MTAs under test (ci/real-mtas.sh unpacks them; these run them)
 need util-linux "unshare (OpenSMTPD's private queue)" unshare --version
