@@ -380,7 +380,7 @@ static int cmd_proxy(int argc, char **argv)
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const char *api = NULL;
-    int api_remote = 0, threads_set = 0;
+    int api_remote = 0, threads_set = 0, api_x400 = 0;
     /* X.400: harness/cmd_x400_proxy.c */
     switch (fg_cmd_proxy_protocol(argc, argv)) {
     case 1: {
@@ -472,7 +472,9 @@ static int cmd_proxy(int argc, char **argv)
             keylog_path = optarg;
             break;
         case 'P':
-            break; /* smtp; x400 was handed over above */
+            api_x400 = strcmp(optarg, "smtp") != 0; /* x400 was handed over above, but not
+                                                       past an --api before it */
+            break;
         case 'h':
             free(specs);
             fputs(usage_proxy, stdout);
@@ -486,7 +488,7 @@ static int cmd_proxy(int argc, char **argv)
         /* The API creates the proxies: each one single-threaded, its
          * faults the toxics added through the API. */
         int extra = listen || upstream || scenario || nspecs || tls >= 0 || threads_set || ca_out ||
-                    keylog_path;
+                    keylog_path || api_x400;
         free(specs);
         if (extra)
             return bad_usage("proxy",
