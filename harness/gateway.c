@@ -23,6 +23,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -772,6 +774,65 @@ void fg_gateway_free(struct fg_gateway *g)
     close_handle(g, (uv_handle_t *)&g->probe, &g->probe_open);
     close_handle(g, (uv_handle_t *)&g->proc, &g->proc_open);
     maybe_free(g);
+}
+
+/* --- the version command ------------------------------------------------ */
+
+#define VERSION_TIMEOUT_MS 5000
+
+char *fg_gateway_version(const struct fg_profile *p, const struct fg_gateway_vars *v)
+{
+    if (!p->nversion)
+        return NULL;
+    char err[FG_ERRBUF_SIZE];
+    char **argv = fg_calloc(p->nversion + 1, sizeof(char *));
+    int rc = 0;
+    for (size_t i = 0; i < p->nversion && rc == 0; i++)
+        rc = fg_placeholder_fill(p->version_argv[i], v, &argv[i], err, sizeof(err));
+    int fds[2] = {-1, -1};
+    char line[256] = "";
+    if (rc == 0 && pipe2(fds, O_CLOEXEC) == 0) {
+        /* Its own argv, exec'd as it is: no value of a placeholder ever
+         * reaches a shell.  Its own process group, so that a version
+         * command that forks is killed whole at the deadline. */
+        posix_spawn_file_actions_t fa;
+        posix_spawnattr_t at;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+        posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+        posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
+        posix_spawnattr_init(&at);
+        posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP);
+        posix_spawnattr_setpgroup(&at, 0);
+        pid_t pid;
+        int sp = posix_spawnp(&pid, argv[0], &fa, &at, argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        posix_spawnattr_destroy(&at);
+        close(fds[1]);
+        if (sp == 0) {
+            size_t len = 0;
+            uint64_t deadline = fg_now_ms() + VERSION_TIMEOUT_MS;
+            while (len < sizeof(line) - 1 && !memchr(line, '\n', len)) {
+                uint64_t now = fg_now_ms();
+                struct pollfd pf = {.fd = fds[0], .events = POLLIN};
+                if (now >= deadline || poll(&pf, 1, (int)(deadline - now)) <= 0)
+                    break;
+                ssize_t n = read(fds[0], line + len, sizeof(line) - 1 - len);
+                if (n <= 0)
+                    break;
+                len += (size_t)n;
+                line[len] = '\0';
+            }
+            /* The first line is all it is asked for. */
+            kill(-pid, SIGKILL);
+            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+        }
+        close(fds[0]);
+    }
+    strv_free(argv, p->nversion);
+    line[strcspn(line, "\r\n")] = '\0';
+    return line[0] ? fg_strdup(line) : NULL;
 }
 
 /* Bind a loopback TCP socket to port (0: the kernel picks) without

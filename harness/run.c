@@ -665,31 +665,6 @@ static void meta_from_run(struct scen_run *r)
     m->end_us = fg_wall_us();
 }
 
-static char *gateway_version(const struct fg_profile *p, const struct fg_gateway_vars *v)
-{
-    if (!p->version_cmd)
-        return NULL;
-    char *cmd = NULL;
-    char err[FG_ERRBUF_SIZE];
-    if (fg_placeholder_fill(p->version_cmd, v, &cmd, err, sizeof(err)) < 0)
-        return NULL;
-    /* A short, bounded command: the version line only.  timeout(1) keeps a
-     * gateway that does not know --version from hanging the run. */
-    char *full = fg_asprintf("timeout 5 %s 2>&1", cmd);
-    free(cmd);
-    FILE *f = popen(full, "r");
-    free(full);
-    if (!f)
-        return NULL;
-    char line[256] = "";
-    char *got = fgets(line, sizeof(line), f);
-    pclose(f);
-    if (!got)
-        return NULL;
-    line[strcspn(line, "\r\n")] = '\0';
-    return line[0] ? fg_strdup(line) : NULL;
-}
-
 /* abs_dir_of - the absolute directory of path, for {profile_dir}: the
  * gateway runs in its work directory, so relative paths would break. */
 static char *abs_dir_of(const char *path)
@@ -992,7 +967,7 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o, struct fg
                                 .workdir = r.workdir,
                                 .bindir = o->bindir,
                                 .profile_dir = r.profile_dir};
-    m->gateway_version = gateway_version(prof, &v);
+    m->gateway_version = fg_gateway_version(prof, &v);
     /* The expectations measure from events a little after the injection
      * starts (the acceptance of a message, a stall): keep watching a while
      * past the longest window so the trace covers every window whole. */
