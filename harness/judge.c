@@ -123,8 +123,12 @@ void fg_judge_keys(const struct fg_scenario *sc, struct fg_meta *meta, const cha
     if (rc != 0) {
         res->tl = NULL;
         res->verdict = FG_V_ERROR;
-        res->error = fg_asprintf("%s: %s", pcap_path ? pcap_path : "(no trace)",
-                                 err[0] ? err : fg_strerror(rc));
+        /* The trace reader's messages name the file already. */
+        if (pcap_path && err[0] && strncmp(err, pcap_path, strlen(pcap_path)) == 0)
+            res->error = fg_strdup(err);
+        else
+            res->error = fg_asprintf("%s: %s", pcap_path ? pcap_path : "(no trace)",
+                                     err[0] ? err : fg_strerror(rc));
     } else {
         struct fg_judge_ctx ctx = {sc, meta, res->tl, pcap_path};
         size_t n = sc ? sc->nexpects : 0;

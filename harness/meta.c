@@ -325,7 +325,13 @@ int fg_meta_read(const char *path, struct fg_meta **out, char *err, size_t errle
 {
     *out = NULL;
     json_error_t je;
-    json_t *o = json_load_file(path, 0, &je);
+    char *text;
+    size_t len;
+    int frc = fg_file_read(path, (uint64_t)64 << 20, &text, &len, err, errlen);
+    if (frc < 0)
+        return frc;
+    json_t *o = json_loadb(text, len, 0, &je);
+    free(text);
     if (!o)
         return fg_errf(err, errlen, FG_EINPUT, "%s:%d:%d: %s", path, je.line, je.column, je.text);
     struct rd r = {path, err, errlen};

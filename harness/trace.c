@@ -921,6 +921,14 @@ int fg_trace_read(const char *path, const struct fg_trace_cbs *cbs, void *ud,
     if (err && errlen)
         err[0] = '\0';
 
+    if (strcmp(path, "-") != 0) {
+        /* A FIFO or a device would hang or never end: regular files only
+         * (standard input, "-", is the way to stream one). */
+        FILE *probe;
+        if (fg_file_open(path, 0, &probe, err, errlen) < 0)
+            return FG_ETRACE;
+        fclose(probe);
+    }
     struct reader r;
     memset(&r, 0, sizeof(r));
     r.cbs = cbs ? cbs : &nocbs;
