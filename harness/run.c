@@ -42,6 +42,7 @@
 #include "faultgate/annotate.h"
 #include "faultgate/judge.h"
 #include "faultgate/meta.h"
+#include "faultgate/outdir.h"
 #include "faultgate/profile.h"
 #include "faultgate/progress.h"
 #include "faultgate/proxy.h"
@@ -856,9 +857,9 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o, struct fg
             r.want_busy = 1;
 
     char err[FG_ERRBUF_SIZE] = "";
-    int rc = fg_mkdir_p(r.workdir);
+    int rc = fg_outdir_fresh(r.workdir, err, sizeof err);
     if (rc < 0) {
-        set_error(&r, rc, "cannot create the work directory: %s", NULL);
+        set_error(&r, rc, "%s", err);
         goto judge;
     }
 
@@ -1770,13 +1771,15 @@ int fg_run_main(const struct fg_run_opts *o)
         }
         scs[nsc++] = sc;
     }
+    /* Said below, before anything starts. */
+    rc = fg_scenario_ids_check(scs, nsc, err, sizeof err);
 
     char run_id[64];
     make_run_id(run_id, sizeof(run_id));
     char *out_dir = o->out_dir ? fg_strdup(o->out_dir) : fg_asprintf("reports/runs/%s", run_id);
-    rc = fg_mkdir_p(out_dir);
-    if (rc < 0) {
-        fprintf(stderr, "faultgate: cannot create %s: %s\n", out_dir, fg_strerror(rc));
+    struct fg_outdir *lock = NULL;
+    if (rc < 0 || (rc = fg_outdir_lock(out_dir, &lock, err, sizeof err)) < 0) {
+        fprintf(stderr, "faultgate: %s\n", err);
         free(out_dir);
         goto out;
     }
@@ -1884,6 +1887,7 @@ int fg_run_main(const struct fg_run_opts *o)
     free(s.done);
     free(s.text);
     free(s.w);
+    fg_outdir_unlock(lock);
     free(out_dir);
     free(bindir_own);
 out:
