@@ -53,8 +53,8 @@ static int check_dir(const char *path, int missing_ok, char *err, size_t errlen)
     }
     if (!S_ISDIR(sb.st_mode))
         return fg_errf(err, errlen, FG_EINPUT,
-                       "%s is %s, not a directory: refusing to write the run's output there",
-                       path, kind_of(sb.st_mode));
+                       "%s is %s, not a directory: refusing to write the run's output there", path,
+                       kind_of(sb.st_mode));
     return 0;
 }
 
