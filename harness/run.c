@@ -462,13 +462,24 @@ static void inject_done(struct fg_injector *inj, void *ud)
 static void gw_ready(struct fg_gateway *g, int status, void *ud)
 {
     struct scen_run *r = ud;
-    (void)g;
     r->gw_ready_status = status;
     if (status < 0) {
         char detail[FG_ERRBUF_SIZE];
-        snprintf(detail, sizeof(detail),
-                 "gateway did not become ready within %.1f s (its output: %s/gateway.log)",
-                 (double)r->prof->ready_timeout_ms / 1000.0, r->workdir);
+        if (fg_gateway_pid(g) > 0 && !fg_gateway_running(g)) {
+            /* It died: that, not a timeout, is the cause. */
+            char *last = log_last_line(r->workdir, "gateway.log");
+            int sig = fg_gateway_term_signal(g);
+            snprintf(detail, sizeof(detail),
+                     "the gateway exited before it was ready (%s %d); its last output: %s%s%s "
+                     "(all of it: %s/gateway.log)",
+                     sig ? "killed by signal" : "exit status",
+                     sig ? sig : (int)fg_gateway_exit_status(g), last ? "\"" : "",
+                     last ? last : "none", last ? "\"" : "", r->workdir);
+            free(last);
+        } else
+            snprintf(detail, sizeof(detail),
+                     "gateway did not become ready within %.1f s (its output: %s/gateway.log)",
+                     (double)r->prof->ready_timeout_ms / 1000.0, r->workdir);
         set_error(r, status, "%s", detail);
         stop_gateway(r);
         return;
