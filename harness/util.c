@@ -404,3 +404,29 @@ int fg_file_read(const char *path, uint64_t max_bytes, char **out, size_t *len, 
     *len = n;
     return 0;
 }
+
+int fg_file_write(const char *path, const char *data, size_t len, char *err, size_t errlen)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        int e = -errno;
+        return fg_errf(err, errlen, e, "%s: %s", path, strerror(-e));
+    }
+    int rc = 0;
+    while (len > 0) {
+        ssize_t w = write(fd, data, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            rc = w < 0 ? -errno : -ENOSPC;
+            break;
+        }
+        data += w;
+        len -= (size_t)w;
+    }
+    if (close(fd) != 0 && rc == 0)
+        rc = -errno;
+    if (rc < 0)
+        return fg_errf(err, errlen, rc, "%s: %s", path, strerror(-rc));
+    return 0;
+}

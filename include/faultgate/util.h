@@ -71,6 +71,9 @@ int fg_mkdir_p(const char *dir);
 int fg_file_open(const char *path, uint64_t max_bytes, FILE **out, char *err, size_t errlen);
 int fg_file_read(const char *path, uint64_t max_bytes, char **out, size_t *len, char *err,
                  size_t errlen);
+/* fg_file_write - path replaced by len octets of data; the error names the
+ * path and the real cause (a full disk says so). */
+int fg_file_write(const char *path, const char *data, size_t len, char *err, size_t errlen);
 
 /* fg_rng - splitmix64: one seeded generator per run, so that the same seed
  * gives the same decisions. */
