@@ -1321,6 +1321,15 @@ static int write_reports(struct sched *s, int final)
     return rc;
 }
 
+static void quiet_error(json_t *r)
+{
+    const char *v = json_string_value(json_object_get(r, "verdict"));
+    const char *e = json_string_value(json_object_get(r, "error"));
+    if (v && strcmp(v, "error") == 0)
+        fprintf(stderr, "faultgate: %s: %s\n", json_string_value(json_object_get(r, "id")),
+                e ? e : "error");
+}
+
 static void print_ready(struct sched *s, int all)
 {
     for (; s->next_print < s->nsc; s->next_print++) {
@@ -1333,6 +1342,8 @@ static void print_ready(struct sched *s, int all)
             fg_progress_end(s->prog);
             fputs(s->text[s->next_print], stdout);
             fflush(stdout);
+        } else {
+            quiet_error(s->done[s->next_print]); /* -q still says what went wrong */
         }
     }
 }
