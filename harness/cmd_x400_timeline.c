@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "faultgate/error.h"
+#include "faultgate/trace.h"
 #include "faultgate/util.h"
 #include "faultgate/x400_timeline.h"
 
@@ -71,6 +72,12 @@ int fg_cmd_x400_timeline(int argc, char **argv)
             fprintf(stderr, "faultgate x400-timeline: %s\n", err);
         else
             fprintf(stderr, "faultgate x400-timeline: %s: %s\n", pcap, fg_strerror(rc));
+        return 2;
+    }
+    char why[FG_ERRBUF_SIZE];
+    if (fg_trace_sufficient(pcap, &tl->stats, err, why, sizeof why) < 0) {
+        fprintf(stderr, "faultgate x400-timeline: %s\n", why);
+        fg_x400_timeline_free(tl);
         return 2;
     }
     if (json)

@@ -906,9 +906,11 @@ static struct lrow *lrow_get(struct lcheck *lc, const char *token)
 /* Read the ledger's "message" lines (JSON lines, fakes/mta.c). */
 static int ledger_read(struct lcheck *lc)
 {
-    FILE *f = fopen(lc->path, "r");
-    if (!f) {
-        lc->problem = fg_asprintf("%s: %s", lc->path, strerror(errno));
+    FILE *f;
+    char why[FG_ERRBUF_SIZE];
+    /* A regular file only (a FIFO would hang the judge), of at most 1 GiB. */
+    if (fg_file_open(lc->path, (uint64_t)1 << 30, &f, why, sizeof why) < 0) {
+        lc->problem = fg_strdup(why);
         return -1;
     }
     char *line = NULL;

@@ -23,6 +23,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -65,6 +67,17 @@ struct fg_gateway {
     int64_t exit_status;
     int term_signal;
     int freeing; /* fg_gateway_free called: free on the last close */
+
+    /* The gateway's stdout and stderr come through a pipe into gateway.log,
+     * capped: the first LOG_HEAD octets, then only the last LOG_TAIL are
+     * kept (in ring) and written after a line saying how many were left
+     * out, so that a gateway writing without end cannot fill the disk. */
+    uv_pipe_t out;
+    int out_open;
+    int logfd;
+    uint64_t logged, omitted;
+    char *ring;
+    size_t ring_start, ring_len;
 
     int port;
     int banner;     /* ready on a 220 greeting, not on a connect */
@@ -189,12 +202,113 @@ int fg_placeholder_fill_text(const char *s, const struct fg_gateway_vars *v, cha
     return fill(s, v, 1, out, err, errlen);
 }
 
+/* --- the capped log -------------------------------------------------------- */
+
+#define LOG_HEAD ((uint64_t)4 << 20)
+#define LOG_TAIL ((size_t)4 << 20)
+
+static void log_write(struct fg_gateway *g, const char *b, size_t n)
+{
+    while (n > 0 && g->logfd >= 0) {
+        ssize_t w = write(g->logfd, b, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return; /* a full disk loses log lines, never the run */
+        b += w;
+        n -= (size_t)w;
+    }
+}
+
+static void log_take(struct fg_gateway *g, const char *b, size_t n)
+{
+    if (g->logged < LOG_HEAD) {
+        size_t k = LOG_HEAD - g->logged < n ? (size_t)(LOG_HEAD - g->logged) : n;
+        log_write(g, b, k);
+        g->logged += k;
+        b += k;
+        n -= k;
+    }
+    if (!n)
+        return;
+    if (!g->ring)
+        g->ring = fg_malloc(LOG_TAIL);
+    if (n >= LOG_TAIL) {
+        g->omitted += g->ring_len + (n - LOG_TAIL);
+        b += n - LOG_TAIL;
+        n = LOG_TAIL;
+        g->ring_start = 0;
+        g->ring_len = 0;
+    }
+    size_t over = g->ring_len + n > LOG_TAIL ? g->ring_len + n - LOG_TAIL : 0;
+    g->ring_start = (g->ring_start + over) % LOG_TAIL;
+    g->ring_len -= over;
+    g->omitted += over;
+    for (size_t i = 0; i < n; i++)
+        g->ring[(g->ring_start + g->ring_len + i) % LOG_TAIL] = b[i];
+    g->ring_len += n;
+}
+
+/* The kept tail goes to the file (at an exit and at the end). */
+static void log_flush(struct fg_gateway *g)
+{
+    if (g->omitted) {
+        char line[160];
+        int k = snprintf(line, sizeof line,
+                         "\n[faultgate: %llu octets of the gateway's output left out here; the "
+                         "first %llu and the last %zu are kept]\n",
+                         (unsigned long long)g->omitted, (unsigned long long)LOG_HEAD, LOG_TAIL);
+        log_write(g, line, (size_t)k);
+        g->omitted = 0;
+    }
+    size_t first = LOG_TAIL - g->ring_start < g->ring_len ? LOG_TAIL - g->ring_start : g->ring_len;
+    if (g->ring_len) {
+        log_write(g, g->ring + g->ring_start, first);
+        log_write(g, g->ring, g->ring_len - first);
+    }
+    g->ring_start = g->ring_len = 0;
+}
+
+/* What the pipe holds now, without waiting: a process that exited has
+ * put all it wrote there. */
+static void log_drain(struct fg_gateway *g)
+{
+    uv_os_fd_t fd;
+    if (!g->out_open || uv_fileno((uv_handle_t *)&g->out, &fd) != 0)
+        return;
+    char buf[65536];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0)
+        log_take(g, buf, (size_t)n);
+}
+
+static void on_out_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    static char space[65536]; /* one loop thread; consumed before the next read */
+    (void)h;
+    *buf = uv_buf_init(space, sizeof space);
+}
+
+static void on_out_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+    struct fg_gateway *g = st->data;
+    if (n > 0)
+        log_take(g, buf->base, (size_t)n);
+    else if (n < 0)
+        uv_read_stop(st); /* EOF: every writer is gone */
+}
+
 /* --- handles -------------------------------------------------------------- */
 
 static void maybe_free(struct fg_gateway *g)
 {
     if (g->freeing && g->nopen == 0) {
         free(g->pidfile);
+        log_flush(g);
+        if (g->logfd >= 0)
+            close(g->logfd);
+        free(g->ring);
         free(g);
     }
 }
@@ -374,6 +488,9 @@ static int group_gone(struct fg_gateway *g)
 static void finish_stop(struct fg_gateway *g)
 {
     g->state = GW_STOPPED;
+    log_drain(g);
+    log_flush(g);
+    close_handle(g, (uv_handle_t *)&g->out, &g->out_open);
     close_handle(g, (uv_handle_t *)&g->timer, &g->timer_open);
     close_handle(g, (uv_handle_t *)&g->probe, &g->probe_open);
     close_handle(g, (uv_handle_t *)&g->proc, &g->proc_open);
@@ -402,6 +519,9 @@ static void on_proc_exit(uv_process_t *p, int64_t exit_status, int term_signal)
     g->exited = 1;
     g->exit_status = exit_status;
     g->term_signal = term_signal;
+    /* Its last words are in the log before anyone reads them. */
+    log_drain(g);
+    log_flush(g);
     /* It died before it listened, unless it daemonized: then the daemon
      * has until the ready timeout. */
     if (g->state == GW_STARTING && !daemonized(g))
@@ -618,9 +738,14 @@ int fg_gateway_start(uv_loop_t *loop, const struct fg_profile *p, const struct f
     char *logpath = fg_asprintf("%s/gateway.log", v->workdir);
     int logfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (logfd < 0 || nullfd < 0) {
+    int pfd[2] = {-1, -1};
+    if (logfd < 0 || nullfd < 0 || pipe2(pfd, O_CLOEXEC) != 0) {
         rc = -errno;
-        fg_errf(err, errlen, rc, "%s: %s", logfd < 0 ? logpath : "/dev/null", strerror(-rc));
+        fg_errf(err, errlen, rc, "%s: %s",
+                logfd < 0    ? logpath
+                : nullfd < 0 ? "/dev/null"
+                             : "the gateway's output pipe",
+                strerror(-rc));
         if (logfd >= 0)
             close(logfd);
         if (nullfd >= 0)
@@ -638,6 +763,11 @@ int fg_gateway_start(uv_loop_t *loop, const struct fg_profile *p, const struct f
 
     struct fg_gateway *g = fg_calloc(1, sizeof(*g));
     g->loop = loop;
+    g->logfd = logfd;
+    uv_pipe_init(loop, &g->out, 0);
+    g->out.data = g;
+    g->out_open = 1;
+    g->nopen++;
     g->port = v->gateway_port;
     g->banner = p->ready_banner;
     g->pidfile = pidfile;
@@ -648,8 +778,8 @@ int fg_gateway_start(uv_loop_t *loop, const struct fg_profile *p, const struct f
 
     uv_stdio_container_t stdio[3] = {
         {.flags = UV_INHERIT_FD, .data.fd = nullfd},
-        {.flags = UV_INHERIT_FD, .data.fd = logfd},
-        {.flags = UV_INHERIT_FD, .data.fd = logfd},
+        {.flags = UV_INHERIT_FD, .data.fd = pfd[1]},
+        {.flags = UV_INHERIT_FD, .data.fd = pfd[1]},
     };
     uv_process_options_t opts = {
         .exit_cb = on_proc_exit,
@@ -663,9 +793,13 @@ int fg_gateway_start(uv_loop_t *loop, const struct fg_profile *p, const struct f
     };
     rc = uv_spawn(loop, &g->proc, &opts);
     g->proc.data = g;
-    close(logfd);
+    close(pfd[1]);
     close(nullfd);
     free(logpath);
+    if (uv_pipe_open(&g->out, pfd[0]) == 0)
+        uv_read_start((uv_stream_t *)&g->out, on_out_alloc, on_out_read);
+    else
+        close(pfd[0]);
     /* The process handle is initialized even when the spawn fails, so it
      * is closed either way. */
     g->proc_open = 1;
@@ -675,6 +809,7 @@ int fg_gateway_start(uv_loop_t *loop, const struct fg_profile *p, const struct f
         strv_free(argv, p->nargv);
         strv_free(env, ne);
         g->freeing = 1;
+        close_handle(g, (uv_handle_t *)&g->out, &g->out_open);
         close_handle(g, (uv_handle_t *)&g->proc, &g->proc_open);
         return rc;
     }
@@ -770,8 +905,69 @@ void fg_gateway_free(struct fg_gateway *g)
         uv_timer_stop(&g->timer);
     close_handle(g, (uv_handle_t *)&g->timer, &g->timer_open);
     close_handle(g, (uv_handle_t *)&g->probe, &g->probe_open);
+    log_drain(g);
+    close_handle(g, (uv_handle_t *)&g->out, &g->out_open);
     close_handle(g, (uv_handle_t *)&g->proc, &g->proc_open);
     maybe_free(g);
+}
+
+/* --- the version command ------------------------------------------------ */
+
+#define VERSION_TIMEOUT_MS 5000
+
+char *fg_gateway_version(const struct fg_profile *p, const struct fg_gateway_vars *v)
+{
+    if (!p->nversion)
+        return NULL;
+    char err[FG_ERRBUF_SIZE];
+    char **argv = fg_calloc(p->nversion + 1, sizeof(char *));
+    int rc = 0;
+    for (size_t i = 0; i < p->nversion && rc == 0; i++)
+        rc = fg_placeholder_fill(p->version_argv[i], v, &argv[i], err, sizeof(err));
+    int fds[2] = {-1, -1};
+    char line[256] = "";
+    if (rc == 0 && pipe2(fds, O_CLOEXEC) == 0) {
+        /* Its own argv, exec'd as it is: no value of a placeholder ever
+         * reaches a shell.  Its own process group, so that a version
+         * command that forks is killed whole at the deadline. */
+        posix_spawn_file_actions_t fa;
+        posix_spawnattr_t at;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+        posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+        posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
+        posix_spawnattr_init(&at);
+        posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP);
+        posix_spawnattr_setpgroup(&at, 0);
+        pid_t pid;
+        int sp = posix_spawnp(&pid, argv[0], &fa, &at, argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        posix_spawnattr_destroy(&at);
+        close(fds[1]);
+        if (sp == 0) {
+            size_t len = 0;
+            uint64_t deadline = fg_now_ms() + VERSION_TIMEOUT_MS;
+            while (len < sizeof(line) - 1 && !memchr(line, '\n', len)) {
+                uint64_t now = fg_now_ms();
+                struct pollfd pf = {.fd = fds[0], .events = POLLIN};
+                if (now >= deadline || poll(&pf, 1, (int)(deadline - now)) <= 0)
+                    break;
+                ssize_t n = read(fds[0], line + len, sizeof(line) - 1 - len);
+                if (n <= 0)
+                    break;
+                len += (size_t)n;
+                line[len] = '\0';
+            }
+            /* The first line is all it is asked for. */
+            kill(-pid, SIGKILL);
+            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+        }
+        close(fds[0]);
+    }
+    strv_free(argv, p->nversion);
+    line[strcspn(line, "\r\n")] = '\0';
+    return line[0] ? fg_strdup(line) : NULL;
 }
 
 /* Bind a loopback TCP socket to port (0: the kernel picks) without

@@ -13,6 +13,7 @@
 #include "faultgate/error.h"
 #include "faultgate/judge.h"
 #include "faultgate/tls_decrypt.h"
+#include "faultgate/trace.h"
 #include "faultgate/util.h"
 
 static char **strv_dup(char *const *v, size_t n)
@@ -108,11 +109,26 @@ void fg_judge_keys(const struct fg_scenario *sc, struct fg_meta *meta, const cha
     rc = pcap_path ? fg_timeline_build_keys(pcap_path, ports, np, kl, &res->tl, err, sizeof err)
                    : FG_EINPUT;
     fg_keylog_free(kl);
+    if (rc == 0) {
+        char why[FG_ERRBUF_SIZE];
+        rc = fg_trace_sufficient(pcap_path, &res->tl->stats, err, why, sizeof why);
+        if (rc) {
+            fg_timeline_free(res->tl);
+            res->tl = NULL;
+            res->verdict = FG_V_ERROR;
+            res->error = fg_strdup(why);
+            goto done;
+        }
+    }
     if (rc != 0) {
         res->tl = NULL;
         res->verdict = FG_V_ERROR;
-        res->error = fg_asprintf("%s: %s", pcap_path ? pcap_path : "(no trace)",
-                                 err[0] ? err : fg_strerror(rc));
+        /* The trace reader's messages name the file already. */
+        if (pcap_path && err[0] && strncmp(err, pcap_path, strlen(pcap_path)) == 0)
+            res->error = fg_strdup(err);
+        else
+            res->error = fg_asprintf("%s: %s", pcap_path ? pcap_path : "(no trace)",
+                                     err[0] ? err : fg_strerror(rc));
     } else {
         struct fg_judge_ctx ctx = {sc, meta, res->tl, pcap_path};
         size_t n = sc ? sc->nexpects : 0;

@@ -117,10 +117,15 @@ int fg_meta_write(const char *path, const struct fg_meta *m, char *err, size_t e
         json_object_set_new(o, "clients", ca);
     }
 
-    int rc = json_dump_file(o, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(o);
-    if (rc != 0)
-        return fg_errf(err, errlen, FG_EINPUT, "%s: cannot write the run metadata", path);
+    if (!text)
+        return fg_errf(err, errlen, FG_EINPUT, "%s: cannot encode the run metadata", path);
+    char why[FG_ERRBUF_SIZE];
+    int rc = fg_file_write(path, text, strlen(text), why, sizeof why);
+    free(text);
+    if (rc < 0)
+        return fg_errf(err, errlen, rc, "cannot write the run metadata: %s", why);
     return 0;
 }
 
@@ -325,7 +330,13 @@ int fg_meta_read(const char *path, struct fg_meta **out, char *err, size_t errle
 {
     *out = NULL;
     json_error_t je;
-    json_t *o = json_load_file(path, 0, &je);
+    char *text;
+    size_t len;
+    int frc = fg_file_read(path, (uint64_t)64 << 20, &text, &len, err, errlen);
+    if (frc < 0)
+        return frc;
+    json_t *o = json_loadb(text, len, 0, &je);
+    free(text);
     if (!o)
         return fg_errf(err, errlen, FG_EINPUT, "%s:%d:%d: %s", path, je.line, je.column, je.text);
     struct rd r = {path, err, errlen};

@@ -423,8 +423,10 @@ static void conn_abort(struct conn *c, int bad_side)
     if (c->dead)
         return;
     fg_capture_conn_rst(c->s[bad_side].sc, FROM(bad_side));
-    c->s[bad_side].closed = 1;
-    uv_close((uv_handle_t *)&c->s[bad_side].tcp, conn_handle_closed);
+    if (!c->s[bad_side].closed) {
+        c->s[bad_side].closed = 1;
+        uv_close((uv_handle_t *)&c->s[bad_side].tcp, conn_handle_closed);
+    }
     int other = 1 - bad_side;
     if (!c->s[other].closed && (other == CLI || c->connected))
         side_close(c, other, 1);
@@ -1327,7 +1329,13 @@ static void tls_switch(struct conn *c)
         struct flow *f = &c->f[d];
         for (struct chunk *ch = f->head; ch && !c->dead; ch = ch->next) {
             size_t n = ch->len - ch->off;
+            /* A write error ends the connection and frees the queue. */
+            ch->refs++;
             forward(c, d, ch, ch->off, n);
+            int alive = !c->dead;
+            chunk_unref(ch);
+            if (!alive)
+                return;
             f->off += n;
             f->held -= n;
             ch->off = ch->len;
@@ -1440,6 +1448,11 @@ static void pump(struct conn *c, int d)
 
         size_t n = budget;
         c->hit = -1;
+        /* Forwarding may end the connection (a write error aborts it) and
+         * an action may drop the queue (close, reset, a TLS failure): pump
+         * holds its own reference to ch until ch's accounting is done. */
+        size_t before = ch->off;
+        ch->refs++;
         if (f->noparse) {
             /* Already parsed before a shaping action held it. */
             if (n > f->noparse)
@@ -1453,22 +1466,16 @@ static void pump(struct conn *c, int d)
             forward(c, d, ch, ch->off, n);
             ch->off += n;
             f->off += n;
-            f->held -= n;
         } else {
-            /* The action may drop the queue (close, reset): keep ch alive
-             * to account for what it consumed. */
-            size_t before = ch->off;
-            ch->refs++;
             apply(c, d, ch, n, c->hit);
-            size_t used = ch->off - before;
-            int still_queued = !c->dead && f->head == ch;
-            chunk_unref(ch);
-            if (still_queued)
-                f->held -= used;
-            n = used;
         }
+        n = ch->off - before;
+        int still_queued = !c->dead && f->head == ch;
+        chunk_unref(ch);
         if (c->dead)
             return;
+        if (still_queued)
+            f->held -= n; /* else the queue, ch with it, was dropped */
         if (f->rate)
             f->tokens -= n < f->tokens ? n : f->tokens;
         if (f->limit_left != UINT64_MAX) {

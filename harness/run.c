@@ -42,6 +42,7 @@
 #include "faultgate/annotate.h"
 #include "faultgate/judge.h"
 #include "faultgate/meta.h"
+#include "faultgate/outdir.h"
 #include "faultgate/profile.h"
 #include "faultgate/progress.h"
 #include "faultgate/proxy.h"
@@ -461,13 +462,24 @@ static void inject_done(struct fg_injector *inj, void *ud)
 static void gw_ready(struct fg_gateway *g, int status, void *ud)
 {
     struct scen_run *r = ud;
-    (void)g;
     r->gw_ready_status = status;
     if (status < 0) {
         char detail[FG_ERRBUF_SIZE];
-        snprintf(detail, sizeof(detail),
-                 "gateway did not become ready within %.1f s (its output: %s/gateway.log)",
-                 (double)r->prof->ready_timeout_ms / 1000.0, r->workdir);
+        if (fg_gateway_pid(g) > 0 && !fg_gateway_running(g)) {
+            /* It died: that, not a timeout, is the cause. */
+            char *last = log_last_line(r->workdir, "gateway.log");
+            int sig = fg_gateway_term_signal(g);
+            snprintf(detail, sizeof(detail),
+                     "the gateway exited before it was ready (%s %d); its last output: %s%s%s "
+                     "(all of it: %s/gateway.log)",
+                     sig ? "killed by signal" : "exit status",
+                     sig ? sig : (int)fg_gateway_exit_status(g), last ? "\"" : "",
+                     last ? last : "none", last ? "\"" : "", r->workdir);
+            free(last);
+        } else
+            snprintf(detail, sizeof(detail),
+                     "gateway did not become ready within %.1f s (its output: %s/gateway.log)",
+                     (double)r->prof->ready_timeout_ms / 1000.0, r->workdir);
         set_error(r, status, "%s", detail);
         stop_gateway(r);
         return;
@@ -665,31 +677,6 @@ static void meta_from_run(struct scen_run *r)
     m->end_us = fg_wall_us();
 }
 
-static char *gateway_version(const struct fg_profile *p, const struct fg_gateway_vars *v)
-{
-    if (!p->version_cmd)
-        return NULL;
-    char *cmd = NULL;
-    char err[FG_ERRBUF_SIZE];
-    if (fg_placeholder_fill(p->version_cmd, v, &cmd, err, sizeof(err)) < 0)
-        return NULL;
-    /* A short, bounded command: the version line only.  timeout(1) keeps a
-     * gateway that does not know --version from hanging the run. */
-    char *full = fg_asprintf("timeout 5 %s 2>&1", cmd);
-    free(cmd);
-    FILE *f = popen(full, "r");
-    free(full);
-    if (!f)
-        return NULL;
-    char line[256] = "";
-    char *got = fgets(line, sizeof(line), f);
-    pclose(f);
-    if (!got)
-        return NULL;
-    line[strcspn(line, "\r\n")] = '\0';
-    return line[0] ? fg_strdup(line) : NULL;
-}
-
 /* abs_dir_of - the absolute directory of path, for {profile_dir}: the
  * gateway runs in its work directory, so relative paths would break. */
 static char *abs_dir_of(const char *path)
@@ -881,9 +868,9 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o, struct fg
             r.want_busy = 1;
 
     char err[FG_ERRBUF_SIZE] = "";
-    int rc = fg_mkdir_p(r.workdir);
+    int rc = fg_outdir_fresh(r.workdir, err, sizeof err);
     if (rc < 0) {
-        set_error(&r, rc, "cannot create the work directory: %s", NULL);
+        set_error(&r, rc, "%s", err);
         goto judge;
     }
 
@@ -992,7 +979,7 @@ static void run_scenario(uv_loop_t *loop, const struct fg_run_opts *o, struct fg
                                 .workdir = r.workdir,
                                 .bindir = o->bindir,
                                 .profile_dir = r.profile_dir};
-    m->gateway_version = gateway_version(prof, &v);
+    m->gateway_version = fg_gateway_version(prof, &v);
     /* The expectations measure from events a little after the injection
      * starts (the acceptance of a message, a stall): keep watching a while
      * past the longest window so the trace covers every window whole. */
@@ -1334,6 +1321,15 @@ static int write_reports(struct sched *s, int final)
     return rc;
 }
 
+static void quiet_error(json_t *r)
+{
+    const char *v = json_string_value(json_object_get(r, "verdict"));
+    const char *e = json_string_value(json_object_get(r, "error"));
+    if (v && strcmp(v, "error") == 0)
+        fprintf(stderr, "faultgate: %s: %s\n", json_string_value(json_object_get(r, "id")),
+                e ? e : "error");
+}
+
 static void print_ready(struct sched *s, int all)
 {
     for (; s->next_print < s->nsc; s->next_print++) {
@@ -1346,6 +1342,8 @@ static void print_ready(struct sched *s, int all)
             fg_progress_end(s->prog);
             fputs(s->text[s->next_print], stdout);
             fflush(stdout);
+        } else {
+            quiet_error(s->done[s->next_print]); /* -q still says what went wrong */
         }
     }
 }
@@ -1795,13 +1793,15 @@ int fg_run_main(const struct fg_run_opts *o)
         }
         scs[nsc++] = sc;
     }
+    /* Said below, before anything starts. */
+    rc = fg_scenario_ids_check(scs, nsc, err, sizeof err);
 
     char run_id[64];
     make_run_id(run_id, sizeof(run_id));
     char *out_dir = o->out_dir ? fg_strdup(o->out_dir) : fg_asprintf("reports/runs/%s", run_id);
-    rc = fg_mkdir_p(out_dir);
-    if (rc < 0) {
-        fprintf(stderr, "faultgate: cannot create %s: %s\n", out_dir, fg_strerror(rc));
+    struct fg_outdir *lock = NULL;
+    if (rc < 0 || (rc = fg_outdir_lock(out_dir, &lock, err, sizeof err)) < 0) {
+        fprintf(stderr, "faultgate: %s\n", err);
         free(out_dir);
         goto out;
     }
@@ -1909,6 +1909,7 @@ int fg_run_main(const struct fg_run_opts *o)
     free(s.done);
     free(s.text);
     free(s.w);
+    fg_outdir_unlock(lock);
     free(out_dir);
     free(bindir_own);
 out:

@@ -30,6 +30,7 @@
 #define DEFAULT_FROM "user1@company1.test"
 #define DEFAULT_TO "user2@company2.test"
 #define DEFAULT_SIZE 1024
+#define MAX_SIZE ((uint64_t)1 << 30) /* a message body: 1 GiB */
 #define MAX_COUNT 100000
 
 static void strv_free(char **v, size_t n)
@@ -270,6 +271,24 @@ static int load_message_hostile(const struct fg_yaml_doc *d, const struct fg_yam
     return 0;
 }
 
+/* An envelope address goes into MAIL FROM:<...> and RCPT TO:<...> as it is:
+ * a CR or LF would end the command and start another (command injection),
+ * other control octets and angle brackets would break the path. */
+static int address(const struct fg_yaml_doc *d, const struct fg_yaml_node *v, const char *a,
+                   const char *what, char *err, size_t errlen)
+{
+    for (const unsigned char *p = (const unsigned char *)a; *p; p++)
+        if (*p < 0x20 || *p == 0x7f || *p == '<' || *p == '>')
+            return fg_yaml_errf(d, v, err, errlen, FG_EINPUT,
+                                "%s: an address may not hold %s (octet 0x%02x at offset %zu)", what,
+                                *p == '\r'                ? "a CR"
+                                : *p == '\n'              ? "an LF"
+                                : *p < 0x20 || *p == 0x7f ? "a control octet"
+                                                          : "an angle bracket",
+                                *p, (size_t)(p - (const unsigned char *)a));
+    return 0;
+}
+
 static int load_message(const struct fg_yaml_doc *d, const struct fg_yaml_node *n,
                         struct fg_msg_spec *m, char *err, size_t errlen)
 {
@@ -283,7 +302,8 @@ static int load_message(const struct fg_yaml_doc *d, const struct fg_yaml_node *
         return rc;
     const struct fg_yaml_node *v;
     if ((v = fg_yaml_get(n, "from"))) {
-        if ((rc = scalar(d, v, "'from'", err, errlen)))
+        if ((rc = scalar(d, v, "'from'", err, errlen)) ||
+            (rc = address(d, v, v->scalar, "'from'", err, errlen)))
             return rc;
         m->from = fg_strdup(v->scalar);
     } else {
@@ -297,6 +317,9 @@ static int load_message(const struct fg_yaml_doc *d, const struct fg_yaml_node *
         for (size_t i = 0; i < m->nto; i++)
             if (!*m->to[i])
                 return fg_yaml_errf(d, v, err, errlen, FG_EINPUT, "'to' has an empty recipient");
+            else if ((rc = address(d, v->type == FG_YAML_SEQ ? v->items[i] : v, m->to[i], "'to'",
+                                   err, errlen)))
+                return rc;
     } else {
         m->to = fg_calloc(2, sizeof(char *));
         m->to[0] = fg_strdup(DEFAULT_TO);
@@ -306,9 +329,9 @@ static int load_message(const struct fg_yaml_doc *d, const struct fg_yaml_node *
     if ((v = fg_yaml_get(n, "size"))) {
         if ((rc = scalar(d, v, "'size'", err, errlen)))
             return rc;
-        if (fg_size_parse(v->scalar, &m->size) != 0)
-            return fg_yaml_errf(d, v, err, errlen, FG_EINPUT, "bad size '%s' (e.g. 512, 4k, 1M)",
-                                v->scalar);
+        if (fg_size_parse(v->scalar, &m->size) != 0 || m->size > MAX_SIZE)
+            return fg_yaml_errf(d, v, err, errlen, FG_EINPUT,
+                                "bad size '%s' (e.g. 512, 4k, 1M; at most 1g)", v->scalar);
     }
     m->count = 1;
     if ((v = fg_yaml_get(n, "count"))) {

@@ -185,23 +185,13 @@ int fg_keylog_parse(const char *text, size_t len, const char *name, struct fg_ke
 int fg_keylog_load(const char *path, struct fg_keylog **out, char *err, size_t errlen)
 {
     *out = NULL;
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return fg_errf(err, errlen, FG_EINPUT, "%s: cannot open the key log: %s", path,
-                       strerror(errno));
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        fg_array_reserve((void **)&buf, &cap, n + 65536, 1);
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (r == 0)
-            break;
-    }
-    int bad = ferror(f);
-    fclose(f);
-    int rc = bad ? fg_errf(err, errlen, FG_EINPUT, "%s: cannot read the key log", path)
-                 : fg_keylog_parse(buf, n, path, out, err, errlen);
+    char *buf;
+    size_t n;
+    char why[FG_ERRBUF_SIZE];
+    /* A key log holds a few lines per TLS session. */
+    if (fg_file_read(path, (uint64_t)64 << 20, &buf, &n, why, sizeof why) < 0)
+        return fg_errf(err, errlen, FG_EINPUT, "the key log %s", why);
+    int rc = fg_keylog_parse(buf, n, path, out, err, errlen);
     free(buf);
     return rc;
 }

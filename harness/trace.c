@@ -921,6 +921,14 @@ int fg_trace_read(const char *path, const struct fg_trace_cbs *cbs, void *ud,
     if (err && errlen)
         err[0] = '\0';
 
+    if (strcmp(path, "-") != 0) {
+        /* A FIFO or a device would hang or never end: regular files only
+         * (standard input, "-", is the way to stream one). */
+        FILE *probe;
+        if (fg_file_open(path, 0, &probe, err, errlen) < 0)
+            return FG_ETRACE;
+        fclose(probe);
+    }
     struct reader r;
     memset(&r, 0, sizeof(r));
     r.cbs = cbs ? cbs : &nocbs;
@@ -972,5 +980,23 @@ int fg_trace_read(const char *path, const struct fg_trace_cbs *cbs, void *ud,
     pcap_close(pc); /* closes fp too */
     free(iobuf);
     reader_finish(&r);
+    return 0;
+}
+
+int fg_trace_sufficient(const char *path, const struct fg_trace_stats *st, const char *readerr,
+                        char *err, size_t errlen)
+{
+    /* A verdict drawn from a trace that lost frames could say "missing"
+     * of what was on the wire but not in the file. */
+    if (st->truncated)
+        return fg_errf(err, errlen, FG_ETRACE,
+                       "%s (the trace cannot be read to its end: no verdict from it)",
+                       readerr && readerr[0] ? readerr : path);
+    if (st->frames == 0)
+        return fg_errf(err, errlen, FG_ETRACE, "%s: the trace holds no frames", path);
+    if (st->tcp_frames == 0)
+        return fg_errf(err, errlen, FG_ETRACE,
+                       "%s: none of the trace's %llu frame(s) is a TCP segment", path,
+                       (unsigned long long)st->frames);
     return 0;
 }

@@ -2,6 +2,7 @@
  * seeded generator (faultgate/util.h). */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "faultgate/error.h"
 #include "faultgate/util.h"
@@ -314,4 +316,117 @@ uint64_t fg_rng_next(struct fg_rng *r)
 double fg_rng_unit(struct fg_rng *r)
 {
     return (double)(fg_rng_next(r) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static const char *file_kind(mode_t m)
+{
+    if (S_ISFIFO(m))
+        return "a FIFO";
+    if (S_ISCHR(m))
+        return "a character device";
+    if (S_ISBLK(m))
+        return "a block device";
+    if (S_ISDIR(m))
+        return "a directory";
+    if (S_ISSOCK(m))
+        return "a socket";
+    return "not a regular file";
+}
+
+int fg_file_open(const char *path, uint64_t max_bytes, FILE **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+     * writer, forever. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        int e = -errno;
+        return fg_errf(err, errlen, e, "%s: %s", path, strerror(-e));
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        int e = -errno;
+        close(fd);
+        return fg_errf(err, errlen, e, "%s: %s", path, strerror(-e));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        return fg_errf(err, errlen, FG_EINPUT, "%s: %s: only a regular file is read here", path,
+                       file_kind(sb.st_mode));
+    }
+    if (max_bytes && (uint64_t)sb.st_size > max_bytes) {
+        close(fd);
+        return fg_errf(err, errlen, FG_EINPUT, "%s: %llu bytes, more than the %llu allowed here",
+                       path, (unsigned long long)sb.st_size, (unsigned long long)max_bytes);
+    }
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        int e = -errno;
+        close(fd);
+        return fg_errf(err, errlen, e, "%s: %s", path, strerror(-e));
+    }
+    *out = f;
+    return 0;
+}
+
+int fg_file_read(const char *path, uint64_t max_bytes, char **out, size_t *len, char *err,
+                 size_t errlen)
+{
+    *out = NULL;
+    *len = 0;
+    FILE *f;
+    int rc = fg_file_open(path, max_bytes, &f, err, errlen);
+    if (rc < 0)
+        return rc;
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        fg_array_reserve((void **)&buf, &cap, n + 65536, 1);
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        /* The file may grow after the check (a log still written). */
+        if (got == 0 || (max_bytes && n > max_bytes))
+            break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || (max_bytes && n > max_bytes)) {
+        free(buf);
+        return bad ? fg_errf(err, errlen, -EIO, "%s: read error", path)
+                   : fg_errf(err, errlen, FG_EINPUT, "%s: more than the %llu bytes allowed here",
+                             path, (unsigned long long)max_bytes);
+    }
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+int fg_file_write(const char *path, const char *data, size_t len, char *err, size_t errlen)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        int e = -errno;
+        return fg_errf(err, errlen, e, "%s: %s", path, strerror(-e));
+    }
+    int rc = 0;
+    while (len > 0) {
+        ssize_t w = write(fd, data, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            rc = w < 0 ? -errno : -ENOSPC;
+            break;
+        }
+        data += w;
+        len -= (size_t)w;
+    }
+    if (close(fd) != 0 && rc == 0)
+        rc = -errno;
+    if (rc < 0)
+        return fg_errf(err, errlen, rc, "%s: %s", path, strerror(-rc));
+    return 0;
 }

@@ -76,8 +76,17 @@ struct frame {
     struct fg_yaml_node *pending_key;
 };
 
+/* Limits on what a scenario, profile or script file may be: far above any
+ * real one, low enough that a hostile file is refused at once. */
+#define YAML_MAX_BYTES ((uint64_t)4 << 20)
+#define YAML_MAX_DEPTH 64
+#define YAML_MAX_KEYS 256     /* per mapping; duplicate keys are looked for in each */
+#define YAML_MAX_ITEMS 100000 /* per list */
+
 struct builder {
     const char *path;
+    const char *text;
+    size_t len;
     char *err;
     size_t errlen;
     struct frame *stack;
@@ -101,6 +110,13 @@ static int attach(struct builder *b, struct fg_yaml_node *n, const yaml_mark_t *
     struct frame *f = &b->stack[b->depth - 1];
     struct fg_yaml_node *p = f->node;
     if (p->type == FG_YAML_SEQ) {
+        if (p->n >= YAML_MAX_ITEMS) {
+            int rc =
+                fg_errf(b->err, b->errlen, FG_ESYNTAX, "%s:%d:%d: more than %d items in one list",
+                        b->path, n->line, n->col, YAML_MAX_ITEMS);
+            node_free(n);
+            return rc;
+        }
         *FG_ARRAY_PUSH(p->items, p->n, p->cap) = n;
         return 0;
     }
@@ -108,6 +124,13 @@ static int attach(struct builder *b, struct fg_yaml_node *n, const yaml_mark_t *
         if (n->type != FG_YAML_SCALAR) {
             node_free(n);
             return bad_at(b, mark, "a mapping key must be a plain scalar");
+        }
+        if (p->n >= YAML_MAX_KEYS) {
+            int rc =
+                fg_errf(b->err, b->errlen, FG_ESYNTAX, "%s:%d:%d: more than %d keys in one mapping",
+                        b->path, n->line, n->col, YAML_MAX_KEYS);
+            node_free(n);
+            return rc;
         }
         if (fg_yaml_get(p, n->scalar)) {
             int rc = fg_errf(b->err, b->errlen, FG_ESYNTAX, "%s:%d:%d: duplicate key '%s'", b->path,
@@ -165,6 +188,10 @@ static int handle_event(struct builder *b, yaml_event_t *ev, int *done)
             node_free(n);
             return bad_at(b, &ev->start_mark, "a mapping key must be a plain scalar");
         }
+        if (b->depth >= YAML_MAX_DEPTH) {
+            node_free(n);
+            return bad_at(b, &ev->start_mark, "nested more than 64 levels deep");
+        }
         return push(b, n);
     }
     case YAML_SEQUENCE_END_EVENT:
@@ -190,6 +217,24 @@ static int parse_error(struct builder *b, const yaml_parser_t *p)
     const char *what = p->problem ? p->problem : "invalid YAML";
     if (p->error == YAML_MEMORY_ERROR)
         return fg_errf(b->err, b->errlen, FG_ESYNTAX, "%s: out of memory parsing YAML", b->path);
+    if (p->error == YAML_READER_ERROR) {
+        /* A reader error (an octet that is not UTF-8, a NUL) has an
+         * offset, not a mark: count lines and UTF-8 characters up to it. */
+        size_t line = 1, col = 1, end = p->problem_offset < b->len ? p->problem_offset : b->len;
+        for (size_t i = 0; i < end; i++) {
+            unsigned char ch = (unsigned char)b->text[i];
+            if (ch == '\n') {
+                line++;
+                col = 1;
+            } else if ((ch & 0xc0) != 0x80) {
+                col++;
+            }
+        }
+        if (p->problem_value >= 0)
+            return fg_errf(b->err, b->errlen, FG_ESYNTAX, "%s:%zu:%zu: %s (octet 0x%02x)", b->path,
+                           line, col, what, (unsigned)p->problem_value & 0xff);
+        return fg_errf(b->err, b->errlen, FG_ESYNTAX, "%s:%zu:%zu: %s", b->path, line, col, what);
+    }
     if (p->context)
         return fg_errf(b->err, b->errlen, FG_ESYNTAX, "%s:%zu:%zu: %s %s (line %zu column %zu)",
                        b->path, p->problem_mark.line + 1, p->problem_mark.column + 1, what,
@@ -207,7 +252,7 @@ int fg_yaml_load_string(const char *path, const char *text, size_t len, struct f
         return fg_errf(err, errlen, FG_ESYNTAX, "%s: cannot initialize the YAML parser", path);
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
 
-    struct builder b = {.path = path, .err = err, .errlen = errlen};
+    struct builder b = {.path = path, .text = text, .len = len, .err = err, .errlen = errlen};
     int rc = 0, done = 0;
     while (!done) {
         yaml_event_t ev;
@@ -244,27 +289,12 @@ int fg_yaml_load_string(const char *path, const char *text, size_t len, struct f
 int fg_yaml_load(const char *path, struct fg_yaml_doc **out, char *err, size_t errlen)
 {
     *out = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        int e = -errno;
-        return fg_errf(err, errlen, e, "%s: %s", path, strerror(-e));
-    }
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        fg_array_reserve((void **)&buf, &cap, n + 4096, 1);
-        size_t got = fread(buf + n, 1, cap - n, fp);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    int rerr = ferror(fp);
-    fclose(fp);
-    if (rerr) {
-        free(buf);
-        return fg_errf(err, errlen, -EIO, "%s: read error", path);
-    }
-    int rc = fg_yaml_load_string(path, buf ? buf : "", n, out, err, errlen);
+    char *buf;
+    size_t n;
+    int rc = fg_file_read(path, YAML_MAX_BYTES, &buf, &n, err, errlen);
+    if (rc < 0)
+        return rc;
+    rc = fg_yaml_load_string(path, buf, n, out, err, errlen);
     free(buf);
     return rc;
 }

@@ -645,9 +645,19 @@ START_TEST(no_leg)
     w_open(&w);
     w_close(&w);
     struct fg_scenario *sc = scen(ALL3);
+    struct fg_scenario_result r;
+    /* a trace with no frames supports no verdict at all */
+    fg_judge(sc, meta_new(NULL, 0), path, &r);
+    ck_assert_int_eq(r.verdict, FG_V_ERROR);
+    ck_assert_ptr_nonnull(strstr(r.error, "the trace holds no frames"));
+    fg_scenario_result_clear(&r);
+    /* frames, but none on the X.400 leg (a connection to another port) */
+    w_open(&w);
+    w_seg(&w, 40025, 2525, 1000, 0, SYN, NULL, 0);
+    w_seg(&w, 2525, 40025, 5000, 1001, SYN | ACK, NULL, 0);
+    w_close(&w);
     struct fg_meta *m = meta_new(NULL, 0);
     m->x400_port = 0;
-    struct fg_scenario_result r;
     fg_judge(sc, m, path, &r);
     ck_assert_int_eq(outcome(&r, "x400-minor-sync-valid")->verdict, FG_V_INCONC);
     fg_scenario_result_clear(&r);

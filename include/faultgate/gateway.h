@@ -58,6 +58,9 @@ int fg_placeholder_fill_text(const char *s, const struct fg_gateway_vars *v, cha
 
 /* Frees g; it must have stopped (stopped_cb called) or never started. */
 void fg_gateway_free(struct fg_gateway *g);
+/* fg_gateway_version - the first line the profile's `version:` argv prints
+ * (exec'd directly, never through a shell; killed after 5 s), or NULL. */
+char *fg_gateway_version(const struct fg_profile *p, const struct fg_gateway_vars *v);
 
 /* fg_port_alloc - an unused loopback TCP port for the gateway to listen on,
  * picked below the kernel's ephemeral range (so that no bind to port 0 or

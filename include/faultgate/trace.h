@@ -76,5 +76,10 @@ struct fg_trace_stats {
  * connection; other segments of a closed connection are ignored. */
 int fg_trace_read(const char *path, const struct fg_trace_cbs *cbs, void *ud,
                   struct fg_trace_stats *stats, char *err, size_t errlen);
+/* fg_trace_sufficient - 0 when a trace read with stats st can support a
+ * verdict, else FG_ETRACE saying why in err: it was cut short (readerr:
+ * what fg_trace_read said), holds no frames, or no TCP segment. */
+int fg_trace_sufficient(const char *path, const struct fg_trace_stats *st, const char *readerr,
+                        char *err, size_t errlen);
 
 #endif

@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* Allocation failure is fatal: a harness that runs out of memory cannot
  * produce a trustworthy verdict, so it aborts with a message. */
@@ -63,6 +64,16 @@ int fg_hostport_parse(const char *s, char *host, size_t hostlen, int *port);
 
 /* fg_mkdir_p - create dir and its parents (mode 0755). */
 int fg_mkdir_p(const char *dir);
+/* fg_file_open - open path for reading only if it is a regular file of at
+ * most max_bytes (0: any size); a FIFO, a device or a directory is an
+ * error at once, never a wait or an endless read.  fg_file_read: its whole
+ * content, NUL-terminated (*len without the NUL). */
+int fg_file_open(const char *path, uint64_t max_bytes, FILE **out, char *err, size_t errlen);
+int fg_file_read(const char *path, uint64_t max_bytes, char **out, size_t *len, char *err,
+                 size_t errlen);
+/* fg_file_write - path replaced by len octets of data; the error names the
+ * path and the real cause (a full disk says so). */
+int fg_file_write(const char *path, const char *data, size_t len, char *err, size_t errlen);
 
 /* fg_rng - splitmix64: one seeded generator per run, so that the same seed
  * gives the same decisions. */
