@@ -1533,6 +1533,16 @@ static void handle_pending(struct mta_conn *c)
     if (st != FG_MTA_ST__COUNT) {
         nth = st == FG_MTA_ST_EOD ? nth : ++c->stage_count[st];
         c->rule = rule_find(c, st, nth);
+        /* The end of data is the final dot or the LAST chunk (RFC 3030 §2);
+         * the opening is EHLO or HELO (RFC 5321 §4.1.1.1): their rules hold
+         * on either path. */
+        if (st == FG_MTA_ST_BDAT && c->bdat_last && !c->rule)
+            c->rule = rule_find(c, FG_MTA_ST_EOD, c->nmsg);
+        if (st == FG_MTA_ST_EHLO || st == FG_MTA_ST_HELO) {
+            unsigned k = ++c->stage_count[FG_MTA_ST_OPENING];
+            if (!c->rule)
+                c->rule = rule_find(c, FG_MTA_ST_OPENING, k);
+        }
     }
     uint64_t d = c->rule ? rule_delay(c, c->rule) : 0;
     if (d) {

@@ -125,6 +125,41 @@ static int caps_of(const struct fg_yaml_doc *d, const struct fg_yaml_node *n, co
     return 0;
 }
 
+/* extensions: {chunking: off, pipelining: on}: each named capability
+ * pinned on or off, before and after STARTTLS, over what capabilities and
+ * hide say (a scenario fixes the path the gateway can take, e.g. DATA or
+ * BDAT, RFC 3030). */
+static int extensions_of(const struct fg_yaml_doc *d, const struct fg_yaml_node *n,
+                         struct fg_mta_script *s, char *err, size_t errlen)
+{
+    int rc = fg_yaml_expect(d, n, FG_YAML_MAP, "'extensions'", err, errlen);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < n->n; i++) {
+        const struct fg_yaml_node *k = n->keys[i], *v = n->items[i];
+        unsigned b = fg_mta_cap_lookup(k->scalar);
+        if (!b)
+            return fg_yaml_errf(d, k, err, errlen, FG_EINPUT,
+                                "unknown extension \"%s\" (PIPELINING, SIZE, 8BITMIME, SMTPUTF8, "
+                                "CHUNKING, DSN, ENHANCEDSTATUSCODES, STARTTLS, AUTH)",
+                                k->scalar);
+        if ((rc = scalar(d, v, "an extension's setting", err, errlen)) < 0)
+            return rc;
+        const char *x = v->scalar;
+        if (strcasecmp(x, "on") == 0 || strcmp(x, "true") == 0 || strcmp(x, "yes") == 0) {
+            s->caps |= b;
+            s->caps_tls |= b;
+        } else if (strcasecmp(x, "off") == 0 || strcmp(x, "false") == 0 || strcmp(x, "no") == 0) {
+            s->caps &= ~b;
+            s->caps_tls &= ~b;
+        } else {
+            return fg_yaml_errf(d, v, err, errlen, FG_EINPUT,
+                                "extension %s must be on or off, not \"%s\"", k->scalar, x);
+        }
+    }
+    return 0;
+}
+
 static struct fg_mta_rule *add_rule(struct fg_mta_script *s, size_t *cap, int stage,
                                     const struct fg_yaml_node *at)
 {
@@ -213,10 +248,11 @@ static int parse_rule(const struct fg_yaml_doc *d, const struct fg_yaml_node *n,
         return rc;
     int st = fg_mta_stage_lookup(v->scalar);
     if (st < 0)
-        return fg_yaml_errf(d, v, err, errlen, FG_EINPUT,
-                            "unknown stage \"%s\" (greeting, ehlo, helo, mail, rcpt, data, "
-                            "end-of-data, bdat, rset, noop, quit, starttls, auth, vrfy)",
-                            v->scalar);
+        return fg_yaml_errf(
+            d, v, err, errlen, FG_EINPUT,
+            "unknown stage \"%s\" (greeting, ehlo, helo, opening, mail, rcpt, data, "
+            "end-of-data, bdat, rset, noop, quit, starttls, auth, vrfy)",
+            v->scalar);
     struct fg_mta_rule *r = add_rule(s, cap, st, n);
     uint64_t u;
     if ((v = fg_yaml_get(n, "nth"))) {
@@ -367,6 +403,7 @@ int fg_mta_script_parse_node(const struct fg_yaml_doc *d, const struct fg_yaml_n
         "drop",
         "shutdown",
         "starttls_inject",
+        "extensions",
         NULL,
     };
     fg_mta_script_init(s);
@@ -397,6 +434,8 @@ int fg_mta_script_parse_node(const struct fg_yaml_doc *d, const struct fg_yaml_n
             goto fail;
         s->caps_tls &= ~caps;
     }
+    if ((v = fg_yaml_get(n, "extensions")) && (rc = extensions_of(d, v, s, err, errlen)) < 0)
+        goto fail;
     int b;
     if ((v = fg_yaml_get(n, "esmtp"))) {
         if ((rc = get_bool(d, v, "'esmtp'", &b, err, errlen)) < 0)

@@ -80,6 +80,9 @@ const struct fg_expect_rule fg_expect_core_rules[] = {
      P_WITHIN, eval_busy},
     {"retries-after-drop", "RFC 5321 §3.8 (SHOULD: as 451), §4.5.4.1 (MUST retry); KB Q197142",
      P_WITHIN, P_WITHIN, eval_retry},
+    {"retry-on-schedule",
+     "RFC 5321 §4.5.4.1 (retry intervals: the schedule the gateway's profile declares)", P_WITHIN,
+     P_WITHIN, eval_retry},
     {"timeout-at-least", "RFC 5321 §4.5.3.2 (SHOULD); the gateway profile's timeouts",
      P_STAGE | P_MIN, P_STAGE, eval_timeout},
     {"crlf-only", "RFC 5321 §2.3.8 (MUST)", P_LEG, 0, eval_crlf},
@@ -125,8 +128,9 @@ const struct fg_expect_rule *fg_expect_rule_find(const char *name)
 }
 
 /* Timeout names a profile may define (the catalog's list). */
-static const char *const timeout_names[] = {"greeting",   "ehlo",      "mail", "rcpt", "data_init",
-                                            "data_block", "data_done", "idle", "retry"};
+static const char *const timeout_names[] = {"greeting",  "ehlo",       "mail",      "rcpt",
+                                            "data_init", "data_block", "data_done", "idle",
+                                            "retry",     "retry_max",  "give_up"};
 #define NTIMEOUTS (sizeof timeout_names / sizeof timeout_names[0])
 
 static const char *const fates[] = {"delivered-once", "delivered", "duplicated", "bounced", "lost"};
@@ -236,8 +240,28 @@ static void timeouts_profile(struct fg_profile *p, struct fg_timeout *t, size_t 
 static int within_meta(const char *expr, const struct fg_meta *m, uint64_t *ms, char *err,
                        size_t errlen)
 {
+    /* A trace recorded before profiles declared a retry schedule has
+     * timeouts.retry alone: its schedule is fixed delays, given up after
+     * three (what profile.c derives for such a profile). */
+    struct fg_timeout t[NTIMEOUTS];
+    size_t n = 0;
+    uint64_t retry = 0;
+    int have_retry = 0, have_max = 0, have_give_up = 0;
+    for (size_t i = 0; m && i < m->ntimeouts && n < NTIMEOUTS; i++) {
+        t[n++] = m->timeouts[i];
+        if (strcmp(m->timeouts[i].name, "retry") == 0) {
+            retry = m->timeouts[i].ms;
+            have_retry = 1;
+        }
+        have_max |= strcmp(m->timeouts[i].name, "retry_max") == 0;
+        have_give_up |= strcmp(m->timeouts[i].name, "give_up") == 0;
+    }
+    if (have_retry && !have_max && n < NTIMEOUTS)
+        t[n++] = (struct fg_timeout){(char *)"retry_max", retry};
+    if (have_retry && !have_give_up && n < NTIMEOUTS)
+        t[n++] = (struct fg_timeout){(char *)"give_up", 3 * retry};
     struct fg_profile p;
-    timeouts_profile(&p, m ? m->timeouts : NULL, m ? m->ntimeouts : 0);
+    timeouts_profile(&p, t, n);
     return fg_within_eval(expr, &p, ms, err, errlen, NULL);
 }
 
@@ -485,11 +509,19 @@ static long trigger_event(const struct fg_tl_conn *c, const struct fg_fault *f)
                 return (long)i;
             break;
         case FG_TRIG_END_OF_DATA:
-            if (e->kind == FG_TL_END_OF_DATA)
+            if (fg_tl_is_end_of_data(e))
                 return (long)i;
             break;
         case FG_TRIG_REPLY_TO_EOD:
-            if (e->kind == FG_TL_REPLY && e->answers == FG_ANS_END_OF_DATA)
+            if (fg_tl_is_eod_reply(e))
+                return (long)i;
+            break;
+        case FG_TRIG_OPENING:
+            if (fg_tl_is_opening(e))
+                return (long)i;
+            break;
+        case FG_TRIG_DATA_START:
+            if (fg_tl_is_data_start(c, i))
                 return (long)i;
             break;
         case FG_TRIG_GREETING:
@@ -1481,7 +1513,7 @@ static void eval_retry(const struct fg_expect_spec *e, const struct fg_judge_ctx
                          "none of the %zu connection%s to the proxy (port %d) was closed after "
                          "EHLO/HELO before its reply",
                          npc, npc == 1 ? "" : "s", m->proxy_port);
-        set_result(o, FG_V_INCONC, fg_strdup("no connection was dropped after EHLO"));
+        set_result(o, FG_V_INCONC, fg_strdup("no connection was dropped after EHLO or HELO"));
     } else {
         const struct fg_tl_conn *c = pc[first];
         const struct fg_tl_event *he = &c->ev[hi], *ce = &c->ev[ci];
@@ -1523,8 +1555,11 @@ static void eval_retry(const struct fg_expect_spec *e, const struct fg_judge_ctx
             else
                 set_result(o, FG_V_FAIL,
                            fg_asprintf("the gateway connected again only %s s after the drop "
-                                       "(limit %s)",
-                                       secs(a, sizeof a, w), lim.s));
+                                       "(limit %s)%s",
+                                       secs(a, sizeof a, w), lim.s,
+                                       strcmp(e->rule, "retry-on-schedule") == 0
+                                           ? ": later than its profile's retry schedule"
+                                           : ""));
         } else {
             uint64_t left = since(tl->stats.last_us, ce->us);
             fg_strbuf_printf(&ev,
@@ -1533,8 +1568,11 @@ static void eval_retry(const struct fg_expect_spec *e, const struct fg_judge_ctx
             if (left >= limit_ms * 1000)
                 set_result(o, FG_V_FAIL,
                            fg_asprintf("the gateway did not connect again within %s of the drop "
-                                       "(KB Q197142: the service stopped)",
-                                       lim.s));
+                                       "(%s)",
+                                       lim.s,
+                                       strcmp(e->rule, "retry-on-schedule") == 0
+                                           ? "later than the retry schedule its profile declares"
+                                           : "KB Q197142: the service stopped"));
             else
                 set_result(o, FG_V_INCONC,
                            fg_asprintf("the trace ends %s s after the drop, before the limit %s",
@@ -1575,7 +1613,17 @@ struct cctx {
     struct fg_strbuf *ev;
     struct fg_outcome *o;
     char why[200]; /* the first BAD's one-line reason */
+    /* Why a connection the rule had nothing to judge took a path the rule
+     * does not cover (BDAT, a HELO opening): with no connection judged,
+     * the rule is skip with this reason, not inconc. */
+    char skip[200];
 };
+
+static void cskip(struct cctx *x, const char *why)
+{
+    if (!x->skip[0])
+        snprintf(x->skip, sizeof x->skip, "%s", why);
+}
 
 typedef enum cres (*conn_check_fn)(const struct fg_tl_conn *c, struct cctx *x);
 
@@ -1670,6 +1718,8 @@ static void eval_per_conn(const struct fg_expect_spec *e, const struct fg_judge_
         set_result(o, FG_V_PASS,
                    fg_asprintf("%zu %s connection%s: %s", n[C_OK], legname, n[C_OK] == 1 ? "" : "s",
                                what));
+    else if (x.skip[0])
+        set_result(o, FG_V_SKIP, fg_asprintf("does not apply: %s", x.skip));
     else
         set_result(o, FG_V_INCONC,
                    fg_asprintf("not exercised: no %s connection where the rule applies", legname));
@@ -1740,8 +1790,10 @@ static enum cres chk_dots(const struct fg_tl_conn *c, struct cctx *x)
     size_t nin = 0;
     for (size_t j = 0; j < c->nmsg; j++) {
         const struct fg_tl_msg *mm = &c->msg[j];
-        if (mm->data_event >= c->nev || c->ev[mm->data_event].kind != FG_TL_DATA)
-            continue; /* BDAT chunks are not stuffed (RFC 3030 §2) */
+        if (mm->data_event >= c->nev || c->ev[mm->data_event].kind != FG_TL_DATA) {
+            cskip(x, "the message went in BDAT chunks, which are not dot-stuffed (RFC 3030 §2)");
+            continue;
+        }
         if (mm->unstuffed_lines) {
             cbad(x, c, mm->unstuffed_frame,
                  "a body line begins with a single '.' (%llu such line%s): not dot-stuffed "
@@ -1798,6 +1850,9 @@ static enum cres chk_fallback(const struct fg_tl_conn *c, struct cctx *x)
     enum cres r = C_NA;
     for (size_t i = 0; i < c->nev; i++) {
         const struct fg_tl_event *v = &c->ev[i];
+        if (verb_is(v, FG_VERB_HELO) && fg_tl_conn_first(c, 0, FG_TL_COMMAND, FG_C2S) == (long)i)
+            cskip(x, "the gateway opens with HELO (RFC 5321 §4.1.1.1 allows it): there is no "
+                     "EHLO to fall back from");
         if (!(is_reply_to(v, FG_VERB_EHLO) && (v->code == 500 || v->code == 502)))
             continue;
         size_t k;
@@ -1861,6 +1916,8 @@ static enum cres chk_data354(const struct fg_tl_conn *c, struct cctx *x)
             refused = v->code != 354 ? v->code : 0;
             continue;
         }
+        if (verb_is(v, FG_VERB_BDAT))
+            cskip(x, "the message went with BDAT, which has no 354 to wait for (RFC 3030 §2)");
         if (v->kind != FG_TL_COMMAND)
             continue;
         if (waiting) {
@@ -2100,6 +2157,8 @@ static const char *cmd_stage(enum fg_smtp_verb v)
         return "rcpt";
     case FG_VERB_DATA:
         return "data_init";
+    case FG_VERB_BDAT:
+        return "data_block"; /* until its chunk is sent; see chk_timeout */
     default:
         return "other";
     }
@@ -2183,6 +2242,21 @@ static enum cres chk_timeout(const struct fg_tl_conn *c, struct cctx *x)
                     since_us = c->msg[k].last_us;
                     since_frame = c->msg[k].last_frame;
                 }
+        } else if (v->kind == FG_TL_BDAT_END) {
+            /* A BDAT chunk sent: its command waits for the reply from here,
+             * the LAST one as the end of data (RFC 3030 §2). */
+            const char *st = v->last ? "data_done" : "data_block";
+            if (outstanding && outstanding <= PIPE_TRACK) {
+                size_t t = (qhead + outstanding - 1) % PIPE_TRACK;
+                q[t].stage = st;
+                q[t].us = v->us;
+                q[t].frame = v->frame;
+            }
+            if (outstanding == 1) {
+                stage = st;
+                since_us = v->us;
+                since_frame = v->frame;
+            }
         } else if (v->kind == FG_TL_END_OF_DATA) {
             if (outstanding < PIPE_TRACK) {
                 size_t t = (qhead + outstanding) % PIPE_TRACK;

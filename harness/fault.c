@@ -148,6 +148,14 @@ static int trigger_span(struct span sp, struct fg_fault *f, const struct perr *e
         f->trig = FG_TRIG_STARTTLS;
         return expect_end(sp, e, "starttls");
     }
+    if (word_is(w, "opening-command")) {
+        f->trig = FG_TRIG_OPENING;
+        return expect_end(sp, e, "opening-command");
+    }
+    if (word_is(w, "start-of-data")) {
+        f->trig = FG_TRIG_DATA_START;
+        return expect_end(sp, e, "start-of-data");
+    }
     if (word_is(w, "byte")) {
         struct span d = next_word(&sp);
         if (word_is(d, "c2s"))
@@ -227,7 +235,8 @@ static int trigger_span(struct span sp, struct fg_fault *f, const struct perr *e
     }
     return fail(e, w.base,
                 "unknown trigger '%.*s' (expected command, reply, end-of-data, "
-                "reply-to end-of-data, greeting, starttls, connect, byte or after)",
+                "reply-to end-of-data, start-of-data, opening-command, greeting, "
+                "starttls, connect, byte or after)",
                 (int)w.len, w.s);
 }
 
@@ -749,6 +758,12 @@ void fg_fault_trigger_text(const struct fg_fault *f, char *buf, size_t len)
     case FG_TRIG_STARTTLS:
         snprintf(buf, len, "starttls");
         break;
+    case FG_TRIG_OPENING:
+        snprintf(buf, len, "opening-command");
+        break;
+    case FG_TRIG_DATA_START:
+        snprintf(buf, len, "start-of-data");
+        break;
     case FG_TRIG_BYTE:
         snprintf(buf, len, "byte %s %llu", f->byte_dir == FG_C2S ? "c2s" : "s2c",
                  (unsigned long long)f->byte_off);
@@ -934,7 +949,8 @@ void fg_fault_set_compact(struct fg_fault_set *fs, int *map)
     fs->n = k;
 }
 
-static int trigger_matches(const struct fg_fault *f, const struct fg_smtp_event *ev)
+static int trigger_matches(const struct fg_fault *f, const struct fg_fault_conn *c,
+                           const struct fg_smtp_event *ev)
 {
     if (!ev)
         return f->trig == FG_TRIG_CONNECT;
@@ -958,7 +974,17 @@ static int trigger_matches(const struct fg_fault *f, const struct fg_smtp_event 
     case FG_TRIG_END_OF_DATA:
         return ev->type == FG_SMTP_EV_END_OF_DATA || (ev->type == FG_SMTP_EV_BDAT_END && ev->last);
     case FG_TRIG_REPLY_TO_EOD:
-        return ev->type == FG_SMTP_EV_REPLY && ev->answers == FG_ANS_END_OF_DATA;
+        return ev->type == FG_SMTP_EV_REPLY &&
+               (ev->answers == FG_ANS_END_OF_DATA || (ev->answers == FG_ANS_BDAT && ev->last));
+    case FG_TRIG_OPENING:
+        return ev->type == FG_SMTP_EV_COMMAND &&
+               (ev->verb == FG_VERB_EHLO || ev->verb == FG_VERB_HELO);
+    case FG_TRIG_DATA_START:
+        if (ev->type == FG_SMTP_EV_REPLY)
+            return ev->code == 354 && ev->answers == FG_ANS_COMMAND &&
+                   ev->answers_verb == FG_VERB_DATA;
+        return ev->type == FG_SMTP_EV_COMMAND && ev->verb == FG_VERB_BDAT &&
+               ev->verb_seq == c->bdat_first;
     case FG_TRIG_GREETING:
         return ev->type == FG_SMTP_EV_REPLY && ev->answers == FG_ANS_GREETING;
     case FG_TRIG_STARTTLS:
@@ -1074,8 +1100,17 @@ static int decide(struct fg_fault_set *fs, struct fg_fault_conn *c, size_t i,
 int fg_fault_set_match(struct fg_fault_set *fs, struct fg_fault_conn *c,
                        const struct fg_smtp_event *ev, size_t from)
 {
+    /* The transaction's first BDAT starts its data; MAIL begins a new one.
+     * Idempotent for the same event, which may be matched again from a
+     * later fault. */
+    if (ev && ev->type == FG_SMTP_EV_COMMAND) {
+        if (ev->verb == FG_VERB_MAIL)
+            c->bdat_first = 0;
+        else if (ev->verb == FG_VERB_BDAT && c->bdat_first == 0)
+            c->bdat_first = ev->verb_seq;
+    }
     for (size_t i = from; i < fs->n && i < FG_FAULT_MAX; i++)
-        if (trigger_matches(&fs->faults[i], ev) && decide(fs, c, i, ev, NULL))
+        if (trigger_matches(&fs->faults[i], c, ev) && decide(fs, c, i, ev, NULL))
             return (int)i;
     return -1;
 }

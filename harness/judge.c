@@ -73,6 +73,41 @@ static int load_keylog(const struct fg_meta *meta, const char *pcap_path, const 
     return rc;
 }
 
+/* A scenario of the BDAT path (`path: bdat`) does not apply to a gateway
+ * that sent no BDAT on the outbound leg: CHUNKING is optional (RFC 3030
+ * §1), so that is skip, with why, never inconc.  NULL when it applies. */
+static char *bdat_not_used(const struct fg_scenario *sc, const struct fg_meta *meta,
+                           const struct fg_timeline *tl)
+{
+    if (!sc || sc->mail_path != FG_PATH_BDAT || !meta)
+        return NULL;
+    int offered = 0, opened = 0, data = 0;
+    for (size_t i = 0; i < tl->nconn; i++) {
+        const struct fg_tl_conn *c = &tl->conn[i];
+        if (c->server_port != meta->proxy_port)
+            continue;
+        for (size_t k = 0; k < c->nev; k++) {
+            const struct fg_tl_event *e = &c->ev[k];
+            if (e->kind == FG_TL_COMMAND && e->verb == FG_VERB_BDAT)
+                return NULL;
+            if (e->kind == FG_TL_COMMAND && e->verb == FG_VERB_DATA)
+                data = 1;
+            if (fg_tl_is_opening(e))
+                opened = 1;
+            if (e->kind == FG_TL_REPLY && e->verb == FG_VERB_EHLO && e->code == 250 && e->text &&
+                strcasestr(e->text, "CHUNKING"))
+                offered = 1;
+        }
+    }
+    if (offered && data)
+        return fg_strdup("the gateway sent its mail with DATA although CHUNKING was offered: it "
+                         "does not use BDAT (RFC 3030 is optional)");
+    if (opened && !offered)
+        return fg_strdup("CHUNKING was never offered to the gateway (no EHLO reply listed it), "
+                         "so the BDAT path does not apply");
+    return NULL; /* nothing was sent at all: the rules say why */
+}
+
 void fg_judge_keys(const struct fg_scenario *sc, struct fg_meta *meta, const char *pcap_path,
                    const char *keylog_path, struct fg_scenario_result *res)
 {
@@ -133,10 +168,27 @@ void fg_judge_keys(const struct fg_scenario *sc, struct fg_meta *meta, const cha
         struct fg_judge_ctx ctx = {sc, meta, res->tl, pcap_path};
         size_t n = sc ? sc->nexpects : 0;
         res->outcomes = n ? fg_calloc(n, sizeof *res->outcomes) : NULL;
+        /* A rule that does not apply to the path the gateway took is skip:
+         * the scenario is skip when none of its rules applied, else the
+         * worst of those that did. */
+        if (n)
+            res->verdict = FG_V_SKIP;
         for (size_t i = 0; i < n; i++) {
             fg_expect_eval(&sc->expects[i], &ctx, &res->outcomes[i]);
             res->noutcomes++;
             res->verdict = fg_verdict_worst(res->verdict, res->outcomes[i].verdict);
+        }
+        if (res->verdict == FG_V_SKIP && n && !res->error)
+            res->error =
+                fg_strdup(res->outcomes[0].summary ? res->outcomes[0].summary : "no rule applies");
+        char *why =
+            res->verdict == FG_V_PASS || res->verdict == FG_V_INCONC || res->verdict == FG_V_SKIP
+                ? bdat_not_used(sc, meta, res->tl)
+                : NULL;
+        if (why) {
+            res->verdict = FG_V_SKIP;
+            free(res->error);
+            res->error = why;
         }
         /* An expectation that could not be evaluated explains the error. */
         for (size_t i = 0; i < res->noutcomes && !res->error; i++)

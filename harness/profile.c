@@ -18,8 +18,9 @@
 #include "faultgate/util.h"
 #include "faultgate/yamldoc.h"
 
-const char *const fg_timeout_names[] = {"greeting",   "ehlo",      "mail", "rcpt",  "data_init",
-                                        "data_block", "data_done", "idle", "retry", NULL};
+const char *const fg_timeout_names[] = {"greeting",  "ehlo",       "mail",      "rcpt",
+                                        "data_init", "data_block", "data_done", "idle",
+                                        "retry",     "retry_max",  "give_up",   NULL};
 
 #define DEFAULT_READY_MS 10000
 #define DEFAULT_GRACE_MS 3000
@@ -557,11 +558,99 @@ static int load_timeouts(const struct fg_yaml_doc *d, const struct fg_yaml_node 
     return 0;
 }
 
+static struct fg_timeout *timeout_find(struct fg_profile *p, const char *name)
+{
+    for (size_t i = 0; i < p->ntimeouts; i++)
+        if (strcmp(p->timeouts[i].name, name) == 0)
+            return &p->timeouts[i];
+    return NULL;
+}
+
+static void timeout_set(struct fg_profile *p, const char *name, uint64_t ms)
+{
+    struct fg_timeout *t = timeout_find(p, name);
+    if (!t) {
+        p->timeouts = fg_realloc(p->timeouts, (p->ntimeouts + 1) * sizeof(*p->timeouts));
+        t = &p->timeouts[p->ntimeouts++];
+        t->name = fg_strdup(name);
+    }
+    t->ms = ms;
+}
+
+/* retry: {first: 1s, backoff: 2, max_delay: 4s, give_up: 60s} - the
+ * gateway's real retry schedule (RFC 5321 §4.5.4.1).  It becomes the
+ * timeouts retry (the first delay), retry_max and give_up that `within`
+ * reads; a profile with timeouts.retry alone gets retry_max = retry and
+ * give_up = the first three delays of the schedule. */
+static int load_retry(const struct fg_yaml_doc *d, const struct fg_yaml_node *n,
+                      struct fg_profile *p, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"first", "backoff", "max_delay", "give_up", NULL};
+    int rc;
+    if ((rc = fg_yaml_expect(d, n, FG_YAML_MAP, "'retry'", err, errlen)) ||
+        (rc = fg_yaml_check_keys(d, n, keys, "'retry'", err, errlen)))
+        return rc;
+    const struct fg_yaml_node *v;
+    uint64_t ms;
+    if ((v = fg_yaml_get(n, "first"))) {
+        if ((rc = get_duration(d, v, "'retry.first'", &ms, err, errlen)))
+            return rc;
+        if (timeout_find(p, "retry"))
+            return fg_yaml_errf(d, v, err, errlen, FG_EINPUT,
+                                "'retry.first' and 'timeouts.retry' say the same: give one");
+        timeout_set(p, "retry", ms);
+    }
+    if ((v = fg_yaml_get(n, "backoff"))) {
+        if ((rc = get_scalar(d, v, "'retry.backoff'", err, errlen)))
+            return rc;
+        char *end;
+        double b = strtod(v->scalar, &end);
+        if (*end || end == v->scalar || !(b >= 1.0 && b <= 100.0))
+            return fg_yaml_errf(d, v, err, errlen, FG_EINPUT,
+                                "'retry.backoff' is a factor from 1 to 100, not '%s'", v->scalar);
+        p->retry_backoff = b;
+    }
+    if ((v = fg_yaml_get(n, "max_delay"))) {
+        if ((rc = get_duration(d, v, "'retry.max_delay'", &ms, err, errlen)))
+            return rc;
+        timeout_set(p, "retry_max", ms);
+    }
+    if ((v = fg_yaml_get(n, "give_up"))) {
+        if ((rc = get_duration(d, v, "'retry.give_up'", &ms, err, errlen)))
+            return rc;
+        timeout_set(p, "give_up", ms);
+    }
+    return 0;
+}
+
+/* The schedule's derived limits (see load_retry). */
+static void retry_defaults(struct fg_profile *p)
+{
+    const struct fg_timeout *r = timeout_find(p, "retry");
+    if (!r)
+        return;
+    uint64_t first = r->ms;
+    if (p->retry_backoff < 1.0)
+        p->retry_backoff = 1.0;
+    if (!timeout_find(p, "retry_max"))
+        timeout_set(p, "retry_max",
+                    p->retry_backoff > 1.0
+                        ? (uint64_t)((double)first * p->retry_backoff * p->retry_backoff)
+                        : first);
+    if (!timeout_find(p, "give_up")) {
+        uint64_t cap = timeout_find(p, "retry_max")->ms, sum = 0;
+        double delay = (double)first;
+        for (int k = 0; k < 3; k++, delay *= p->retry_backoff)
+            sum += (uint64_t)delay < cap ? (uint64_t)delay : cap;
+        timeout_set(p, "give_up", sum);
+    }
+}
+
 static int load_profile(const struct fg_yaml_doc *d, struct fg_profile *p, char *err, size_t errlen)
 {
     static const char *const keys[] = {"name",       "description", "start",    "submit",
                                        "ready",      "stop",        "timeouts", "version",
-                                       "tls_policy", "parallel",    NULL};
+                                       "tls_policy", "parallel",    "retry",    NULL};
     const struct fg_yaml_node *root = d->root;
     int rc;
     if (!root)
@@ -620,6 +709,9 @@ static int load_profile(const struct fg_yaml_doc *d, struct fg_profile *p, char 
         return rc;
     if ((n = fg_yaml_get(root, "timeouts")) && (rc = load_timeouts(d, n, p, err, errlen)))
         return rc;
+    if ((n = fg_yaml_get(root, "retry")) && (rc = load_retry(d, n, p, err, errlen)))
+        return rc;
+    retry_defaults(p);
     if ((n = fg_yaml_get(root, "tls_policy"))) {
         if ((rc = get_scalar(d, n, "'tls_policy'", err, errlen)))
             return rc;

@@ -1096,6 +1096,8 @@ static void parser_unsend(struct conn *c, const struct fg_fault *f)
             ps->starttls_pending = 0;
         else if (f->verb == FG_VERB_BDAT)
             ps->bdat_left = 0;
+    } else if (f->trig == FG_TRIG_DATA_START) {
+        ps->bdat_left = 0; /* a dropped first BDAT; nothing to undo after a 354 */
     }
 }
 

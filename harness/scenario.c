@@ -600,7 +600,7 @@ static int load_scenario(const struct fg_yaml_doc *d, struct fg_scenario *s, cha
 {
     static const char *const keys[] = {"id",          "title",     "kb",     "rfc",      "leg",
                                        "messages",    "faults",    "expect", "deadline", "mta",
-                                       "x400_faults", "x400_peer", "tls",    NULL};
+                                       "x400_faults", "x400_peer", "tls",    "path",     NULL};
     const struct fg_yaml_node *root = d->root, *v;
     int rc;
     if (!root)
@@ -641,6 +641,15 @@ static int load_scenario(const struct fg_yaml_doc *d, struct fg_scenario *s, cha
         else
             return fg_yaml_errf(d, v, err, errlen, FG_EINPUT,
                                 "bad leg '%s' (outbound, inbound or x400)", v->scalar);
+    }
+    if ((v = fg_yaml_get(root, "path"))) {
+        if ((rc = scalar(d, v, "'path'", err, errlen)))
+            return rc;
+        if (strcmp(v->scalar, "bdat") == 0)
+            s->mail_path = FG_PATH_BDAT;
+        else if (strcmp(v->scalar, "any") != 0)
+            return fg_yaml_errf(d, v, err, errlen, FG_EINPUT, "bad path '%s' (any or bdat)",
+                                v->scalar);
     }
     if ((v = fg_yaml_get(root, "tls"))) {
         /* How the proxy treats STARTTLS: pass the TLS records through, or

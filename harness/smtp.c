@@ -677,6 +677,7 @@ static void reply_line_done(struct feed *f, size_t end, int bare_lf)
             ev.answers = (enum fg_smtp_answers)p->pending[h].answers;
             ev.answers_verb = (enum fg_smtp_verb)p->pending[h].verb;
             ev.answers_seq = p->pending[h].seq;
+            ev.last = p->pending[h].bdat_last;
             p->pend_head = (h + 1) % FG_SMTP_PENDING_MAX;
             p->pend_len--;
         } else {

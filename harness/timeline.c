@@ -263,6 +263,7 @@ static int on_smtp(void *ud, const struct fg_smtp_event *ev)
         e->code = ev->code;
         e->answers = ev->answers;
         e->verb = ev->answers_verb; /* DATA for an end of data, BDAT for a chunk */
+        e->last = ev->answers == FG_ANS_BDAT && ev->last;
         size_t n = ev->text_len;
         if (n >= 2 && ev->text[n - 2] == '\r' && ev->text[n - 1] == '\n')
             n -= 2;
@@ -551,4 +552,39 @@ long fg_tl_conn_first(const struct fg_tl_conn *c, size_t from, enum fg_tl_kind k
         if (c->ev[i].kind == k && (dir < 0 || (int)c->ev[i].dir == dir))
             return (long)i;
     return -1;
+}
+
+int fg_tl_is_end_of_data(const struct fg_tl_event *e)
+{
+    return e->kind == FG_TL_END_OF_DATA || (e->kind == FG_TL_BDAT_END && e->last);
+}
+
+int fg_tl_is_eod_reply(const struct fg_tl_event *e)
+{
+    return e->kind == FG_TL_REPLY &&
+           (e->answers == FG_ANS_END_OF_DATA || (e->answers == FG_ANS_BDAT && e->last));
+}
+
+int fg_tl_is_opening(const struct fg_tl_event *e)
+{
+    return e->kind == FG_TL_COMMAND && (e->verb == FG_VERB_EHLO || e->verb == FG_VERB_HELO);
+}
+
+int fg_tl_is_data_start(const struct fg_tl_conn *c, size_t i)
+{
+    const struct fg_tl_event *e = &c->ev[i];
+    if (e->kind == FG_TL_REPLY)
+        return e->code == 354 && e->answers == FG_ANS_COMMAND && e->verb == FG_VERB_DATA;
+    if (e->kind != FG_TL_COMMAND || e->verb != FG_VERB_BDAT)
+        return 0;
+    /* The first BDAT since the transaction began: no earlier BDAT after
+     * the last MAIL. */
+    for (size_t k = i; k-- > 0;) {
+        const struct fg_tl_event *x = &c->ev[k];
+        if (x->kind == FG_TL_COMMAND && x->verb == FG_VERB_MAIL)
+            return 1;
+        if (x->kind == FG_TL_COMMAND && x->verb == FG_VERB_BDAT)
+            return 0;
+    }
+    return 1;
 }

@@ -181,6 +181,56 @@ START_TEST(profile_good)
 }
 END_TEST
 
+/* retry: the gateway's real schedule becomes the timeouts that `within`
+ * reads; without it, timeouts.retry alone gives fixed delays and a give-up
+ * after three of them. */
+START_TEST(profile_retry_schedule)
+{
+    struct {
+        const char *yaml;
+        int64_t retry, max, give_up;
+    } ok[] = {
+        {"retry: {first: 2s, backoff: 2, max_delay: 5s}\n", 2000, 5000, 2000 + 4000 + 5000},
+        {"retry: {first: 15s, give_up: 5m}\n", 15000, 15000, 300000},
+        {"timeouts: {retry: 1s}\n", 1000, 1000, 3000},
+        {"timeouts: {retry: 1s}\nretry: {backoff: 3}\n", 1000, 9000, 1000 + 3000 + 9000},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        char *text = fg_asprintf("name: r\nstart: {argv: [gw]}\n%s", ok[i].yaml);
+        char *path = write_file("retry.yaml", text);
+        struct fg_profile *p;
+        char err[FG_ERRBUF_SIZE] = "";
+        ck_assert_msg(fg_profile_load(path, &p, err, sizeof(err)) == 0, "%s: %s", ok[i].yaml, err);
+        ck_assert_int_eq(fg_profile_timeout(p, "retry"), ok[i].retry);
+        ck_assert_int_eq(fg_profile_timeout(p, "retry_max"), ok[i].max);
+        ck_assert_int_eq(fg_profile_timeout(p, "give_up"), ok[i].give_up);
+        uint64_t ms;
+        ck_assert_int_eq(fg_within_eval("timeouts.give_up + 10s", p, &ms, err, sizeof err, NULL),
+                         0);
+        ck_assert_uint_eq(ms, (uint64_t)ok[i].give_up + 10000);
+        fg_profile_free(p);
+        free(path);
+        free(text);
+    }
+    const char *bad[] = {
+        "timeouts: {retry: 1s}\nretry: {first: 2s}\n", /* said twice */
+        "retry: {first: 1s, backoff: 0.5}\n",          /* shrinking delays */
+        "retry: {first: 1s, every: 2s}\n",             /* unknown key */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *text = fg_asprintf("name: r\nstart: {argv: [gw]}\n%s", bad[i]);
+        char *path = write_file("retry.yaml", text);
+        struct fg_profile *p = NULL;
+        char err[FG_ERRBUF_SIZE] = "";
+        ck_assert_int_ne(fg_profile_load(path, &p, err, sizeof(err)), 0);
+        ck_assert_msg(strstr(err, "retry") != NULL, "%s", err);
+        ck_assert_msg(strstr(err, ".yaml:") != NULL, "no position: %s", err);
+        free(path);
+        free(text);
+    }
+}
+END_TEST
+
 START_TEST(profile_defaults)
 {
     char *path = write_file("min.yaml", "name: m\nstart: {argv: [gw]}\n");
@@ -210,7 +260,8 @@ START_TEST(profile_shipped)
         char err[FG_ERRBUF_SIZE] = "";
         ck_assert_msg(fg_profile_load(path, &p, err, sizeof(err)) == 0, "%s", err);
         ck_assert_str_eq(p->name, names[i]);
-        ck_assert_uint_eq(p->ntimeouts, 9);
+        /* nine declared, and retry_max and give_up derived from retry */
+        ck_assert_uint_eq(p->ntimeouts, 11);
         ck_assert_uint_eq(p->ready_timeout_ms, 10000);
         ck_assert_uint_eq(p->stop_grace_ms, 3000);
         ck_assert_int_eq(p->stop_signal, SIGTERM);
@@ -616,6 +667,7 @@ static Suite *yaml_suite(void)
     tcase_add_test(tc, yaml_missing_file);
     tcase_add_test(tc, profile_good);
     tcase_add_test(tc, profile_defaults);
+    tcase_add_test(tc, profile_retry_schedule);
     tcase_add_test(tc, profile_shipped);
     tcase_add_test(tc, profile_bad);
     tcase_add_test(tc, within_eval);

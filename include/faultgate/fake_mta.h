@@ -62,7 +62,8 @@ const char *fg_mta_cap_name(unsigned bit_index);
     XX(QUIT, "quit")                                                                               \
     XX(STARTTLS, "starttls")                                                                       \
     XX(AUTH, "auth")                                                                               \
-    XX(VRFY, "vrfy")
+    XX(VRFY, "vrfy")                                                                               \
+    XX(OPENING, "opening") /* EHLO or HELO */
 
 enum fg_mta_stage {
 #define XX(name, text) FG_MTA_ST_##name,

@@ -133,8 +133,11 @@ enum fg_trig_kind {
     FG_TRIG_GREETING,
     FG_TRIG_CONNECT,
     FG_TRIG_STARTTLS,
-    FG_TRIG_BYTE, /* byte_dir, byte_off */
-    FG_TRIG_AFTER /* after_ms */
+    FG_TRIG_OPENING,    /* "opening-command": EHLO or HELO (RFC 5321 §4.1.1.1) */
+    FG_TRIG_DATA_START, /* "start-of-data": the 354 to DATA, or the first BDAT
+                           command of a transaction (RFC 3030 §2: no 354) */
+    FG_TRIG_BYTE,       /* byte_dir, byte_off */
+    FG_TRIG_AFTER       /* after_ms */
 };
 
 enum fg_conn_sel { FG_SEL_EVERY, FG_SEL_FIRST, FG_SEL_NTH, FG_SEL_FROM };
@@ -274,6 +277,9 @@ struct fg_fault_conn {
      * other's draws. */
     struct fg_rng rng;
     int rng_ready;
+    /* start-of-data on the BDAT path: the verb_seq of the transaction's
+     * first BDAT, 0 while no BDAT since the last MAIL. */
+    unsigned bdat_first;
 };
 
 /* Byte and time triggers are not parser events: the proxy asks for the
@@ -297,13 +303,12 @@ int fg_fault_match_after(struct fg_fault_set *fs, struct fg_fault_conn *c, uint6
 /* fg_fault_set_match - the first fault (index >= from) whose trigger
  * matches ev on connection c and whose selectors and probability say fire
  * (ev NULL: the connection was just accepted, FG_TRIG_CONNECT).  A reply
- * that answers the end of data matches both `reply CODE` and `reply-to
- * end-of-data`.  Records the decision in fs->log and returns the fault
- * index, or -1.  A draw from the connection's generator happens only for
- * faults with 0 < p < 1 whose trigger and selector match and that are still
- * armed, in fault order; a draw that misses leaves the fault armed for the
- * next matching event.  So the same seed and the same traffic on a
- * connection give the same decisions, and p 0 or p 1 draw nothing. */
+ * that answers the end of data (the CRLF.CRLF of DATA, or the LAST BDAT
+ * chunk) matches both `reply CODE` and `reply-to end-of-data`.  Records the decision in fs->log and
+ * returns the fault index, or -1.  A draw from the connection's generator happens only for faults
+ * with 0 < p < 1 whose trigger and selector match and that are still armed, in fault order; a draw
+ * that misses leaves the fault armed for the next matching event.  So the same seed and the same
+ * traffic on a connection give the same decisions, and p 0 or p 1 draw nothing. */
 int fg_fault_set_match(struct fg_fault_set *fs, struct fg_fault_conn *c,
                        const struct fg_smtp_event *ev, size_t from);
 

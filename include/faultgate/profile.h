@@ -43,7 +43,8 @@ struct fg_profile {
     uint64_t stop_grace_ms;    /* SIGTERM, then SIGKILL after this */
     struct fg_timeout *timeouts;
     size_t ntimeouts;
-    int stop_signal; /* stop: {signal: TERM}; 0 means SIGTERM */
+    double retry_backoff; /* retry.backoff: each delay this many times the last (1: fixed) */
+    int stop_signal;      /* stop: {signal: TERM}; 0 means SIGTERM */
     /* version: [argv...] (placeholders allowed), NULL if absent */
     char **version_argv;
     size_t nversion;

@@ -18,6 +18,10 @@ struct fg_x400_fault; /* faultgate/x400_proxy.h */
 
 enum fg_leg { FG_LEG_OUTBOUND, FG_LEG_INBOUND, FG_LEG_X400 };
 
+/* The mail path a scenario exercises on the outbound leg (`path:`): any,
+ * or BDAT (RFC 3030): a gateway that never sends BDAT there is skipped. */
+enum fg_mail_path { FG_PATH_ANY, FG_PATH_BDAT };
+
 struct fg_msg_spec {
     char *from;
     char **to;
@@ -66,6 +70,7 @@ struct fg_scenario {
     char **rfc;
     size_t nrfc;
     enum fg_leg leg;
+    enum fg_mail_path mail_path;
     struct fg_msg_spec *msgs;
     size_t nmsgs;
     struct fg_fault *faults;

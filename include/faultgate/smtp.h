@@ -148,7 +148,8 @@ struct fg_smtp_event {
     /* DATA / BDAT_DATA: bytes of the body within the current feed buffer. */
     const char *data;
     size_t data_len;
-    /* BDAT_END: whether the chunk had LAST. */
+    /* BDAT_END: whether the chunk had LAST; REPLY answering BDAT: whether
+     * that chunk had LAST (the reply to the end of data, RFC 3030 §2). */
     int last;
 
     /* VIOLATION */

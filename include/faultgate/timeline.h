@@ -44,7 +44,8 @@ struct fg_tl_event {
                                      VIOLATION: its name (bare-lf, ...) */
     uint64_t size;                /* DATA: body octets; BDAT_END: chunk octets;
                                      GAP: missing octets */
-    int last;                     /* BDAT_END: the chunk had LAST */
+    int last;                     /* BDAT_END: the chunk had LAST; REPLY to
+                                     BDAT: it answers the LAST chunk */
 };
 
 /* An event index that is not there. */
@@ -145,5 +146,18 @@ size_t fg_timeline_conns_to(const struct fg_timeline *tl, int port, struct fg_tl
 /* fg_tl_conn_first - index of the first event of kind k (and direction dir,
  * or -1 for any) at or after index from; -1 if none. */
 long fg_tl_conn_first(const struct fg_tl_conn *c, size_t from, enum fg_tl_kind k, int dir);
+
+/* The protocol-level points that hold on every conforming path:
+ * - end of message data: the CRLF.CRLF of DATA or the LAST BDAT chunk
+ *   (BDAT n LAST or BDAT 0 LAST, RFC 3030 §2);
+ * - the reply to the end of data: the reply to either;
+ * - the opening command: EHLO or HELO (RFC 5321 §4.1.1.1);
+ * - the start of message data: the 354 to DATA, or the first BDAT command
+ *   of a transaction (no 354 comes with BDAT, RFC 3030 §2). */
+int fg_tl_is_end_of_data(const struct fg_tl_event *e);
+int fg_tl_is_eod_reply(const struct fg_tl_event *e);
+int fg_tl_is_opening(const struct fg_tl_event *e);
+/* i is an event index of c. */
+int fg_tl_is_data_start(const struct fg_tl_conn *c, size_t i);
 
 #endif
