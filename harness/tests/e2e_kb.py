@@ -29,6 +29,18 @@ BUGS = {
 }
 
 
+# Scenarios of a path a gateway may not take: skipped, with this reason,
+# by a gateway that does not take it (refgw never sends BDAT).
+PATH_SKIPS = {"kb-q129140-hang-after-bdat": "does not use BDAT"}
+
+
+def ok_verdict(sid, s):
+    """pass, or the skip of a path the gateway does not take."""
+    if s["verdict"] == "skip" and sid in PATH_SKIPS:
+        return PATH_SKIPS[sid] in (s.get("error") or "")
+    return s["verdict"] == "pass"
+
+
 def scenario_ids():
     return sorted(f[:-5] for f in os.listdir(KB) if f.endswith(".yaml"))
 
@@ -70,7 +82,7 @@ class Matrix(unittest.TestCase):
         p, res = self.results["refgw"]
         self.assertEqual(sorted(res), self.ids)
         for sid, s in res.items():
-            self.assertEqual(s["verdict"], "pass", "%s: %s" % (sid, json.dumps(s["expectations"], indent=1)))
+            self.assertTrue(ok_verdict(sid, s), "%s: %s" % (sid, json.dumps(s, indent=1)))
         self.assertEqual(p.returncode, 0, p.stderr)
 
     def test_each_bug_fails_exactly_its_scenario_naming_the_symptom(self):
@@ -87,7 +99,7 @@ class Matrix(unittest.TestCase):
                         for w in words:
                             self.assertIn(w, text)
                     else:
-                        self.assertEqual(s["verdict"], "pass", json.dumps(s["expectations"], indent=1))
+                        self.assertTrue(ok_verdict(sid, s), json.dumps(s, indent=1))
 
 
 if __name__ == "__main__":
