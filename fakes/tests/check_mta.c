@@ -796,6 +796,55 @@ START_TEST(script_hide_and_delay)
 }
 END_TEST
 
+/* extensions: pins each capability on or off over capabilities and hide,
+ * so a scenario fixes the path (DATA or BDAT, RFC 3030). */
+START_TEST(script_extensions_pinned)
+{
+    struct tclient *tc = setup_script(
+        "hide: [CHUNKING]\nextensions: {chunking: on, PIPELINING: off, SMTPUTF8: no}\n");
+    const struct step s[] = {{"EHLO c\r\n", 1}};
+    session(tc, s, 1, 0);
+    ck_assert_ptr_nonnull(strstr(tc->rx, "CHUNKING"));
+    ck_assert_ptr_null(strstr(tc->rx, "PIPELINING"));
+    ck_assert_ptr_null(strstr(tc->rx, "SMTPUTF8"));
+    ck_assert_ptr_nonnull(strstr(tc->rx, "8BITMIME"));
+    teardown(tc);
+
+    struct fg_mta_script sc;
+    char err[FG_ERRBUF_SIZE] = "";
+    int rc;
+    script_from("extensions: {CHUNKING: on, FOO: off}\n", &sc, err, sizeof(err), &rc);
+    ck_assert_int_lt(rc, 0);
+    ck_assert_msg(strstr(err, "t.yaml:1:28") && strstr(err, "FOO"), "%s", err);
+    script_from("extensions: {CHUNKING: maybe}\n", &sc, err, sizeof(err), &rc);
+    ck_assert_int_lt(rc, 0);
+    ck_assert_msg(strstr(err, "t.yaml:1:24") && strstr(err, "on or off"), "%s", err);
+    script_from("extensions: [CHUNKING]\n", &sc, err, sizeof(err), &rc);
+    ck_assert_int_lt(rc, 0);
+}
+END_TEST
+
+/* Stages that hold on every path: `opening` answers EHLO or HELO, and
+ * `end-of-data` the final dot or the LAST BDAT chunk. */
+START_TEST(script_opening_and_last_chunk)
+{
+    struct tclient *tc = setup_script(
+        "stages:\n  - {stage: opening, nth: 2, reply: \"421 4.3.2 bye\", action: close}\n"
+        "  - {stage: end-of-data, reply: \"451 4.3.0 later\"}\n");
+    const struct step s[] = {{"EHLO c\r\n", 1},
+                             {"MAIL FROM:<a@one.test>\r\n", 1},
+                             {"RCPT TO:<b@two.test>\r\n", 1},
+                             {"BDAT 3 LAST\r\nabc", 1},
+                             {"HELO c\r\n", 1}};
+    session(tc, s, 5, 1);
+    ck_assert_uint_eq(tc->ncodes, 6);
+    ck_assert_int_eq(tc->codes[4], 451); /* the LAST chunk is the end of data */
+    ck_assert_int_eq(tc->codes[5], 421); /* HELO is the second opening command */
+    ck_assert(tc->eof);
+    teardown(tc);
+}
+END_TEST
+
 START_TEST(script_reset_on_mail)
 {
     struct tclient *tc = setup_script("stages:\n  - {stage: mail, action: reset}\n");
@@ -891,6 +940,8 @@ static Suite *mta_suite(void)
     tcase_add_test(tc, script_soft_hard_reject);
     tcase_add_test(tc, script_no_esmtp_pix_banner);
     tcase_add_test(tc, script_hide_and_delay);
+    tcase_add_test(tc, script_extensions_pinned);
+    tcase_add_test(tc, script_opening_and_last_chunk);
     tcase_add_test(tc, script_reset_on_mail);
     tcase_add_test(tc, script_errors_have_positions);
     tcase_add_test(tc, auth_plain_login_and_dsn);

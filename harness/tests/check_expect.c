@@ -1290,6 +1290,83 @@ START_TEST(conf_timeout_at_least)
 }
 END_TEST
 
+/* The BDAT and HELO paths: rules judge them, or skip with the reason where
+ * they do not apply (never inconc for a healthy path). */
+#define BDAT_TXN(n, body)                                                                          \
+    "C:MAIL FROM:<a@company1.test>\r\n", "S:250 ok\r\n", "C:RCPT TO:<b@company2.test>\r\n",        \
+        "S:250 ok\r\n", "C:BDAT " n " LAST\r\n" body
+START_TEST(conf_bdat_and_helo_paths)
+{
+    const char *bdat[] = {HELLO,        BDAT_TXN("5", "hi\r\n."), "S:250 done\r\n",
+                          "C:QUIT\r\n", "S:221 bye\r\n",          "c:",
+                          NULL};
+    conf_expect("bdat-dots", "dot-stuffing", bdat, FG_V_SKIP, 0, "not dot-stuffed");
+    conf_expect("bdat-354", "no-data-without-354", bdat, FG_V_SKIP, 0, "no 354");
+    conf_expect("bdat-crlf", "crlf-only", bdat, FG_V_PASS, 0, NULL);
+    const char *helo[] = {"S:220 proxy\r\n",
+                          "C:HELO gw.test\r\n",
+                          "S:250 proxy\r\n",
+                          TXN("hi\r\n"),
+                          "C:QUIT\r\n",
+                          "S:221 bye\r\n",
+                          "c:",
+                          NULL};
+    conf_expect("helo-fallback", "ehlo-helo-fallback", helo, FG_V_SKIP, 0, "opens with HELO");
+
+    /* timeout-at-least on the BDAT path: the wait for the reply to the
+     * LAST chunk is data_done, from the chunk's last octet (4 s in
+     * meta_new). */
+    const char *early[] = {HELLO, BDAT_TXN("3", "hi\n"), "c:@2300 ", NULL};
+    struct fg_scenario_result res;
+    struct fg_expect_spec e = spec("timeout-at-least", NULL, NULL);
+    e.stage = "data_done";
+    struct fg_outcome *o = conf_run("bdat-to-early", early, &e, 20000, &res);
+    ck_assert_msg(o->verdict == FG_V_FAIL, "%s\n%s", o->summary, o->evidence);
+    ck_assert_ptr_nonnull(strstr(o->summary, "data_done"));
+    fg_scenario_result_clear(&res);
+    const char *late[] = {HELLO, BDAT_TXN("3", "hi\n"), "c:@9000 ", NULL};
+    o = conf_run("bdat-to-late", late, &e, 20000, &res);
+    ck_assert_msg(o->verdict == FG_V_PASS, "%s\n%s", o->summary, o->evidence);
+    fg_scenario_result_clear(&res);
+}
+END_TEST
+
+/* A stall at the end of data or the start of data finds its event on the
+ * BDAT path: the LAST chunk, the first BDAT command. */
+START_TEST(stall_bdat_triggers)
+{
+    const char *trig[] = {"end-of-data", "start-of-data", "reply-to end-of-data"};
+    for (size_t i = 0; i < 3; i++) {
+        struct tw w;
+        tw_open(&w, "stall-bdat");
+        struct tc c = conn_at(&w, 41001, PROXY_PORT, 100);
+        say_at(&c, 1, "220 proxy\r\n", 110);
+        say_at(&c, 0, "EHLO gw\r\n", 120);
+        say_at(&c, 1, "250-proxy\r\n250 CHUNKING\r\n", 130);
+        say_at(&c, 0, "MAIL FROM:<a@b>\r\n", 140);
+        say_at(&c, 1, "250 ok\r\n", 150);
+        say_at(&c, 0, "RCPT TO:<c@d>\r\n", 160);
+        say_at(&c, 1, "250 ok\r\n", 170);
+        say_at(&c, 0, "BDAT 3 LAST\r\nhi\n", 500); /* frame 11 */
+        if (i == 2)
+            say_at(&c, 1, "250 ok\r\n", 600); /* frame 12 */
+        fin_at(&c, 0, 1500);
+        tw_close(&w);
+        struct fg_meta *m = meta_new();
+        meta_decision(m, 1, trig[i], "stall", i == 2 ? 601 : 501);
+        struct fg_expect_spec e = spec("closes-after-stall", "2s", NULL);
+        struct fg_scenario_result res;
+        judge1(&w, m, &e, &res);
+        const struct fg_outcome *o = &res.outcomes[0];
+        ck_assert_msg(o->verdict == FG_V_PASS, "%s: %s: %s", trig[i], o->summary, o->evidence);
+        ck_assert_msg(has_frame(o, i == 2 ? 12 : 11), "%s: %s", trig[i], o->evidence);
+        ck_assert_msg(strstr(o->evidence, "trigger event is not in the trace") == NULL, "%s: %s",
+                      trig[i], o->evidence);
+        fg_scenario_result_clear(&res);
+    }
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("expect");
@@ -1321,6 +1398,8 @@ static Suite *suite(void)
     tcase_add_test(tc, conf_session_rules);
     tcase_add_test(tc, conf_retry_rules);
     tcase_add_test(tc, conf_timeout_at_least);
+    tcase_add_test(tc, conf_bdat_and_helo_paths);
+    tcase_add_test(tc, stall_bdat_triggers);
     suite_add_tcase(s, tc);
     TCase *tp = tcase_create("pure");
     tcase_set_timeout(tp, 10);

@@ -353,6 +353,70 @@ START_TEST(match_triggers)
 }
 END_TEST
 
+/* The protocol-level triggers hold on every path: the reply to the end of
+ * data answers the final dot or the LAST chunk; start-of-data is the 354 to
+ * DATA or a transaction's first BDAT; the opening command is EHLO or HELO. */
+START_TEST(match_path_triggers)
+{
+    struct fg_fault_set fs;
+    fg_fault_set_init(&fs, 7);
+    add(&fs, "reply-to end-of-data, each: delay 1s"); /* 0 */
+    add(&fs, "start-of-data, each: stall");           /* 1 */
+    add(&fs, "opening-command, each: close");         /* 2 */
+    add(&fs, "end-of-data, each: stall c2s");         /* 3 */
+    struct fg_fault_conn c = conn(1);
+
+    struct fg_smtp_event ev = ev_cmd(FG_VERB_HELO, "HELO", 1);
+    ck_assert_int_eq(fg_fault_set_match(&fs, &c, &ev, 0), 2);
+    ev = ev_cmd(FG_VERB_EHLO, "EHLO", 1);
+    ck_assert_int_eq(fg_fault_set_match(&fs, &c, &ev, 0), 2);
+    ev = ev_cmd(FG_VERB_MAIL, "MAIL", 1);
+    ck_assert_int_eq(fg_fault_set_match(&fs, &c, &ev, 0), -1);
+    /* BDAT path: the first BDAT starts the data, the second does not */
+    ev = ev_cmd(FG_VERB_BDAT, "BDAT", 1);
+    ck_assert_int_eq(fg_fault_set_match(&fs, &c, &ev, 0), 1);
+    ck_assert_int_eq(fg_fault_set_match(&fs, &c, &ev, 2), -1); /* matched again: same answer */
+    ck_assert_int_eq(fg_fault_set_match(&fs, &c, &ev, 1), 1);
+    ev = ev_reply(250, FG_ANS_BDAT); /* a non-LAST chunk's reply */
+    ck_assert_int_eq(fg_fault_set_match(&fs, &c, &ev, 0), -1);
+    ev = ev_cmd(FG_VERB_BDAT, "BDAT", 2);
+    ck_assert_int_eq(fg_fault_set_match(&fs, &c, &ev, 0), -1);
+    memset(&ev, 0, sizeof ev);
+    ev.type = FG_SMTP_EV_BDAT_END;
+    ev.last = 1;
+    ck_assert_int_eq(fg_fault_set_match(&fs, &c, &ev, 0), 3);
+    ev = ev_reply(250, FG_ANS_BDAT);
+    ev.last = 1; /* BDAT n LAST / BDAT 0 LAST: the reply to the end of data */
+    ck_assert_int_eq(fg_fault_set_match(&fs, &c, &ev, 0), 0);
+    /* a new transaction: its first BDAT starts its data again */
+    ev = ev_cmd(FG_VERB_MAIL, "MAIL", 2);
+    ck_assert_int_eq(fg_fault_set_match(&fs, &c, &ev, 0), -1);
+    ev = ev_cmd(FG_VERB_BDAT, "BDAT", 3);
+    ck_assert_int_eq(fg_fault_set_match(&fs, &c, &ev, 0), 1);
+    /* DATA path: the 354 to DATA starts the data, not another 354 */
+    ev = ev_reply(354, FG_ANS_COMMAND);
+    ev.answers_verb = FG_VERB_DATA;
+    ck_assert_int_eq(fg_fault_set_match(&fs, &c, &ev, 0), 1);
+    ev.answers_verb = FG_VERB_OTHER;
+    ck_assert_int_eq(fg_fault_set_match(&fs, &c, &ev, 0), -1);
+
+    const char *want[] = {"command HELO #1", "command EHLO #1", "command BDAT #1",
+                          "command BDAT #1", "end-of-data",     "reply-to end-of-data",
+                          "command BDAT #3", "reply 354"};
+    ck_assert_uint_eq(fs.nlog, sizeof want / sizeof want[0]);
+    for (size_t i = 0; i < fs.nlog; i++)
+        ck_assert_str_eq(fs.log[i].trigger, want[i]);
+    /* canonical text and errors */
+    struct fg_fault f = parse_ok("opening-command, first: close");
+    ck_assert_str_eq(f.spec, "opening-command, first: close");
+    fg_fault_clear(&f);
+    f = parse_ok("start-of-data: delay 3s");
+    ck_assert_str_eq(f.spec, "start-of-data: delay 3000ms");
+    fg_fault_clear(&f);
+    fg_fault_set_free(&fs);
+}
+END_TEST
+
 /* first/nth: one connection, once per run; every/from: once per connection;
  * each: every match. */
 START_TEST(match_selectors_once)
@@ -638,6 +702,7 @@ static Suite *fault_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("match");
     tcase_add_test(tc, match_triggers);
+    tcase_add_test(tc, match_path_triggers);
     tcase_add_test(tc, match_selectors_once);
     tcase_add_test(tc, match_deterministic);
     tcase_add_test(tc, match_independent_connections);

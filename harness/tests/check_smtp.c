@@ -134,6 +134,7 @@ static int on_event(void *ud, const struct fg_smtp_event *ev)
         e->answers = ev->answers;
         e->answers_verb = ev->answers_verb;
         e->answers_seq = ev->answers_seq;
+        e->last = ev->last;
         e->truncated = ev->truncated;
         e->str = memdup0(ev->text, ev->text_len);
         e->str_len = ev->text_len;
@@ -479,9 +480,9 @@ static char *serialize(const struct rec *r, int with_off)
                          e->verb_seq, e->pipelined ? " pipe" : "", e->truncated ? " trunc" : "");
             break;
         case FG_SMTP_EV_REPLY:
-            k = snprintf(t, sizeof(t), " %d/%u %s %s#%u%s ", e->code, e->nlines,
+            k = snprintf(t, sizeof(t), " %d/%u %s %s#%u%s%s ", e->code, e->nlines,
                          answers_name(e->answers), fg_smtp_verb_name(e->answers_verb),
-                         e->answers_seq, e->truncated ? " trunc" : "");
+                         e->answers_seq, e->last ? " last" : "", e->truncated ? " trunc" : "");
             break;
         case FG_SMTP_EV_BDAT_END:
             k = snprintf(t, sizeof(t), "%s", e->last ? " last" : " ");
@@ -701,7 +702,7 @@ START_TEST(test_bdat)
                         "C BDAT_END last\n"
                         "C COMMAND NOOP/NOOP #1 pipe NOOP\n"
                         "S REPLY 250/1 bdat BDAT#1 250 chunk\\r\\n\n"
-                        "S REPLY 250/1 bdat BDAT#2 250 done\\r\\n\n"
+                        "S REPLY 250/1 bdat BDAT#2 last 250 done\\r\\n\n"
                         "S REPLY 250/1 command NOOP#1 250 noop\\r\\n\n"
                         "C COMMAND MAIL/MAIL #2 MAIL FROM:<a@x.test>\n"
                         "C COMMAND RCPT/RCPT #2 pipe RCPT TO:<b@y.test>\n"
@@ -710,7 +711,7 @@ START_TEST(test_bdat)
                         "C COMMAND QUIT/QUIT #1 pipe QUIT\n"
                         "S REPLY 250/1 command MAIL#2 250 ok\\r\\n\n"
                         "S REPLY 250/1 command RCPT#2 250 ok\\r\\n\n"
-                        "S REPLY 250/1 bdat BDAT#3 250 empty\\r\\n\n"
+                        "S REPLY 250/1 bdat BDAT#3 last 250 empty\\r\\n\n"
                         "S REPLY 221/1 command QUIT#1 221 bye\\r\\n\n");
 }
 END_TEST
@@ -1186,7 +1187,7 @@ START_TEST(test_bdat_invalid)
                         "S REPLY 501/1 command BDAT#2 501 b\\r\\n\n"
                         "S REPLY 501/1 command BDAT#3 501 c\\r\\n\n"
                         "S REPLY 501/1 command BDAT#4 501 d\\r\\n\n"
-                        "S REPLY 250/1 bdat BDAT#5 250 e\\r\\n\n"
+                        "S REPLY 250/1 bdat BDAT#5 last 250 e\\r\\n\n"
                         "S REPLY 250/1 command NOOP#1 250 f\\r\\n\n");
 }
 END_TEST

@@ -239,6 +239,23 @@ START_TEST(smtp_session)
     ck_assert_int_ge(b1, 0);
     ck_assert(!c->ev[b1].last);
     ck_assert_uint_eq(c->ev[b1].size, strlen(bdat_part1));
+    /* The protocol-level points hold on the BDAT path: the LAST chunk is
+     * the end of data and its reply the reply to it; the first BDAT of the
+     * transaction starts the data (there is no 354). */
+    ck_assert(fg_tl_is_end_of_data(&c->ev[m->eod_event]));
+    ck_assert(!fg_tl_is_end_of_data(&c->ev[b1]));
+    ck_assert(fg_tl_is_eod_reply(&c->ev[m->reply_event]));
+    ck_assert(c->ev[m->reply_event].last);
+    ck_assert(fg_tl_is_data_start(c, m->data_event));
+    size_t nstart = 0, nopen = 0, neodr = 0;
+    for (size_t i = 0; i < c->nev; i++) {
+        nstart += (size_t)fg_tl_is_data_start(c, i);
+        nopen += (size_t)fg_tl_is_opening(&c->ev[i]);
+        neodr += (size_t)fg_tl_is_eod_reply(&c->ev[i]);
+    }
+    ck_assert_uint_eq(nstart, 1); /* the second BDAT does not start it again */
+    ck_assert_uint_eq(nopen, 1);
+    ck_assert_uint_eq(neodr, 1); /* the first chunk's reply is not the end of data's */
     long r = fg_tl_conn_first(c, 0, FG_TL_RST, -1);
     ck_assert_int_eq(r, (long)c->nev - 1);
     ck_assert_int_eq(c->ev[r].dir, FG_C2S);
@@ -256,6 +273,17 @@ START_TEST(smtp_session)
     r = fg_tl_conn_first(c, 0, FG_TL_RST, FG_S2C);
     ck_assert_int_ge(r, 0);
     ck_assert_uint_eq(c->ev[r].frame, fr.cut_rst);
+    /* HELO is the opening command there, and the 354 starts the data. */
+    long h = fg_tl_conn_first(c, 0, FG_TL_COMMAND, FG_C2S);
+    ck_assert_int_eq(c->ev[h].verb, FG_VERB_HELO);
+    ck_assert(fg_tl_is_opening(&c->ev[h]));
+    size_t n354 = 0;
+    for (size_t i = 0; i < c->nev; i++)
+        if (fg_tl_is_data_start(c, i)) {
+            ck_assert_int_eq(c->ev[i].code, 354);
+            n354++;
+        }
+    ck_assert_uint_eq(n354, 1);
 
     struct fg_tl_conn *out[2];
     ck_assert_uint_eq(fg_timeline_conns_to(tl, 2525, out, 2), 3);

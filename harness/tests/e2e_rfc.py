@@ -147,6 +147,20 @@ TABLE["r2-no-retry-after-554-end-of-data"] = [("peer-retry-after-5xx", "no-retry
 for s in ["r4-421-at-greeting", "r4-421-at-ehlo", "r4-421-at-mail", "r4-421-at-end-of-data",
           "r4-421-unsolicited"]:
     TABLE[s] = [("peer-ignore-421", "handles-421")]
+# RFC 5321 §4.5.4.1 apart from KB Q197142: a retry later than the profile
+# declares fails this rule alone.
+TABLE["r1-retry-on-schedule-after-drop"] = [("peer-relay-late-retry", "retry-on-schedule")]
+# The same rules on the other paths (scenarios/gateways/peers/minirelay.py):
+# BDAT when CHUNKING is offered, and a HELO opening.  A rule of a path the
+# relay does not take is skip, with the reason, never inconc.
+for s in ["r1-retry-after-451-end-of-data", "r2-no-retry-after-554-end-of-data",
+          "r4-421-at-end-of-data", "t7-data-done-timeout", "s1-crlf-with-bdat-offered",
+          "s3-dot-stuffing", "r1-retry-on-schedule-after-drop"]:
+    MORE_GOOD.setdefault(s, []).append("peer-relay-bdat")
+for s in ["t2-ehlo-timeout", "r4-421-at-ehlo", "p1-no-pipelining-after-helo",
+          "h2-ehlo-500-helo-fallback", "r1-retry-on-schedule-after-drop"]:
+    MORE_GOOD.setdefault(s, []).append("peer-relay-helo")
+SKIP_OK.setdefault("h2-ehlo-500-helo-fallback", set()).add("peer-relay-helo")
 # quit-at-end judges a client that sent QUIT whoever closes first, so no
 # scenario may be inconclusive for a conforming system.
 MAYBE_INCONC = set()
