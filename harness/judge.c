@@ -181,10 +181,9 @@ void fg_judge_keys(const struct fg_scenario *sc, struct fg_meta *meta, const cha
         if (res->verdict == FG_V_SKIP && n && !res->error)
             res->error =
                 fg_strdup(res->outcomes[0].summary ? res->outcomes[0].summary : "no rule applies");
-        char *why =
-            res->verdict == FG_V_PASS || res->verdict == FG_V_INCONC || res->verdict == FG_V_SKIP
-                ? bdat_not_used(sc, meta, res->tl)
-                : NULL;
+        /* Whatever its other rules say: the DATA path has a scenario of
+         * its own (kb-q129140-hang-after-data beside -bdat). */
+        char *why = bdat_not_used(sc, meta, res->tl);
         if (why) {
             res->verdict = FG_V_SKIP;
             free(res->error);
