@@ -830,9 +830,12 @@ static int mail_params(struct mta_conn *c, const char *params)
                 reply(c, "501 5.5.4 Bad SIZE parameter\r\n");
                 return -1;
             }
-            if (sz > c->m->sc.max_size) { /* RFC 1870 §6.1 */
-                violation(c, FG_MTA_V_SIZE, "MAIL SIZE=%" PRIu64 " over the advertised %" PRIu64,
-                          sz, c->m->sc.max_size);
+            if (sz > c->m->sc.max_size) {
+                /* RFC 1870 §6.1-§6.2: declaring more than the maximum is how a
+                 * client asks; the 552 answers it.  Only data sent above the
+                 * maximum is a violation. */
+                mta_log(c->m, "conn %u: MAIL SIZE=%" PRIu64 " over the advertised %" PRIu64, c->num,
+                        sz, c->m->sc.max_size);
                 reply(c, "552 5.3.4 Message size exceeds fixed maximum message size\r\n");
                 return -1;
             }

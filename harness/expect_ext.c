@@ -374,15 +374,10 @@ static enum cres check_mail(struct walk *w, const struct fg_tl_conn *c, const st
                     v->text, offer_why(why, sizeof why, of, "SIZE"));
                 return C_BAD;
             }
-            if ((of->ext & X_SIZE) && of->size_max && t->declared > of->size_max &&
-                FIND(K_SIZE, 0)) {
-                bad(w, c, v->frame,
-                    "\"%.*s\" declares %llu octets, above the fixed maximum SIZE %llu the "
-                    "server advertised (frame %llu) (RFC 1870 §4, §6)",
-                    EXCERPT, v->text, (unsigned long long)t->declared,
-                    (unsigned long long)of->size_max, (unsigned long long)of->frame);
-                return C_BAD;
-            }
+            /* A declaration above the advertised maximum is allowed: it is
+             * how the client asks, and the server's 552 answers it (RFC 1870
+             * §6.1, §6.2).  What fails is the data sent above it, or the
+             * same MAIL sent again after the 552 (below). */
         } else if (key_is(&pr, "BODY")) {
             int binary = val_is(&pr, "BINARYMIME");
             unsigned need = binary ? X_BINARYMIME : X_8BITMIME;

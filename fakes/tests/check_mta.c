@@ -647,10 +647,22 @@ START_TEST(strict_utf8_without_smtputf8)
 }
 END_TEST
 
+/* A declaration above the maximum is how the client asks (RFC 1870
+ * §6.1-§6.2): 552, and no violation; data above it is one (below). */
 START_TEST(strict_size_exceeded)
 {
+    struct fg_mta_script sc;
+    fg_mta_script_init(&sc);
+    sc.max_size = 1000;
+    struct fg_mta_opts o = {.host = "127.0.0.1", .script = &sc};
+    struct tclient *tc = setup(&o);
+    fg_mta_script_clear(&sc);
     const struct step s[] = {{"EHLO c\r\n", 1}, {"MAIL FROM:<a@one.test> SIZE=5000\r\n", 1}};
-    strict(s, 2, 0, FG_MTA_V_SIZE);
+    session(tc, s, 2, 0);
+    ck_assert_uint_eq(tc->ncodes, 3);
+    ck_assert_int_eq(tc->codes[2], 552);
+    ck_assert_uint_eq(viol_total(tc), 0);
+    teardown(tc);
 }
 END_TEST
 
