@@ -2177,7 +2177,7 @@ static enum cres chk_timeout(const struct fg_tl_conn *c, struct cctx *x)
     const char *stage = "greeting";
     uint64_t since_us = c->nev ? c->ev[0].us : 0, since_frame = c->nev ? c->ev[0].frame : 0;
     size_t outstanding = 0;
-    int greeted = 0;
+    int greeted = 0, quit_sent = 0;
     uint64_t min_us = x->limit_ms * 1000;
     /* The client waits for its oldest unanswered command: with
      * PIPELINING, commands sent behind it (QUIT after the final dot, DATA
@@ -2222,6 +2222,7 @@ static enum cres chk_timeout(const struct fg_tl_conn *c, struct cctx *x)
                 since_frame = v->frame;
             }
         } else if (v->kind == FG_TL_COMMAND) {
+            quit_sent |= v->verb == FG_VERB_QUIT;
             if (outstanding < PIPE_TRACK) {
                 size_t t = (qhead + outstanding) % PIPE_TRACK;
                 q[t].stage = cmd_stage(v->verb);
@@ -2272,6 +2273,11 @@ static enum cres chk_timeout(const struct fg_tl_conn *c, struct cctx *x)
         } else if (v->kind == FG_TL_FIN || v->kind == FG_TL_RST) {
             if (v->dir == FG_S2C)
                 return C_NA; /* the peer was not silent: it closed */
+            /* A client that sent QUIT (pipelined behind its transaction,
+             * as Exim does under PIPELINING) and then shut its side ended
+             * the session (RFC 5321 §4.1.1.10); it gave up on nothing. */
+            if (quit_sent)
+                return C_NA;
             WANTED_OUTSTANDING();
             if (strcmp(stage, want) != 0)
                 return C_NA;

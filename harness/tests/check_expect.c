@@ -1324,6 +1324,17 @@ START_TEST(conf_bdat_and_helo_paths)
     ck_assert_msg(o->verdict == FG_V_FAIL, "%s\n%s", o->summary, o->evidence);
     ck_assert_ptr_nonnull(strstr(o->summary, "data_done"));
     fg_scenario_result_clear(&res);
+    /* MAIL, RCPT, the LAST chunk and QUIT in one pipelined write and the
+     * client's side shut at once, the replies after (Exim with PIPELINING):
+     * ending the session is not giving up at mail after 0.0 s. */
+    const char *quit_fin[] = {HELLO,
+                              "C:MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nBDAT 3 LAST\r\nhi\nQUIT\r\n",
+                              "c:", "S:250 ok\r\n250 ok\r\n250 done\r\n221 bye\r\n", NULL};
+    e.stage = "mail";
+    o = conf_run("quit-fin", quit_fin, &e, 20000, &res);
+    ck_assert_msg(o->verdict != FG_V_FAIL, "%s\n%s", o->summary, o->evidence);
+    fg_scenario_result_clear(&res);
+    e.stage = "data_done";
     const char *late[] = {HELLO, BDAT_TXN("3", "hi\n"), "c:@9000 ", NULL};
     o = conf_run("bdat-to-late", late, &e, 20000, &res);
     ck_assert_msg(o->verdict == FG_V_PASS, "%s\n%s", o->summary, o->evidence);
