@@ -1144,7 +1144,9 @@ static void eval_starttls_injection(const struct fg_expect_spec *e, const struct
     if (!n) {
         worst = FG_V_INCONC;
         if (not_offered) {
-            sum = fg_strdup("not exercised: the gateway does not offer STARTTLS");
+            /* STARTTLS is optional (RFC 3207): the case does not apply. */
+            worst = FG_V_SKIP;
+            sum = fg_strdup("does not apply: the gateway does not offer STARTTLS");
             fg_strbuf_printf(
                 &ev,
                 "inbound connection #%u: the EHLO reply (frame %llu) does not offer STARTTLS "
