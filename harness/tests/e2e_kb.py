@@ -41,6 +41,11 @@ def ok_verdict(sid, s):
     return s["verdict"] == "pass"
 
 
+def label(sid):
+    """q129140, q129140/bdat, ...: the KB number, and the path if the id names one."""
+    return sid.split("-")[1] + ("/bdat" if sid.endswith("-bdat") else "")
+
+
 def scenario_ids():
     return sorted(f[:-5] for f in os.listdir(KB) if f.endswith(".yaml"))
 
@@ -67,10 +72,10 @@ class Matrix(unittest.TestCase):
             cls.results[prof] = run(prof, os.path.join(cls.tmp, prof))
         # The printed table: one row per profile, one column per scenario.
         width = max(len(p) for p in cls.profiles)
-        print("\n%-*s  %s" % (width, "profile \\ scenario", "  ".join(i.split("-")[1] for i in cls.ids)),
+        print("\n%-*s  %s" % (width, "profile \\ scenario", "  ".join(label(i) for i in cls.ids)),
               file=sys.stderr)
         for prof in cls.profiles:
-            cells = [cls.results[prof][1].get(i, {}).get("verdict", "-").upper()[:6].ljust(7)
+            cells = [cls.results[prof][1].get(i, {}).get("verdict", "-").upper()[:6].ljust(len(label(i)))
                      for i in cls.ids]
             print("%-*s  %s" % (width, prof, " ".join(cells)), file=sys.stderr)
 
