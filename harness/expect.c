@@ -2171,13 +2171,18 @@ static const char *cmd_stage(enum fg_smtp_verb v)
  * last body octet for data_block, the "." for data_done, the last reply
  * for idle) until it closed or reset; that wait must be >= min.  A gateway
  * still waiting when the run ends has waited at least that long. */
+/* A FIN this soon after the client's QUIT is its shutdown after QUIT, not a
+ * timeout: no timeout of RFC 5321 §4.5.3.2 is this short. */
+#define QUIT_SHUT_US 200000
+
 static enum cres chk_timeout(const struct fg_tl_conn *c, struct cctx *x)
 {
     const char *want = x->e->stage;
     const char *stage = "greeting";
     uint64_t since_us = c->nev ? c->ev[0].us : 0, since_frame = c->nev ? c->ev[0].frame : 0;
     size_t outstanding = 0;
-    int greeted = 0, quit_sent = 0;
+    int greeted = 0;
+    uint64_t quit_us = 0;
     uint64_t min_us = x->limit_ms * 1000;
     /* The client waits for its oldest unanswered command: with
      * PIPELINING, commands sent behind it (QUIT after the final dot, DATA
@@ -2222,7 +2227,8 @@ static enum cres chk_timeout(const struct fg_tl_conn *c, struct cctx *x)
                 since_frame = v->frame;
             }
         } else if (v->kind == FG_TL_COMMAND) {
-            quit_sent |= v->verb == FG_VERB_QUIT;
+            if (v->verb == FG_VERB_QUIT)
+                quit_us = v->us;
             if (outstanding < PIPE_TRACK) {
                 size_t t = (qhead + outstanding) % PIPE_TRACK;
                 q[t].stage = cmd_stage(v->verb);
@@ -2273,10 +2279,13 @@ static enum cres chk_timeout(const struct fg_tl_conn *c, struct cctx *x)
         } else if (v->kind == FG_TL_FIN || v->kind == FG_TL_RST) {
             if (v->dir == FG_S2C)
                 return C_NA; /* the peer was not silent: it closed */
-            /* A client that sent QUIT (pipelined behind its transaction,
-             * as Exim does under PIPELINING) and then shut its side ended
-             * the session (RFC 5321 §4.1.1.10); it gave up on nothing. */
-            if (quit_sent)
+            /* A client that shut its side right after a QUIT (pipelined
+             * behind its transaction, as Exim does under PIPELINING) ended
+             * the session (RFC 5321 §4.1.1.10) and still reads the replies:
+             * it gave up on nothing.  One that shuts it later (Postfix
+             * pipelines QUIT behind the dot, then times out) did give up. */
+            if (quit_us && v->dir == FG_C2S && v->kind == FG_TL_FIN &&
+                since(v->us, quit_us) < QUIT_SHUT_US)
                 return C_NA;
             WANTED_OUTSTANDING();
             if (strcmp(stage, want) != 0)
