@@ -79,7 +79,9 @@ class Installed(unittest.TestCase):
         p = self.fg("run", "-q", "--seed", "5", "-o", out, "kb")
         res, v = verdicts(out)
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
-        self.assertEqual(len(v), 5)
+        self.assertEqual(len(v), 6)
+        # refgw sends DATA: the BDAT path of Q129140 does not apply to it.
+        self.assertEqual(v.pop("kb-q129140-hang-after-bdat"), "skip")
         self.assertEqual(set(v.values()), {"pass"}, v)
         self.assertEqual(res["profile"]["name"], "refgw")
 
