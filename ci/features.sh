@@ -90,5 +90,5 @@ need time "/usr/bin/time" test -x /usr/bin/time
 need util-linux "unshare (OpenSMTPD's private queue)" unshare --version
 need mount "mount (OpenSMTPD's private queue)" mount --version
 need apt "apt-get download (the real MTAs are unpacked, not installed)" apt-get --version
-need npm "npm (Haraka comes from the npm registry)" npm --version
+need "nodejs npm" "npm (Haraka comes from the npm registry)" npm --version
 exit 0

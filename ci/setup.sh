@@ -28,6 +28,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     # tshark asks whether non-root users may capture; the default (no) is fine.
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+# Haraka's npm (ci/packages.txt says why it is not listed there).
+if [ $build_only -eq 0 ] && ! command -v npm >/dev/null 2>&1; then
+    echo "ci/setup.sh: installing nodejs npm"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends nodejs npm
+fi
 # Installed is not enough: what the tests use must work (ci/features.sh).
 if [ $build_only -eq 1 ]; then
     bash ci/features.sh --build-only
