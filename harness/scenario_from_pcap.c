@@ -37,26 +37,26 @@ static const struct kb_entry {
      "the next hop stops answering; the gateway must time out and retry",
      {"{rule: closes-after-stall, within: \"timeouts.data_block + timeouts.data_done + 5s\"}",
       "{rule: message-fate, fate: delivered-once,\n"
-      "     within: \"timeouts.data_block + timeouts.data_done + 3 * timeouts.retry + 10s\"}",
+      "     within: \"timeouts.data_block + timeouts.data_done + timeouts.give_up + 10s\"}",
       "{rule: gateway-alive}", NULL}},
     {"Q197142",
      "kb-q197142-ehlo-dropped-before-reply",
      "the next hop closes after EHLO before replying; the gateway must stay up and retry",
-     {"{rule: gateway-alive}", "{rule: retries-after-drop, within: \"3 * timeouts.retry + 5s\"}",
+     {"{rule: gateway-alive}", "{rule: retries-after-drop, within: \"timeouts.give_up + 5s\"}",
       "{rule: message-fate, fate: delivered-once,\n"
-      "     within: \"timeouts.ehlo + 3 * timeouts.retry + 10s\"}",
+      "     within: \"timeouts.ehlo + timeouts.give_up + 10s\"}",
       NULL}},
     {"Q135031",
      "kb-q135031-silent-queue-stall",
      "the next hop refuses the message for good; the gateway must bounce it, never keep it",
-     {"{rule: message-fate, fate: bounced, within: \"3 * timeouts.retry + 15s\"}",
+     {"{rule: message-fate, fate: bounced, within: \"timeouts.give_up + 15s\"}",
       "{rule: gateway-alive}", NULL}},
     {"Q131150",
      "kb-q131150-inbound-refused-while-busy",
      "an outbound session stalls while mail arrives; the gateway must keep accepting inbound",
      {"{rule: inbound-accepts-while-busy, within: 2s}",
       "{rule: message-fate, fate: delivered-once,\n"
-      "     within: \"%DELAY% + timeouts.data_done + 3 * timeouts.retry + 10s\"}",
+      "     within: \"%DELAY% + timeouts.data_done + timeouts.give_up + 10s\"}",
       "{rule: gateway-alive}", NULL}},
 };
 
@@ -403,7 +403,7 @@ int fg_scenario_from_pcap(const char *path, const struct fg_sfp_opts *o, FILE *f
                 fprintf(f, "  - %s\n", x);
         }
     } else {
-        fprintf(f, "  - {rule: message-fate, fate: delivered-once, within: \"3 * timeouts.retry + "
+        fprintf(f, "  - {rule: message-fate, fate: delivered-once, within: \"timeouts.give_up + "
                    "10s\"}\n  - {rule: gateway-alive}\n");
     }
     rc = 0;
