@@ -13,9 +13,12 @@ if [ "${1:-}" = "--build-only" ]; then
     build_only=1
     shift
 fi
-lists=ci/packages-build.txt
-[ $build_only -eq 1 ] || lists="$lists ci/packages.txt"
-want=$(cat $lists | grep -v '^#' | xargs)
+# ci/packages.txt: the build part, then "# --- tests ---", then the rest.
+if [ $build_only -eq 1 ]; then
+    want=$(sed '/^# --- tests ---$/q' ci/packages.txt | grep -v '^#' | xargs)
+else
+    want=$(grep -v '^#' ci/packages.txt | xargs)
+fi
 missing=()
 for p in $want; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
