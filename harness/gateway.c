@@ -379,6 +379,28 @@ static void follow_daemon(struct fg_gateway *g)
 
 #define MAX_ESCAPED 4096
 
+int fg_proc_ppid_read(pid_t pid, pid_t *ppid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    ssize_t len = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (len <= 0)
+        return FG_EINPUT;
+    buf[len] = '\0';
+    /* "pid (comm) state ppid ...": comm may hold spaces and parens. */
+    char *rp = strrchr(buf, ')');
+    long pp;
+    char state;
+    if (!rp || sscanf(rp + 1, " %c %ld", &state, &pp) != 2)
+        return FG_EINPUT;
+    *ppid = (pid_t)pp;
+    return 0;
+}
+
 static size_t gateway_tree(pid_t leader, pid_t *out, size_t max)
 {
     size_t n = 0, cap = 0;
@@ -394,21 +416,8 @@ static size_t gateway_tree(pid_t leader, pid_t *out, size_t max)
         long pid = strtol(de->d_name, &end, 10);
         if (*end || pid <= 0)
             continue;
-        char path[64], buf[512];
-        snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        ssize_t len = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        if (len <= 0)
-            continue;
-        buf[len] = '\0';
-        /* "pid (comm) state ppid ...": comm may hold spaces and parens. */
-        char *rp = strrchr(buf, ')');
-        long ppid;
-        char state;
-        if (!rp || sscanf(rp + 1, " %c %ld", &state, &ppid) != 2)
+        pid_t ppid;
+        if (fg_proc_ppid_read((pid_t)pid, &ppid) < 0)
             continue;
         fg_array_reserve((void **)&all, &cap, n + 1, sizeof(*all));
         all[n].pid = (pid_t)pid;

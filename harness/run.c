@@ -1523,20 +1523,8 @@ static size_t children_of_self(pid_t *out, size_t max)
         long pid = strtol(de->d_name, &end, 10);
         if (*end || pid <= 0)
             continue;
-        char path[64], buf[512];
-        snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        ssize_t len = read(fd, buf, sizeof(buf) - 1);
-        close(fd);
-        if (len <= 0)
-            continue;
-        buf[len] = '\0';
-        char *rp = strrchr(buf, ')');
-        long ppid;
-        char state;
-        if (rp && sscanf(rp + 1, " %c %ld", &state, &ppid) == 2 && ppid == self)
+        pid_t ppid;
+        if (fg_proc_ppid_read((pid_t)pid, &ppid) == 0 && ppid == self)
             out[n++] = (pid_t)pid;
     }
     closedir(d);

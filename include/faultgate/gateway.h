@@ -8,6 +8,7 @@
 #ifndef FAULTGATE_GATEWAY_H
 #define FAULTGATE_GATEWAY_H
 
+#include <sys/types.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -70,5 +71,10 @@ int fg_port_alloc(void);
 /* fg_port_range_low - the low end of the kernel's ephemeral port range
  * (net.ipv4.ip_local_port_range; 32768 when it cannot be read). */
 int fg_port_range_low(void);
+
+/* fg_proc_ppid_read - the parent of pid, from /proc/PID/stat (Linux): what
+ * the subreaper's scans (the gateway's tree, a run's orphans) are built on.
+ * 0, or a negative errno / FG_EINPUT when it cannot be read. */
+int fg_proc_ppid_read(pid_t pid, pid_t *ppid);
 
 #endif
